@@ -1,0 +1,13 @@
+//! The `rectifier` binary: see `pqx_app::rectifier`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use pqx_app::rectifier::RectifierCli;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = RectifierCli::parse();
+    let _log = pqx_util::init_logging("rectifier");
+    pqx_app::cli::finish("rectifier", pqx_app::rectifier::run(cli).await)
+}

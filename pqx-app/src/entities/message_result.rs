@@ -1,0 +1,37 @@
+//! One row per finished attempt: how it ended.
+
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "message_result")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i64,
+    pub history_id: i64,
+    /// The exit code; 124 for a consuming timeout, 127 when the program could not start, 128+N for
+    /// a signal.
+    pub exit_code: i32,
+    /// One line saying how the attempt ended.
+    pub result: String,
+    /// When the attempt ended.
+    pub time: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {
+    #[sea_orm(
+        belongs_to = "super::message_history::Entity",
+        from = "Column::HistoryId",
+        to = "super::message_history::Column::Id",
+        on_delete = "Cascade"
+    )]
+    MessageHistory,
+}
+
+impl Related<super::message_history::Entity> for Entity {
+    fn to() -> RelationDef {
+        Relation::MessageHistory.def()
+    }
+}
+
+impl ActiveModelBehavior for ActiveModel {}

@@ -1,0 +1,5 @@
+//! The two tables of the original PQX, one row each per attempt: `message_history` when a run starts,
+//! `message_result` when it ends.
+
+pub mod message_history;
+pub mod message_result;

@@ -1,0 +1,180 @@
+//! `inspector -o insp | hist`: whether the tables exist and what exchanges, queues and bindings the
+//! vhost has (through the management API), or the recorded attempts and how they ended.
+
+use chrono::SecondsFormat;
+use clap::builder::PossibleValue;
+use clap::{Parser, Subcommand, ValueEnum};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+use pqx_util::MqApi;
+
+use crate::{cli, ConfigArgs, Result, Store};
+
+/// Look at the tables, the broker's topology and the recorded attempts.
+#[derive(Debug, Parser)]
+#[command(name = "inspector", version, args_conflicts_with_subcommands = true)]
+pub struct InspectorCli {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// What to do (the original PQX's option strings)
+    #[arg(short, long, value_enum)]
+    pub option: Option<InspectorOption>,
+    /// With hist: only the attempts of this message id
+    #[arg(long, global = true)]
+    pub message_id: Option<String>,
+    /// With hist: how many attempts to show, newest first
+    #[arg(long, global = true, default_value_t = 20)]
+    pub limit: u64,
+    #[command(subcommand)]
+    pub command: Option<InspectorOption>,
+}
+
+/// What inspector does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
+#[command(rename_all = "snake_case")]
+pub enum InspectorOption {
+    /// Tables, exchanges, queues and bindings
+    Insp,
+    /// Recorded attempts and their results
+    Hist,
+}
+
+// `-o NAME` takes the same names as the subcommands; the derive macros cannot share one enum's
+// attributes, so the names are given here and a test checks they match.
+impl ValueEnum for InspectorOption {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Insp, Self::Hist]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(PossibleValue::new(match self {
+            Self::Insp => "insp",
+            Self::Hist => "hist",
+        }))
+    }
+}
+
+/// Runs inspector.
+pub async fn run(cli: InspectorCli) -> Result<()> {
+    let option = cli::chosen::<InspectorCli, _>(cli.option, cli.command);
+    let conn = cli.config.conn()?;
+    match option {
+        InspectorOption::Insp => {
+            let store = Store::connect(&conn.db).await?;
+            if store.tables_exist().await? {
+                println!(
+                    "tables: message_history, message_result exist in {}",
+                    store.url()
+                );
+            } else {
+                println!(
+                    "tables: missing in {} (run `initiator -o crt_tbl`)",
+                    store.url()
+                );
+            }
+            let api = MqApi::new(conn.mq_api())?;
+            print!("{}", topology(&api).await?);
+            Ok(())
+        }
+        InspectorOption::Hist => {
+            let store = Store::connect(&conn.db).await?;
+            store.ensure_tables().await?;
+            let attempts = store.attempts(cli.message_id.as_deref(), cli.limit).await?;
+            print!("{}", attempts_table(&attempts));
+            Ok(())
+        }
+    }
+}
+
+/// The vhost's exchanges, queues and bindings as tables, the broker's own `amq.*` and default
+/// exchange left out.
+pub async fn topology(api: &MqApi) -> Result<String> {
+    let own = |name: &str| !name.is_empty() && !name.starts_with("amq.");
+    let mut out = format!("vhost: {}\n", api.vhost());
+
+    let mut exchanges = table(["exchange", "type", "durable"]);
+    for x in api.exchanges().await?.into_iter().filter(|x| own(&x.name)) {
+        exchanges.add_row([x.name, x.kind, x.durable.to_string()]);
+    }
+    out.push_str(&format!("{exchanges}\n"));
+
+    let mut queues = table(["queue", "messages", "consumers", "arguments"]);
+    for q in api.queues().await? {
+        let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
+        queues.add_row([
+            q.name,
+            count(q.messages),
+            count(q.consumers),
+            serde_json::Value::Object(q.arguments).to_string(),
+        ]);
+    }
+    out.push_str(&format!("{queues}\n"));
+
+    let mut bindings = table(["source", "destination", "routing key", "arguments"]);
+    for b in api.bindings().await?.into_iter().filter(|b| own(&b.source)) {
+        bindings.add_row([
+            b.source,
+            format!("{} {}", b.destination_type, b.destination),
+            b.routing_key,
+            serde_json::Value::Object(b.arguments).to_string(),
+        ]);
+    }
+    out.push_str(&format!("{bindings}\n"));
+    Ok(out)
+}
+
+fn attempts_table(attempts: &[crate::Attempt]) -> String {
+    let mut t = table([
+        "id",
+        "message id",
+        "queue",
+        "attempt",
+        "host",
+        "started",
+        "ended",
+        "exit",
+        "result",
+    ]);
+    for (history, result) in attempts {
+        let show = |v: &Option<String>| v.clone().unwrap_or_default();
+        let (ended, exit, summary) = match result {
+            Some(r) => (
+                r.time.to_rfc3339_opts(SecondsFormat::Millis, true),
+                r.exit_code.to_string(),
+                r.result.clone(),
+            ),
+            None => (
+                String::new(),
+                String::new(),
+                "running, or stopped before it ended".into(),
+            ),
+        };
+        t.add_row([
+            history.id.to_string(),
+            show(&history.message_id),
+            show(&history.queue),
+            history.attempt.map(|a| a.to_string()).unwrap_or_default(),
+            show(&history.host),
+            history.time.to_rfc3339_opts(SecondsFormat::Millis, true),
+            ended,
+            exit,
+            summary,
+        ]);
+    }
+    format!("{t}\n")
+}
+
+fn table<const N: usize>(header: [&str; N]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED).set_header(header);
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_names_are_the_subcommand_names() {
+        crate::cli::assert_option_names::<InspectorCli, InspectorOption>();
+    }
+}

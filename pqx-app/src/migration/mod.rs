@@ -1,0 +1,17 @@
+//! The schema, as sea-orm migrations: `initiator -o crt_tbl` applies them, `rectifier -o del_tbl`
+//! rolls them back. Later changes are new migrations; the original columns are never dropped.
+
+use sea_orm_migration::prelude::*;
+
+mod m20240601_000001_create_tables;
+
+/// All migrations, oldest first.
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20240601_000001_create_tables::Migration)]
+    }
+}

@@ -1,0 +1,60 @@
+//! Logging: human-readable lines on stderr and the same in daily files under `./logs` (or
+//! `PQX_LOG_DIR`), as the original PQX did. `RUST_LOG` sets the filter (default `info`).
+
+use std::path::PathBuf;
+
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{fmt, EnvFilter, Layer};
+
+/// Our info lines, and only warnings from the migration runner, which narrates every step.
+const DEFAULT_FILTER: &str = "info,sea_orm_migration=warn";
+
+/// Keeps the file writer flushing; drop it last, at the end of `main`.
+#[derive(Debug)]
+pub struct LogGuard {
+    _file: Option<WorkerGuard>,
+}
+
+/// Sets up logging for binary `app`; log files are `<dir>/<app>.<date>.log`.
+///
+/// A log directory that cannot be created is reported on stderr and logging goes on to stderr only:
+/// a read-only working directory must not stop a subscriber.
+pub fn init_logging(app: &str) -> LogGuard {
+    let filter =
+        || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let dir = std::env::var_os("PQX_LOG_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("logs"));
+    let stderr = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_filter(filter());
+    let appender = RollingFileAppender::builder()
+        .rotation(Rotation::DAILY)
+        .filename_prefix(app)
+        .filename_suffix("log")
+        .build(&dir);
+    match appender {
+        Ok(appender) => {
+            let (writer, guard) = tracing_appender::non_blocking(appender);
+            let file = fmt::layer()
+                .with_writer(writer)
+                .with_ansi(false)
+                .with_target(false)
+                .with_filter(filter());
+            let _ = tracing_subscriber::registry()
+                .with(stderr)
+                .with(file)
+                .try_init();
+            LogGuard { _file: Some(guard) }
+        }
+        Err(e) => {
+            let _ = tracing_subscriber::registry().with(stderr).try_init();
+            tracing::warn!(dir = %dir.display(), error = %e, "log files disabled: cannot write the log directory");
+            LogGuard { _file: None }
+        }
+    }
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Brings up the local services pqx needs, without Docker: RabbitMQ with the management plugin and,
+# with --postgres, PostgreSQL. Installs them from Debian's packages when missing (as root), starts
+# them when stopped, and creates the user, vhost, role and database that config/conn.yml.template
+# names. Safe to run any number of times.
+#
+#   scripts/services.sh [--postgres]     bring services up
+#   scripts/services.sh stop             stop what this script started
+set -euo pipefail
+
+MQ_USER=${PQX_MQ_USER:-pqx}
+MQ_PASS=${PQX_MQ_PASS:-pqx}
+MQ_VHOST=${PQX_MQ_VHOST:-pqx}
+PG_USER=${PQX_PG_USER:-pqx}
+PG_PASS=${PQX_PG_PASS:-pqx}
+PG_DB=${PQX_PG_DB:-pqx}
+RABBIT_CONF=/etc/rabbitmq/rabbitmq.conf
+MARK="# written by pqx scripts/services.sh"
+
+say() { echo "services: $*" >&2; }
+die() { say "error: $*"; exit 1; }
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    die "'$*' needs root (or sudo): install or start the service by hand"; fi
+}
+
+apt_install() {
+  say "installing $* from Debian's packages"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
+}
+
+rabbit_up() {
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  # Loopback only; consumer_timeout raised so that a long command's unacked delivery does not get its
+  # channel closed by the broker after the default 30 minutes (a command may run for up to 7 days).
+  if [ ! -f "$RABBIT_CONF" ] || grep -q "^$MARK" "$RABBIT_CONF"; then
+    as_root tee "$RABBIT_CONF" >/dev/null <<CONF
+$MARK
+listeners.tcp.default = 127.0.0.1:5672
+management.tcp.ip = 127.0.0.1
+management.tcp.port = 15672
+consumer_timeout = 604800000
+CONF
+  else
+    say "leaving $RABBIT_CONF as it is (not written by pqx)"
+  fi
+  as_root rabbitmq-plugins enable --offline rabbitmq_management >/dev/null
+  if ! as_root rabbitmqctl -q await_startup --timeout 1 >/dev/null 2>&1; then
+    say "starting RabbitMQ"
+    as_root env ERL_EPMD_ADDRESS=127.0.0.1 rabbitmq-server -detached >/dev/null 2>&1 || true
+    # await_startup fails at once until the node has registered with epmd, so poll it.
+    local up=0
+    for _ in $(seq 1 60); do
+      if as_root rabbitmqctl -q await_startup --timeout 30 >/dev/null 2>&1; then up=1; break; fi
+      sleep 1
+    done
+    [ "$up" = 1 ] || die "RabbitMQ did not start: see /var/log/rabbitmq/"
+  fi
+  if ! as_root rabbitmqctl -q list_users | awk '{print $1}' | grep -qx "$MQ_USER"; then
+    as_root rabbitmqctl -q add_user "$MQ_USER" "$MQ_PASS" >/dev/null
+  fi
+  as_root rabbitmqctl -q set_user_tags "$MQ_USER" administrator >/dev/null
+  if ! as_root rabbitmqctl -q list_vhosts | grep -qx "$MQ_VHOST"; then
+    as_root rabbitmqctl -q add_vhost "$MQ_VHOST" >/dev/null
+  fi
+  as_root rabbitmqctl -q set_permissions -p "$MQ_VHOST" "$MQ_USER" ".*" ".*" ".*" >/dev/null
+  for _ in $(seq 1 120); do
+    curl -fsS -u "$MQ_USER:$MQ_PASS" http://127.0.0.1:15672/api/overview >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  curl -fsS -u "$MQ_USER:$MQ_PASS" http://127.0.0.1:15672/api/overview >/dev/null \
+    || die "RabbitMQ management API does not answer on 127.0.0.1:15672"
+  say "RabbitMQ up: amqp://$MQ_USER@127.0.0.1:5672/$MQ_VHOST, management on 127.0.0.1:15672"
+}
+
+pg_cluster() { pg_lsclusters -h 2>/dev/null | awk 'NR==1{print $1" "$2}'; }
+
+pg_up() {
+  command -v pg_lsclusters >/dev/null || apt_install postgresql
+  [ -n "$(pg_cluster)" ] || apt_install postgresql
+  read -r ver name <<<"$(pg_cluster)"
+  [ -n "${ver:-}" ] || die "no PostgreSQL cluster found (pg_lsclusters)"
+  if ! pg_lsclusters -h | awk -v v="$ver" -v n="$name" '$1==v && $2==n {print $4}' | grep -q online; then
+    say "starting PostgreSQL $ver/$name"
+    as_root pg_ctlcluster "$ver" "$name" start
+  fi
+  local port; port=$(pg_lsclusters -h | awk -v v="$ver" -v n="$name" '$1==v && $2==n {print $3}')
+  psql_su() { as_root su postgres -c "psql -p $port -qtAX -c \"$1\""; }
+  for _ in $(seq 1 60); do psql_su "select 1" >/dev/null 2>&1 && break; sleep 0.5; done
+  if [ "$(psql_su "select 1 from pg_roles where rolname='$PG_USER'")" != 1 ]; then
+    psql_su "create role $PG_USER login createdb password '$PG_PASS'" >/dev/null
+  fi
+  if [ "$(psql_su "select 1 from pg_database where datname='$PG_DB'")" != 1 ]; then
+    psql_su "create database $PG_DB owner $PG_USER" >/dev/null
+  fi
+  say "PostgreSQL up: postgres://$PG_USER@127.0.0.1:$port/$PG_DB"
+}
+
+stop_all() {
+  as_root rabbitmqctl -q stop >/dev/null 2>&1 || true
+  if command -v pg_lsclusters >/dev/null && [ -n "$(pg_cluster)" ]; then
+    read -r ver name <<<"$(pg_cluster)"
+    as_root pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true
+  fi
+  say "stopped"
+}
+
+postgres=0
+case "${1:-}" in
+  stop) stop_all; exit 0 ;;
+  --postgres) postgres=1 ;;
+  "") ;;
+  *) die "unknown argument '$1': expected --postgres or stop" ;;
+esac
+command -v curl >/dev/null || apt_install curl
+rabbit_up
+[ "$postgres" = 1 ] && pg_up
+exit 0

@@ -1,6 +1,7 @@
 //! Logging: human-readable lines on stderr and the same in daily files under `./logs` (or
 //! `PQX_LOG_DIR`), as the original PQX did. `RUST_LOG` sets the filter (default `info`).
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use tracing_appender::non_blocking::WorkerGuard;
@@ -30,6 +31,7 @@ pub fn init_logging(app: &str) -> LogGuard {
         .unwrap_or_else(|| PathBuf::from("logs"));
     let stderr = fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .with_filter(filter());
     let appender = RollingFileAppender::builder()

@@ -1,0 +1,30 @@
+# pqx: `make demo` runs the main job end to end, `make test` runs the test suite.
+# Both bring up the local services they need (scripts/services.sh) on a fresh Debian machine.
+
+.PHONY: demo test services services-stop init-config build lint
+
+demo:
+	scripts/demo.sh
+
+test: services
+	cargo test --workspace --no-fail-fast
+
+services:
+	scripts/services.sh --postgres
+
+services-stop:
+	scripts/services.sh stop
+
+build:
+	cargo build --release --bins
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+# Copies the config templates to ./conn.yml and ./init.yml, never overwriting yours.
+init-config:
+	@for f in conn init; do \
+	  if [ -e $$f.yml ]; then echo "$$f.yml exists: left as it is"; \
+	  else cp config/$$f.yml.template $$f.yml && echo "wrote $$f.yml: edit it for your broker and database"; fi; \
+	done

@@ -41,7 +41,17 @@ pub struct TaskConfig {
 impl Command {
     /// Parses and checks a command from JSON text.
     pub fn from_json(text: &str) -> std::result::Result<Self, String> {
-        let command: Command = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let command: Command = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let at = e.path().to_string();
+            let inner = e.into_inner();
+            if at == "." || inner.is_syntax() || inner.is_eof() {
+                inner.to_string()
+            } else {
+                format!("{at}: {inner}")
+            }
+        })?;
+        de.end().map_err(|e| e.to_string())?;
         command.validate()?;
         Ok(command)
     }

@@ -35,7 +35,15 @@ pub fn read_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let mut value: serde_yaml::Value =
         serde_yaml::from_str(&text).map_err(|e| bad(e.to_string()))?;
     expand_strings(&mut value, "", path)?;
-    serde_yaml::from_value(value).map_err(|e| bad(e.to_string()))
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let at = e.path().to_string();
+        let inner = e.into_inner();
+        bad(if at == "." {
+            inner.to_string()
+        } else {
+            format!("{at}: {inner}")
+        })
+    })
 }
 
 fn expand_strings(value: &mut serde_yaml::Value, key: &str, path: &Path) -> Result<()> {

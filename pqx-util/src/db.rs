@@ -92,6 +92,9 @@ pub fn redact_url(url: &str) -> String {
 pub async fn connect_db(config: &DbConfig) -> Result<DatabaseConnection> {
     let url = config.url()?;
     let shown = redact_url(&url);
+    if !url.starts_with("sqlite:") {
+        probe(&url, &shown).await?;
+    }
     let mut options = ConnectOptions::new(url.clone());
     options
         .connect_timeout(Duration::from_secs(5))
@@ -110,6 +113,33 @@ pub async fn connect_db(config: &DbConfig) -> Result<DatabaseConnection> {
             .map_err(|source| Error::Db { url: shown, source })?;
     }
     Ok(db)
+}
+
+/// Opens and drops one TCP connection to the server, so that an unreachable server is reported as
+/// such at once, rather than as a pool timeout after the acquire timeout.
+async fn probe(url: &str, shown: &str) -> Result<()> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
+    };
+    let Some(host) = parsed.host_str() else {
+        return Ok(());
+    };
+    let port = parsed.port().unwrap_or(5432);
+    let unreachable = |why: String| {
+        Error::DbConfig(format!(
+            "database {shown}: cannot reach {host}:{port}: {why}"
+        ))
+    };
+    match tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(unreachable(e.to_string())),
+        Err(_) => Err(unreachable("no answer in 5s".into())),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,257 @@
+//! Every way a user can get it wrong ends in one clear line on stderr that names the file, field,
+//! host or queue, a non-zero exit, and nothing lost: a bad task file publishes nothing, a bad
+//! message goes to the dead-letter queue and the subscriber goes on.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Output;
+
+use common::{count_ended, Db, TestEnv};
+use lapin::options::BasicPublishOptions;
+use lapin::BasicProperties;
+
+/// The one error line of a failed run, checked for exit code and shape.
+fn error_line(out: &Output, binary: &str, code: i32) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let prefix = format!("{binary}: error: ");
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.starts_with(&prefix)).collect();
+    assert_eq!(lines.len(), 1, "exactly one error line: {stderr}");
+    lines[0][prefix.len()..].to_owned()
+}
+
+#[tokio::test]
+async fn bad_task_files_publish_nothing() {
+    let env = TestEnv::new(Db::Sqlite).await;
+    env.init();
+    let cases = [
+        ("syntax.json", r#"{"mailing_to":[{"unique_key":"h1"}], "cmd": "#, "EOF while parsing"),
+        (
+            "field.json",
+            r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"retry":1,"pokee":2},"cmd":{"Bash":{"cmd":["true"]}}}"#,
+            "unknown field `pokee`, expected one of `retry`, `poke`, `waiting_timeout`, `consuming_timeout` at line 1",
+        ),
+        (
+            "variant.json",
+            r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bsh":{"cmd":["true"]}}}"#,
+            "unknown variant `Bsh`, expected one of `Ping`, `Bash`",
+        ),
+        (
+            "type.json",
+            r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"retry":-1},"cmd":{"Bash":{"cmd":["true"]}}}"#,
+            "invalid value: integer `-1`, expected u8",
+        ),
+        (
+            "empty.json",
+            r#"{"mailing_to":[{"unique_key":"h1"},{}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
+            "mailing_to[1] is empty",
+        ),
+        (
+            "nocmd.json",
+            r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":[]}}}"#,
+            "cmd.Bash.cmd must not be empty",
+        ),
+    ];
+    for (name, json, expected) in cases {
+        let task = env.task(name, json);
+        let out = env.run("publisher", &["-o", "pub", "-t", task.to_str().unwrap()]);
+        let line = error_line(&out, "publisher", 1);
+        assert!(
+            line.starts_with(&format!("{}: ", task.display())),
+            "{name}: {line}"
+        );
+        assert!(line.contains(expected), "{name}: {line}");
+    }
+    let out = env.run("publisher", &["-o", "pub", "-t", "missing.json"]);
+    assert!(error_line(&out, "publisher", 1).starts_with("missing.json: cannot read: No such file"));
+    assert_eq!(env.queue_len("h1").await, 0, "nothing was published");
+}
+
+#[tokio::test]
+async fn unroutable_and_undeclared_targets_are_errors() {
+    let env = TestEnv::new(Db::Sqlite).await;
+    let task = env.task(
+        "t.json",
+        r#"{"mailing_to":[{"unique_key":"nobody"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
+    );
+    let out = env.run("publisher", &["-o", "pub", "-t", task.to_str().unwrap()]);
+    let line = error_line(&out, "publisher", 1);
+    assert!(line.contains("no exchange 'pqx.test'"), "{line}");
+    assert!(line.contains("run `initiator -o init`"), "{line}");
+
+    env.init();
+    let out = env.run("publisher", &["-o", "pub", "-t", task.to_str().unwrap()]);
+    let line = error_line(&out, "publisher", 1);
+    assert!(
+        line.starts_with("no queue matches mailing_to {unique_key=nobody} on pqx.test"),
+        "{line}"
+    );
+}
+
+#[tokio::test]
+async fn options_and_config_files() {
+    let env = TestEnv::new(Db::Sqlite).await;
+    let out = env.run("initiator", &["-o", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("invalid value 'frobnicate' for '--option <OPTION>'"),
+        "{err}"
+    );
+    assert!(
+        err.contains("decl_x, decl_dx, decl_dlx, crt_tbl, init"),
+        "{err}"
+    );
+
+    let out = env.run("rectifier", &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("choose what to do: -o <OPTION> or a subcommand"));
+
+    let help = env.ok("initiator", &["init", "--help"]);
+    assert!(help.contains("--conn"), "{help}");
+
+    let out = env.run("initiator", &["--conn", "nowhere/conn.yml", "-o", "init"]);
+    assert_eq!(
+        error_line(&out, "initiator", 1),
+        "cannot read nowhere/conn.yml: No such file or directory (os error 2)"
+    );
+
+    std::fs::write(
+        env.path("bad-init.yml"),
+        "header_exchange: x\nheader_queues:\n  - {queue: h1, match_type: some, kv: {a: b}}\n",
+    )
+    .unwrap();
+    let out = env.run("initiator", &["--init", "bad-init.yml", "-o", "decl_x"]);
+    let line = error_line(&out, "initiator", 1);
+    assert!(line.starts_with("bad-init.yml: header_queues[0].match_type: unknown variant `some`, expected `any` or `all`"), "{line}");
+
+    std::fs::write(
+        env.path("env-conn.yml"),
+        "mq:\n  pass: ${PQX_TEST_UNSET_SECRET}\n",
+    )
+    .unwrap();
+    let out = env.run("initiator", &["--conn", "env-conn.yml", "-o", "decl_x"]);
+    let line = error_line(&out, "initiator", 1);
+    assert_eq!(
+        line,
+        "env-conn.yml: key mq.pass: environment variable PQX_TEST_UNSET_SECRET is not set"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_broker_and_database() {
+    let env = TestEnv::new(Db::Sqlite).await;
+    std::fs::write(
+        env.path("conn.yml"),
+        "mq:\n  host: 127.0.0.1\n  port: 1\n  user: pqx\n  pass: s3cret\n  vhost: v\n\
+         db:\n  url: postgres://pqx:s3cret@127.0.0.1:1/pqx\n",
+    )
+    .unwrap();
+    let out = env.run("initiator", &["-o", "decl_x"]);
+    let line = error_line(&out, "initiator", 1);
+    assert!(
+        line.starts_with("RabbitMQ amqp://pqx:***@127.0.0.1:1/v: "),
+        "{line}"
+    );
+    assert!(!line.contains("s3cret"));
+
+    let task = env.task(
+        "t.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
+    );
+    let out = env.run("publisher", &["-o", "pub", "-t", task.to_str().unwrap()]);
+    assert!(error_line(&out, "publisher", 1).starts_with("RabbitMQ amqp://pqx:***@127.0.0.1:1/v: "));
+
+    let out = env.run("initiator", &["-o", "crt_tbl"]);
+    let line = error_line(&out, "initiator", 1);
+    assert_eq!(
+        line,
+        "database postgres://pqx:***@127.0.0.1:1/pqx: cannot reach 127.0.0.1:1: Connection refused (os error 111)"
+    );
+    assert!(!line.contains("s3cret"));
+
+    let out = env.run("subscriber", &["-q", "h1"]);
+    assert!(error_line(&out, "subscriber", 1)
+        .starts_with("database postgres://pqx:***@127.0.0.1:1/pqx: "));
+}
+
+#[tokio::test]
+async fn subscriber_needs_its_queue_and_the_tables() {
+    let env = TestEnv::new(Db::Sqlite).await;
+    env.ok("initiator", &["-o", "decl_dlx"]);
+    env.ok("initiator", &["-o", "decl_x"]);
+    let out = env.run("subscriber", &["-q", "h1"]);
+    let line = error_line(&out, "subscriber", 1);
+    assert!(line.contains("do not exist in sqlite://"), "{line}");
+    assert!(
+        line.ends_with("run `initiator -o crt_tbl` (or `-o init`)"),
+        "{line}"
+    );
+
+    env.init();
+    let out = env.run("subscriber", &["-q", "nope"]);
+    assert_eq!(
+        error_line(&out, "subscriber", 1),
+        "queue nope does not exist: add it to header_queues in init.yml and run `initiator -o init`"
+    );
+}
+
+#[tokio::test]
+async fn poison_messages_are_dead_lettered_and_the_subscriber_goes_on() {
+    let env = TestEnv::new(Db::Sqlite).await;
+    env.init();
+    let sub = env.subscriber("h1", &[]);
+    let conn = env.amqp().await;
+    let channel = conn.create_channel().await.unwrap();
+    let poison: [&[u8]; 3] = [
+        b"not json at all",
+        br#"{"mailing_to":[],"cmd":{"Teleport":{"to":"mars"}}}"#,
+        b"\xff\xfe binary",
+    ];
+    for body in poison {
+        channel
+            .basic_publish(
+                "".into(),
+                "h1".into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let _ = conn.close(200, "".into()).await;
+    let mut dead = Vec::new();
+    for _ in 0..3 {
+        dead.push(
+            env.dead_letter(30)
+                .await
+                .expect("poison message dead-lettered")
+                .data,
+        );
+    }
+    assert_eq!(dead, poison.map(<[u8]>::to_vec).to_vec());
+    let log = sub.log();
+    assert!(
+        log.contains("not a valid command: dead-lettering it"),
+        "{log}"
+    );
+    assert!(log.contains("unknown variant `Teleport`"), "{log}");
+
+    let good = env.task(
+        "good.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
+    );
+    let id = env.publish(&good).remove(0);
+    env.wait_attempts(&id, 30, |a| count_ended(a) == 1).await;
+}

@@ -72,13 +72,7 @@ pub async fn run(cli: InitiatorCli) -> Result<()> {
     }
     let init = cli.config.init()?;
     let connection = pqx::mq::connect(&conn.mq, "pqx initiator").await?;
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|source| pqx::Error::Amqp {
-            context: "opening a channel".into(),
-            source,
-        })?;
+    let channel = pqx::mq::open_channel(&connection).await?;
     let result = match option {
         InitiatorOption::DeclX => declare_x(&channel, &init).await,
         InitiatorOption::DeclDx => declare_dx(&channel, &init).await,

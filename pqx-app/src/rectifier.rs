@@ -65,13 +65,7 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
     }
     let init = cli.config.init()?;
     let connection = pqx::mq::connect(&conn.mq, "pqx rectifier").await?;
-    let channel = connection
-        .create_channel()
-        .await
-        .map_err(|source| pqx::Error::Amqp {
-            context: "opening a channel".into(),
-            source,
-        })?;
+    let channel = pqx::mq::open_channel(&connection).await?;
     let result: Result<()> = async {
         match option {
             RectifierOption::DelQue => {

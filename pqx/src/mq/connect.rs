@@ -1,7 +1,7 @@
 //! Connecting to RabbitMQ from conn.yml's `mq` section: a `url`, or the original PQX's
 //! `host`/`port`/`user`/`pass`/`vhost`.
 
-use lapin::{Connection, ConnectionProperties};
+use lapin::{Channel, Connection, ConnectionProperties};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
@@ -51,6 +51,14 @@ pub async fn connect(config: &MqConfig, name: &str) -> Result<Connection> {
     Connection::connect(&url, properties)
         .await
         .context(|| format!("RabbitMQ {}", pqx_util::redact_url(&url)))
+}
+
+/// Opens a channel on `connection`.
+pub async fn open_channel(connection: &Connection) -> Result<Channel> {
+    connection
+        .create_channel()
+        .await
+        .context(|| "opening a channel".into())
 }
 
 #[cfg(test)]

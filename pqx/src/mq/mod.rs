@@ -8,7 +8,7 @@ mod retry;
 mod subscribe;
 mod topology;
 
-pub use connect::{connect, MqConfig};
+pub use connect::{connect, open_channel, MqConfig};
 pub use headers::{attempt_of, field_table, header_string, ATTEMPT_HEADER};
 pub use publish::{command_properties, Publisher};
 pub use retry::{decide, schedule_retry, wait_queue_name, RetryDecision, DEFAULT_POKE_SECS};

@@ -44,10 +44,7 @@ pub struct Publisher {
 impl Publisher {
     /// Opens a channel on `connection` and turns on publisher confirms.
     pub async fn open(connection: &Connection) -> Result<Self> {
-        let channel = connection
-            .create_channel()
-            .await
-            .context(|| "opening a publishing channel".into())?;
+        let channel = crate::mq::open_channel(connection).await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await

@@ -14,10 +14,7 @@ pub async fn subscribe(
     queue: &str,
     tag: &str,
 ) -> Result<(Channel, Consumer)> {
-    let channel = connection
-        .create_channel()
-        .await
-        .context(|| "opening a consuming channel".into())?;
+    let channel = crate::mq::open_channel(connection).await?;
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()

@@ -11,6 +11,7 @@ test: services
 
 services:
 	scripts/services.sh --postgres
+	scripts/test-tools.sh
 
 services-stop:
 	scripts/services.sh stop

@@ -45,6 +45,15 @@ CONF
   else
     say "leaving $RABBIT_CONF as it is (not written by pqx)"
   fi
+  # epmd and Erlang distribution on loopback too (they listen on every interface by default).
+  if ! grep -q "^$MARK" /etc/rabbitmq/rabbitmq-env.conf 2>/dev/null; then
+    as_root tee -a /etc/rabbitmq/rabbitmq-env.conf >/dev/null <<ENV
+$MARK
+export ERL_EPMD_ADDRESS=127.0.0.1
+SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}"
+ENV
+  fi
+  export ERL_EPMD_ADDRESS=127.0.0.1
   as_root rabbitmq-plugins enable --offline rabbitmq_management >/dev/null
   if ! as_root rabbitmqctl -q await_startup --timeout 1 >/dev/null 2>&1; then
     say "starting RabbitMQ"

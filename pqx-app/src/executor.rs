@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
-use pqx::ec::{run, RunReport};
+use pqx::ec::{execute, Settings};
 use pqx::mq::{attempt_of, decide, schedule_retry, Publisher, RetryDecision};
 use tracing::{error, info, warn};
 
@@ -25,13 +25,21 @@ pub struct Executor {
     queue: String,
     host: String,
     delayed_exchange: String,
+    settings: Settings,
 }
 
 impl Executor {
     /// An executor for `queue` that records in `store` and publishes retries through `publisher` to
     /// `delayed_exchange`.
-    pub fn new(store: Store, publisher: Publisher, queue: &str, delayed_exchange: &str) -> Self {
+    pub fn new(
+        store: Store,
+        publisher: Publisher,
+        queue: &str,
+        delayed_exchange: &str,
+        settings: Settings,
+    ) -> Self {
         Self {
+            settings,
             store,
             publisher,
             queue: queue.to_owned(),
@@ -91,15 +99,10 @@ impl Executor {
             .config
             .consuming_timeout
             .map(|secs| Duration::from_secs(u64::from(secs)));
-        let report = match command.cmd.to_process() {
-            Ok(spec) => {
-                run(&spec, timeout, |stream, line| {
-                    info!(queue, message_id = id, stream = stream.as_str(), "{line}")
-                })
-                .await
-            }
-            Err(e) => RunReport::not_started(e.to_string()),
-        };
+        let report = execute(&command.cmd, &self.settings, timeout, |stream, line| {
+            info!(queue, message_id = id, stream = stream.as_str(), "{line}")
+        })
+        .await;
         let summary = report.summary();
         info!(
             queue,

@@ -24,6 +24,9 @@ pub struct InspectorCli {
     /// With hist: how many attempts to show, newest first
     #[arg(long, global = true, default_value_t = 20)]
     pub limit: u64,
+    /// With hist: also print what each attempt wrote to stdout and stderr (its last 64 KiB)
+    #[arg(long, global = true)]
+    pub output: bool,
     #[command(subcommand)]
     pub command: Option<InspectorOption>,
 }
@@ -80,6 +83,9 @@ pub async fn run(cli: InspectorCli) -> Result<()> {
             store.ensure_tables().await?;
             let attempts = store.attempts(cli.message_id.as_deref(), cli.limit).await?;
             print!("{}", attempts_table(&attempts));
+            if cli.output {
+                print!("{}", attempts_output(&attempts));
+            }
             Ok(())
         }
     }
@@ -161,6 +167,28 @@ fn attempts_table(attempts: &[crate::Attempt]) -> String {
         ]);
     }
     format!("{t}\n")
+}
+
+fn attempts_output(attempts: &[crate::Attempt]) -> String {
+    let mut out = String::new();
+    for (history, result) in attempts {
+        let Some(result) = result else { continue };
+        for (name, text) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
+            let text = text.as_deref().unwrap_or_default();
+            if text.is_empty() {
+                continue;
+            }
+            out.push_str(&format!(
+                "--- attempt {} ({}) {name}\n{text}",
+                history.id,
+                history.attempt.unwrap_or(1)
+            ));
+            if !text.ends_with('\n') {
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 fn table<const N: usize>(header: [&str; N]) -> Table {

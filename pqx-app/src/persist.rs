@@ -119,6 +119,8 @@ impl Store {
             exit_code: Set(report.exit_code()),
             result: Set(report.summary()),
             time: Set(DateTime::<Utc>::from(report.ended_at)),
+            stdout: Set(Some(report.stdout.text())),
+            stderr: Set(Some(report.stderr.text())),
             ..Default::default()
         };
         row.insert(&self.db).await.context(|| {

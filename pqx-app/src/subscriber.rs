@@ -26,6 +26,7 @@ pub async fn run(cli: SubscriberCli) -> Result<()> {
     let init = cli.config.init()?;
     let queue = cli.queue.as_str();
 
+    let settings = pqx::ec::Settings::from_env()?;
     let store = Store::connect(&conn.db).await?;
     store.ensure_tables().await?;
     let connection = pqx::mq::connect(&conn.mq, &format!("pqx subscriber {queue}")).await?;
@@ -34,7 +35,7 @@ pub async fn run(cli: SubscriberCli) -> Result<()> {
     declare_delayed_exchange(publisher.channel(), &delayed_exchange).await?;
     let tag = format!("pqx-{}-{}", queue, std::process::id());
     let (channel, mut consumer) = subscribe(&connection, queue, &tag).await?;
-    let executor = Executor::new(store, publisher.clone(), queue, &delayed_exchange);
+    let executor = Executor::new(store, publisher.clone(), queue, &delayed_exchange, settings);
 
     let mut interrupt = signal(SignalKind::interrupt()).map_err(signal_error)?;
     let mut terminate = signal(SignalKind::terminate()).map_err(signal_error)?;

@@ -15,6 +15,10 @@ pub struct Model {
     pub result: String,
     /// When the attempt ended.
     pub time: DateTimeUtc,
+    /// The last 64 KiB of stdout (for Http, of the response body).
+    pub stdout: Option<String>,
+    /// The last 64 KiB of stderr.
+    pub stderr: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -4,6 +4,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20240601_000001_create_tables;
+mod m20240602_000001_result_output;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -12,6 +13,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20240601_000001_create_tables::Migration)]
+        vec![
+            Box::new(m20240601_000001_create_tables::Migration),
+            Box::new(m20240602_000001_result_output::Migration),
+        ]
     }
 }

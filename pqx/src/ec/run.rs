@@ -6,11 +6,12 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
-use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 
+use super::output::{LineSplitter, Tail};
+use super::tree::kill_tree;
 use super::ProcessSpec;
 
 /// How long output is still read after the process ended, for lines a child that outlived it may
@@ -20,8 +21,8 @@ const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// Which output a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputStream {
-    Stdout,
-    Stderr,
+    Stdout = 0,
+    Stderr = 1,
 }
 
 impl OutputStream {
@@ -43,16 +44,22 @@ pub enum RunEnd {
     Signaled(i32),
     /// The consuming timeout passed; the process group was killed.
     TimedOut(Duration),
-    /// The process could not be started.
+    /// The process could not be started (or, for HTTP, the request could not be sent).
     NotStarted(String),
+    /// An HTTP request got this response status.
+    Http { status: u16, reason: String },
 }
 
-/// What a run did: how it ended and when.
+/// What a run did: how it ended, when, and the end of its output.
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub end: RunEnd,
     pub started_at: SystemTime,
     pub ended_at: SystemTime,
+    /// The last part of stdout (for HTTP, of the response body).
+    pub stdout: Tail,
+    /// The last part of stderr.
+    pub stderr: Tail,
 }
 
 impl RunReport {
@@ -63,12 +70,18 @@ impl RunReport {
             end: RunEnd::NotStarted(why.into()),
             started_at: now,
             ended_at: now,
+            stdout: Tail::default(),
+            stderr: Tail::default(),
         }
     }
 
-    /// Whether the command succeeded (exit code 0).
+    /// Whether the command succeeded: exit code 0, or an HTTP 2xx status.
     pub fn success(&self) -> bool {
-        self.end == RunEnd::Exited(0)
+        match &self.end {
+            RunEnd::Exited(code) => *code == 0,
+            RunEnd::Http { status, .. } => (200..300).contains(status),
+            _ => false,
+        }
     }
 
     /// An exit code in the shell's convention: the code, 128+signal, 124 for a timeout and 127 for a
@@ -79,20 +92,31 @@ impl RunReport {
             RunEnd::Signaled(signal) => 128 + signal,
             RunEnd::TimedOut(_) => 124,
             RunEnd::NotStarted(_) => 127,
+            RunEnd::Http { status, .. } if (200..300).contains(status) => 0,
+            RunEnd::Http { status, .. } => i32::from(*status),
         }
     }
 
-    /// One line saying how the run ended, for the record.
+    /// One line saying how the run ended, for the record; a failure ends with the last line the
+    /// command wrote to stderr, which usually says why.
     pub fn summary(&self) -> String {
-        match &self.end {
-            RunEnd::Exited(0) => "succeeded".into(),
+        let summary = match &self.end {
+            RunEnd::Exited(0) => return "succeeded".into(),
+            RunEnd::Http { status, reason } if self.success() => {
+                return format!("succeeded: HTTP {status} {reason}")
+            }
+            RunEnd::Http { status, reason } => format!("failed: HTTP {status} {reason}"),
             RunEnd::Exited(code) => format!("failed: exit code {code}"),
             RunEnd::Signaled(signal) => format!("failed: killed by signal {signal}"),
             RunEnd::TimedOut(limit) => format!(
-                "failed: timed out after {}s (consuming_timeout), process group killed",
+                "failed: timed out after {}s (consuming_timeout), process tree killed",
                 limit.as_secs()
             ),
-            RunEnd::NotStarted(why) => format!("failed: not started: {why}"),
+            RunEnd::NotStarted(why) => return format!("failed: not started: {why}"),
+        };
+        match self.stderr.last_line() {
+            Some(line) => format!("{summary}: {}", shorten(&line, 200)),
+            None => summary,
         }
     }
 }
@@ -107,11 +131,13 @@ pub async fn run(
     mut on_line: impl FnMut(OutputStream, &str),
 ) -> RunReport {
     let started_at = SystemTime::now();
-    let report = |end| RunReport {
-        end,
-        started_at,
-        ended_at: SystemTime::now(),
-    };
+    let mut tails = [Tail::default(), Tail::default()];
+    if let Some(dir) = &spec.dir {
+        if !dir.is_dir() {
+            let why = format!("directory {} does not exist", dir.display());
+            return finish(RunEnd::NotStarted(why), started_at, tails);
+        }
+    }
     let mut command = tokio::process::Command::new(&spec.program);
     command
         .args(&spec.args)
@@ -126,20 +152,21 @@ pub async fn run(
     }
     let mut child = match command.spawn() {
         Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let why = format!("{} is not installed (not found on PATH)", spec.program);
+            return finish(RunEnd::NotStarted(why), started_at, tails);
+        }
         Err(e) => {
-            let place = match &spec.dir {
-                Some(dir) => format!(" in {}", dir.display()),
-                None => String::new(),
-            };
-            return report(RunEnd::NotStarted(format!("{}{place}: {e}", spec.program)));
+            let why = format!("{}: {e}", spec.program);
+            return finish(RunEnd::NotStarted(why), started_at, tails);
         }
     };
-    let pgid = child
+    let root = child
         .id()
         .and_then(|id| i32::try_from(id).ok())
         .map(Pid::from_raw);
 
-    let (tx, mut rx) = mpsc::channel::<(OutputStream, String)>(256);
+    let (tx, mut rx) = mpsc::channel::<(OutputStream, Vec<u8>)>(256);
     let mut readers = Vec::new();
     if let Some(out) = child.stdout.take() {
         readers.push(tokio::spawn(read_lines(
@@ -156,39 +183,60 @@ pub async fn run(
         )));
     }
     drop(tx);
+    let mut pass_on = |stream: OutputStream, line: Vec<u8>| {
+        on_line(stream, &String::from_utf8_lossy(&line));
+        tails[stream as usize].push_line(&line);
+    };
 
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut output_open = true;
     let status = loop {
         tokio::select! {
             line = rx.recv(), if output_open => match line {
-                Some((stream, line)) => on_line(stream, &line),
+                Some((stream, line)) => pass_on(stream, line),
                 None => output_open = false,
             },
-            status = child.wait() => break status,
+            status = child.wait() => break Some(status),
             _ = sleep_until(deadline) => {
-                if let Some(pgid) = pgid {
-                    let _ = killpg(pgid, Signal::SIGKILL);
+                if let Some(root) = root {
+                    kill_tree(root);
                 }
                 let _ = child.wait().await;
-                drain(&mut rx, &mut on_line).await;
-                abort(readers);
-                return report(RunEnd::TimedOut(timeout.unwrap_or_default()));
+                break None;
             }
         }
     };
-    drain(&mut rx, &mut on_line).await;
-    abort(readers);
-    match status {
-        Ok(status) => match (status.code(), status.signal()) {
-            (Some(code), _) => report(RunEnd::Exited(code)),
-            (None, Some(signal)) => report(RunEnd::Signaled(signal)),
-            (None, None) => report(RunEnd::NotStarted("no exit status".into())),
+    drain(&mut rx, &mut pass_on).await;
+    for reader in readers {
+        reader.abort();
+    }
+    let end = match status {
+        None => RunEnd::TimedOut(timeout.unwrap_or_default()),
+        Some(Ok(status)) => match (status.code(), status.signal()) {
+            (Some(code), _) => RunEnd::Exited(code),
+            (None, Some(signal)) => RunEnd::Signaled(signal),
+            (None, None) => RunEnd::NotStarted("no exit status".into()),
         },
-        Err(e) => report(RunEnd::NotStarted(format!(
-            "waiting for {}: {e}",
-            spec.program
-        ))),
+        Some(Err(e)) => RunEnd::NotStarted(format!("waiting for {}: {e}", spec.program)),
+    };
+    finish(end, started_at, tails)
+}
+
+fn finish(end: RunEnd, started_at: SystemTime, tails: [Tail; 2]) -> RunReport {
+    let [stdout, stderr] = tails;
+    RunReport {
+        end,
+        started_at,
+        ended_at: SystemTime::now(),
+        stdout,
+        stderr,
+    }
+}
+
+fn shorten(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}...", &text[..i]),
+        None => text.to_owned(),
     }
 }
 
@@ -201,42 +249,39 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 
 /// Passes on the lines still buffered, waiting a little for writers that outlived the process.
 async fn drain(
-    rx: &mut mpsc::Receiver<(OutputStream, String)>,
-    on_line: &mut impl FnMut(OutputStream, &str),
+    rx: &mut mpsc::Receiver<(OutputStream, Vec<u8>)>,
+    pass_on: &mut impl FnMut(OutputStream, Vec<u8>),
 ) {
     let until = tokio::time::Instant::now() + DRAIN_GRACE;
     while let Ok(Some((stream, line))) = tokio::time::timeout_at(until, rx.recv()).await {
-        on_line(stream, &line);
-    }
-}
-
-fn abort(readers: Vec<tokio::task::JoinHandle<()>>) {
-    for reader in readers {
-        reader.abort();
+        pass_on(stream, line);
     }
 }
 
 async fn read_lines(
-    pipe: impl AsyncRead + Unpin,
+    mut pipe: impl AsyncRead + Unpin,
     stream: OutputStream,
-    tx: mpsc::Sender<(OutputStream, String)>,
+    tx: mpsc::Sender<(OutputStream, Vec<u8>)>,
 ) {
-    let mut reader = BufReader::new(pipe);
-    let mut buf = Vec::new();
+    let mut splitter = LineSplitter::default();
+    let mut buf = vec![0u8; 8192];
     loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {
-                while matches!(buf.last(), Some(b'\n' | b'\r')) {
-                    buf.pop();
-                }
-                let line = String::from_utf8_lossy(&buf).into_owned();
-                if tx.send((stream, line)).await.is_err() {
-                    return;
-                }
+        let n = match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let mut lines = Vec::new();
+        splitter.push(&buf[..n], |line| lines.push(line.to_vec()));
+        for line in lines {
+            if tx.send((stream, line)).await.is_err() {
+                return;
             }
         }
+    }
+    let mut last = None;
+    splitter.finish(|line| last = Some(line.to_vec()));
+    if let Some(line) = last {
+        let _ = tx.send((stream, line)).await;
     }
 }
 
@@ -256,7 +301,7 @@ mod tests {
         })
         .await;
         assert_eq!(report.end, RunEnd::Exited(3));
-        assert_eq!(report.summary(), "failed: exit code 3");
+        assert_eq!(report.summary(), "failed: exit code 3: err");
         assert!(lines.contains(&(OutputStream::Stdout, "out".into())));
         assert!(lines.contains(&(OutputStream::Stderr, "err".into())));
     }
@@ -295,8 +340,9 @@ mod tests {
     #[tokio::test]
     async fn missing_program_is_reported() {
         let report = run(&ProcessSpec::new("pqx-no-such-program"), None, |_, _| {}).await;
-        assert!(
-            matches!(report.end, RunEnd::NotStarted(ref why) if why.contains("pqx-no-such-program"))
+        assert_eq!(
+            report.summary(),
+            "failed: not started: pqx-no-such-program is not installed (not found on PATH)"
         );
         assert_eq!(report.exit_code(), 127);
     }
@@ -305,10 +351,57 @@ mod tests {
     async fn bad_dir_is_reported() {
         let spec = bash("true").with_dir("/nonexistent/pqx");
         let report = run(&spec, None, |_, _| {}).await;
-        assert!(
-            report.summary().contains("in /nonexistent/pqx"),
-            "{}",
-            report.summary()
+        assert_eq!(
+            report.summary(),
+            "failed: not started: directory /nonexistent/pqx does not exist"
         );
+    }
+
+    #[tokio::test]
+    async fn tails_keep_output_and_summary_names_the_last_error() {
+        let script = "seq 1 100000; echo first >&2; echo 'the reason' >&2; exit 2";
+        let report = run(&bash(script), None, |_, _| {}).await;
+        assert!(report.stdout.truncated());
+        assert!(report.stdout.text().ends_with("99999\n100000\n"));
+        assert_eq!(report.stderr.text(), "first\nthe reason\n");
+        assert_eq!(report.summary(), "failed: exit code 2: the reason");
+    }
+
+    #[tokio::test]
+    async fn huge_line_and_binary_output_do_not_break_it() {
+        let mut longest = 0;
+        let script = r"head -c 3000000 /dev/zero | tr '\0' x; printf '\xff\xfe\n'";
+        let report = run(&bash(script), None, |_, l| longest = longest.max(l.len())).await;
+        assert!(report.success(), "{}", report.summary());
+        assert_eq!(longest, crate::ec::MAX_LINE);
+        assert!(report.stdout.text().ends_with("\u{fffd}\u{fffd}\n"));
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_children_in_other_sessions() {
+        let dir = std::env::temp_dir().join(format!("pqx-run-setsid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let marker = dir.join("child.pid");
+        let script = format!("setsid sleep 30 & echo $! > {}; wait", marker.display());
+        let report = run(&bash(&script), Some(Duration::from_millis(500)), |_, _| {}).await;
+        assert_eq!(report.exit_code(), 124);
+        let pid: i32 = std::fs::read_to_string(&marker)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if state.is_empty() || state.split_whitespace().nth(2) == Some("Z") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "setsid child {pid} still alive"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -160,6 +160,31 @@ mod tests {
     }
 
     #[test]
+    fn every_example_is_a_valid_command() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut kinds = Vec::new();
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let command = Command::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            kinds.push(command.cmd.kind());
+        }
+        kinds.sort_unstable();
+        assert_eq!(
+            kinds,
+            [
+                "Bash",
+                "CondaPython",
+                "DockerExec",
+                "Http",
+                "Ping",
+                "Python",
+                "Ssh",
+                "Sshpass"
+            ]
+        );
+    }
+
+    #[test]
     fn secrets_are_redacted() {
         let c = Command::from_json(
             r#"{"mailing_to":[],"cmd":{"Sshpass":{"ip":"127.0.0.1","user":"u","pass":"hunter2","cmd":["true"]}}}"#,

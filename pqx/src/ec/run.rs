@@ -289,6 +289,22 @@ async fn read_lines(
 mod tests {
     use super::*;
 
+    /// Waits up to 5 s for `pid` to be gone (or a zombie, which init reaps).
+    async fn assert_gone(pid: i32) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if state.is_empty() || state.split_whitespace().nth(2) == Some("Z") {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "process {pid} still alive: {state}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     fn bash(script: &str) -> ProcessSpec {
         ProcessSpec::new("bash").with_args(["-c", script])
     }
@@ -320,20 +336,8 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        // The background child was in the group: it must be gone (reaped by init or a zombie).
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let gone = state.is_empty() || state.split_whitespace().nth(2) == Some("Z");
-            if gone {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "child {pid} still alive: {state}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // The background child was in the group: it must be gone.
+        assert_gone(pid).await;
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -390,18 +394,7 @@ mod tests {
             .trim()
             .parse()
             .unwrap();
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if state.is_empty() || state.split_whitespace().nth(2) == Some("Z") {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "setsid child {pid} still alive"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert_gone(pid).await;
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 
 /// A command to publish and run.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Command {
     /// Each entry is one publish whose headers are the entry's pairs; empty means every host queue.
@@ -20,8 +20,9 @@ pub struct Command {
     pub cmd: CmdArg,
 }
 
-/// How a command is retried and timed; every field is optional.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// How a command is retried and timed; every field is optional, and task files of the original
+/// PQX (only the first four) keep working.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskConfig {
     /// Attempts after the first failure (default 0).
@@ -36,6 +37,37 @@ pub struct TaskConfig {
     /// Seconds one run may take before its process group is killed and the attempt fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consuming_timeout: Option<u32>,
+    /// 0 (default, lowest) to 9 (highest): a higher priority overtakes commands waiting in the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// Each retry waits `backoff` times longer than the one before (default 1: always `poke`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff: Option<f64>,
+    /// The longest wait between retries, in seconds, however large the backoff makes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_poke: Option<u32>,
+    /// A command whose key already succeeded on a queue is not run again there: it is recorded as
+    /// skipped and acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe_key: Option<String>,
+    /// A queue to send the final result to (as JSON, correlation id = message id), for a caller
+    /// that waits for it; `publisher --wait` sets its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+}
+
+/// The highest `priority` a command may have; host queues are declared with it as
+/// `x-max-priority`.
+pub const MAX_PRIORITY: u8 = 9;
+
+impl TaskConfig {
+    /// How failures of this command are retried.
+    pub fn retry_policy(&self) -> pqx::mq::RetryPolicy {
+        pqx::mq::RetryPolicy::new(self.retry.unwrap_or(0))
+            .with_poke(self.poke)
+            .with_backoff(self.backoff.unwrap_or(1.0))
+            .with_max_poke(self.max_poke)
+    }
 }
 
 impl Command {
@@ -70,6 +102,34 @@ impl Command {
         Self::from_json(&text).map_err(bad)
     }
 
+    /// Reads a JSON-lines task file (`-` is standard input): one command per line, blank lines and
+    /// lines starting with `#` skipped. Every line is checked before any is returned; an error
+    /// names the line.
+    pub fn from_lines_file(path: &Path) -> Result<Vec<Self>> {
+        let bad = |message: String| Error::Task {
+            path: path.to_owned(),
+            message,
+        };
+        let text = if path == Path::new("-") {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| bad(e.to_string()))?
+        } else {
+            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?
+        };
+        let mut commands = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let command = Self::from_json(line).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
+            commands.push(command);
+        }
+        if commands.is_empty() {
+            return Err(bad("no commands in it".into()));
+        }
+        Ok(commands)
+    }
+
     /// Checks what serde cannot: no empty or reserved header keys, a runnable cmd, timeouts above 0.
     pub fn validate(&self) -> std::result::Result<(), String> {
         for (i, entry) in self.mailing_to.iter().enumerate() {
@@ -89,6 +149,29 @@ impl Command {
         }
         if self.config.waiting_timeout == Some(0) {
             return Err("config.waiting_timeout must be at least 1 second".into());
+        }
+        if let Some(p) = self.config.priority.filter(|p| *p > MAX_PRIORITY) {
+            return Err(format!(
+                "config.priority {p} is out of range: expected 0 to {MAX_PRIORITY}"
+            ));
+        }
+        if let Some(b) = self
+            .config
+            .backoff
+            .filter(|b| !b.is_finite() || *b < 1.0 || *b > 100.0)
+        {
+            return Err(format!(
+                "config.backoff {b} is out of range: expected a factor from 1 to 100"
+            ));
+        }
+        if self.config.max_poke == Some(0) {
+            return Err("config.max_poke must be at least 1 second".into());
+        }
+        if self.config.dedupe_key.as_deref() == Some("") {
+            return Err("config.dedupe_key must not be empty".into());
+        }
+        if self.config.reply_to.as_deref() == Some("") {
+            return Err("config.reply_to must not be empty".into());
         }
         self.cmd.validate()
     }
@@ -181,6 +264,24 @@ mod tests {
                 "Ssh",
                 "Sshpass"
             ]
+        );
+    }
+
+    #[test]
+    fn new_options_are_checked() {
+        let with = |config: &str| {
+            Command::from_json(&format!(
+                r#"{{"mailing_to":[],"config":{config},"cmd":{{"Bash":{{"cmd":["true"]}}}}}}"#
+            ))
+        };
+        assert!(with(r#"{"priority":9,"backoff":2.5,"max_poke":60,"dedupe_key":"k"}"#).is_ok());
+        assert_eq!(
+            with(r#"{"priority":10}"#).unwrap_err(),
+            "config.priority 10 is out of range: expected 0 to 9"
+        );
+        assert_eq!(
+            with(r#"{"backoff":0.5}"#).unwrap_err(),
+            "config.backoff 0.5 is out of range: expected a factor from 1 to 100"
         );
     }
 

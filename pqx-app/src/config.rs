@@ -54,6 +54,8 @@ pub struct InitConfig {
     pub dead_letter_queue: Option<String>,
     /// Seconds a dead letter is kept (default: until removed).
     pub dead_message_ttl: Option<u32>,
+    /// The `x-max-priority` of the host queues (default 9; 0 turns priorities off).
+    pub max_priority: Option<u8>,
     /// The host queues and the pairs they match.
     #[serde(default)]
     pub header_queues: Vec<HeaderQueue>,
@@ -79,6 +81,11 @@ impl InitConfig {
         self.dead_letter_queue
             .clone()
             .unwrap_or_else(|| format!("{}.dlq", self.header_exchange))
+    }
+
+    /// The host queues' `x-max-priority`.
+    pub fn max_priority(&self) -> u8 {
+        self.max_priority.unwrap_or(crate::command::MAX_PRIORITY)
     }
 
     /// The host queue named `queue`, if init.yml lists it.

@@ -96,7 +96,14 @@ async fn declare_x(channel: &Channel, init: &InitConfig) -> Result<()> {
     println!("exchange {} (headers)", init.header_exchange);
     let dlx = init.dead_letter_exchange();
     for queue in &init.header_queues {
-        declare_host_queue(channel, &init.header_exchange, queue, &dlx).await?;
+        declare_host_queue(
+            channel,
+            &init.header_exchange,
+            queue,
+            &dlx,
+            init.max_priority(),
+        )
+        .await?;
         let pairs: Vec<String> = queue.kv.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
             "queue {} bound to {} (x-match {}: {})",

@@ -17,8 +17,8 @@ pub mod publisher;
 pub mod rectifier;
 pub mod subscriber;
 
-pub use command::{Command, TaskConfig};
+pub use command::{Command, TaskConfig, MAX_PRIORITY};
 pub use config::{ConfigArgs, ConnConfig, InitConfig};
 pub use error::{Error, Result};
-pub use executor::Executor;
+pub use executor::{Executor, Reply};
 pub use persist::{Attempt, AttemptStart, Store};

@@ -4,8 +4,9 @@
 use chrono::{DateTime, Utc};
 use pqx::ec::RunReport;
 use pqx_util::DbConfig;
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    ActiveModelTrait, ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect, Set,
 };
 use sea_orm_migration::{MigratorTrait, SchemaManager};
@@ -103,6 +104,7 @@ impl Store {
             queue: Set(Some(start.queue.to_owned())),
             host: Set(Some(start.host.to_owned())),
             attempt: Set(i32::try_from(start.attempt).ok()),
+            dedupe_key: Set(config.dedupe_key.clone()),
             ..Default::default()
         };
         let row = row
@@ -112,24 +114,102 @@ impl Store {
         Ok(row.id)
     }
 
-    /// Records how attempt `history_id` ended.
+    /// Records how attempt `history_id` ended. Recording it again is harmless: an attempt has one
+    /// result, and a second write (after a lost answer from the database) changes nothing.
     pub async fn record_end(&self, history_id: i64, report: &RunReport) -> Result<()> {
+        self.insert_result(history_id, report.exit_code(), report.summary(), report)
+            .await
+    }
+
+    async fn insert_result(
+        &self,
+        history_id: i64,
+        exit_code: i32,
+        summary: String,
+        report: &RunReport,
+    ) -> Result<()> {
         let row = message_result::ActiveModel {
             history_id: Set(history_id),
-            exit_code: Set(report.exit_code()),
-            result: Set(report.summary()),
+            exit_code: Set(exit_code),
+            result: Set(summary),
             time: Set(DateTime::<Utc>::from(report.ended_at)),
             stdout: Set(Some(report.stdout.text())),
             stderr: Set(Some(report.stderr.text())),
             ..Default::default()
         };
-        row.insert(&self.db).await.context(|| {
-            format!(
-                "recording the result of attempt {history_id} in {}",
-                self.url
-            )
-        })?;
-        Ok(())
+        let on_conflict = OnConflict::column(message_result::Column::HistoryId)
+            .do_nothing()
+            .to_owned();
+        let inserted = message_result::Entity::insert(row)
+            .on_conflict(on_conflict)
+            .exec(&self.db)
+            .await;
+        match inserted {
+            Ok(_) | Err(DbErr::RecordNotInserted) => Ok(()),
+            Err(e) => Err(e).context(|| {
+                format!(
+                    "recording the result of attempt {history_id} in {}",
+                    self.url
+                )
+            }),
+        }
+    }
+
+    /// Records an attempt that was not run because its `dedupe_key` already succeeded on the queue
+    /// in attempt `earlier`.
+    pub async fn record_skipped(&self, start: &AttemptStart<'_>, earlier: i64) -> Result<()> {
+        let history_id = self.record_start(start).await?;
+        let key = start
+            .command
+            .config
+            .dedupe_key
+            .as_deref()
+            .unwrap_or_default();
+        let summary = format!(
+            "skipped: dedupe_key {key:?} already succeeded on queue {} (attempt id {earlier})",
+            start.queue
+        );
+        self.insert_result(history_id, 0, summary, &RunReport::not_started(""))
+            .await
+    }
+
+    /// The result of attempt `attempt` of message `message_id` on `queue`, if it was recorded to
+    /// its end: a redelivered message whose attempt already ended is settled from the record.
+    pub async fn ended_attempt(
+        &self,
+        message_id: &str,
+        queue: &str,
+        attempt: u32,
+    ) -> Result<Option<message_result::Model>> {
+        let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+        let found = message_history::Entity::find()
+            .find_also_related(message_result::Entity)
+            .filter(message_history::Column::MessageId.eq(message_id))
+            .filter(message_history::Column::Queue.eq(queue))
+            .filter(message_history::Column::Attempt.eq(attempt))
+            .filter(message_result::Column::Id.is_not_null())
+            .one(&self.db)
+            .await
+            .context(|| {
+                format!(
+                    "looking up attempt {attempt} of {message_id} in {}",
+                    self.url
+                )
+            })?;
+        Ok(found.and_then(|(_, result)| result))
+    }
+
+    /// The id of an attempt on `queue` with `dedupe_key` that succeeded, if there is one.
+    pub async fn succeeded_before(&self, queue: &str, dedupe_key: &str) -> Result<Option<i64>> {
+        let found = message_history::Entity::find()
+            .inner_join(message_result::Entity)
+            .filter(message_history::Column::Queue.eq(queue))
+            .filter(message_history::Column::DedupeKey.eq(dedupe_key))
+            .filter(message_result::Column::ExitCode.eq(0))
+            .one(&self.db)
+            .await
+            .context(|| format!("looking up dedupe_key {dedupe_key:?} in {}", self.url))?;
+        Ok(found.map(|history| history.id))
     }
 
     /// The newest `limit` attempts, newest first, of one message when `message_id` is given.

@@ -36,7 +36,7 @@ async fn bad_task_files_publish_nothing() {
         (
             "field.json",
             r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"retry":1,"pokee":2},"cmd":{"Bash":{"cmd":["true"]}}}"#,
-            "unknown field `pokee`, expected one of `retry`, `poke`, `waiting_timeout`, `consuming_timeout` at line 1",
+            "config.pokee: unknown field `pokee`, expected one of `retry`, `poke`, `waiting_timeout`, `consuming_timeout`",
         ),
         (
             "variant.json",
@@ -167,8 +167,36 @@ async fn unreachable_broker_and_database() {
         "t.json",
         r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
     );
-    let out = env.run("publisher", &["-o", "pub", "-t", task.to_str().unwrap()]);
+    let out = env.run(
+        "publisher",
+        &[
+            "-o",
+            "pub",
+            "--retry-for",
+            "0",
+            "-t",
+            task.to_str().unwrap(),
+        ],
+    );
     assert!(error_line(&out, "publisher", 1).starts_with("RabbitMQ amqp://pqx:***@127.0.0.1:1/v: "));
+    let out = env.run(
+        "publisher",
+        &[
+            "-o",
+            "pub",
+            "--retry-for",
+            "1",
+            "-t",
+            task.to_str().unwrap(),
+        ],
+    );
+    let line = error_line(&out, "publisher", 1);
+    assert!(line.starts_with("gave up after "), "{line}");
+    assert!(
+        line.contains(" tries: RabbitMQ amqp://pqx:***@127.0.0.1:1/v: "),
+        "{line}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach RabbitMQ: trying again"));
 
     let out = env.run("initiator", &["-o", "crt_tbl"]);
     let line = error_line(&out, "initiator", 1);

@@ -33,6 +33,24 @@ pub enum Error {
     Util(#[from] pqx_util::Error),
 }
 
+impl Error {
+    /// Whether the error is the broker or the network going away (worth reconnecting for), rather
+    /// than something a retry cannot fix (credentials, a missing queue, a refused argument).
+    pub fn is_transient(&self) -> bool {
+        let Error::Amqp { source, .. } = self else {
+            return false;
+        };
+        match source.kind() {
+            lapin::ErrorKind::IOError(_)
+            | lapin::ErrorKind::InvalidConnectionState(_)
+            | lapin::ErrorKind::InvalidChannelState(..)
+            | lapin::ErrorKind::MissingHeartbeatError => true,
+            lapin::ErrorKind::ProtocolError(e) => e.to_string().contains("CONNECTION_FORCED"),
+            _ => false,
+        }
+    }
+}
+
 /// The result type of the pqx library.
 pub type Result<T> = std::result::Result<T, Error>;
 

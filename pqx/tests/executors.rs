@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::{HttpServer, Sshd};
-use pqx::ec::{execute, CmdArg, OutputStream, RunEnd, RunReport, Settings};
+use pqx::ec::{execute, CancellationToken, CmdArg, OutputStream, RunEnd, RunReport, Settings};
 
 /// Runs a command given as JSON; returns the report and the lines handed to the log.
 async fn exec(
@@ -19,9 +19,13 @@ async fn exec(
     let cmd: CmdArg = serde_json::from_str(json).unwrap();
     cmd.validate().unwrap();
     let mut lines = Vec::new();
-    let report = execute(&cmd, settings, timeout, |stream, line| {
-        lines.push(format!("{}: {line}", stream.as_str()))
-    })
+    let report = execute(
+        &cmd,
+        settings,
+        timeout,
+        &CancellationToken::new(),
+        |stream, line| lines.push(format!("{}: {line}", stream.as_str())),
+    )
     .await;
     (report, lines)
 }

@@ -3,11 +3,16 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use pqx_app::subscriber::SubscriberCli;
+use pqx_app::subscriber::{Stopped, SubscriberCli};
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = SubscriberCli::parse();
     let _log = pqx_util::init_logging("subscriber");
-    pqx_app::cli::finish("subscriber", pqx_app::subscriber::run(cli).await)
+    match pqx_app::subscriber::run(cli).await {
+        Ok(Stopped::Cleanly) => ExitCode::SUCCESS,
+        // As a shell reports a command ended by SIGINT.
+        Ok(Stopped::Interrupted) => ExitCode::from(130),
+        Err(e) => pqx_app::cli::finish("subscriber", Err(e)),
+    }
 }

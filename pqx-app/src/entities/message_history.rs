@@ -25,6 +25,8 @@ pub struct Model {
     pub host: Option<String>,
     /// 1 for the first run, 2 for the first retry, ...
     pub attempt: Option<i32>,
+    /// The command's `dedupe_key`, if it has one.
+    pub dedupe_key: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20240601_000001_create_tables;
 mod m20240602_000001_result_output;
+mod m20240603_000001_dedupe_and_unique_result;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -16,6 +17,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20240601_000001_create_tables::Migration),
             Box::new(m20240602_000001_result_output::Migration),
+            Box::new(m20240603_000001_dedupe_and_unique_result::Migration),
         ]
     }
 }

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use tokio_util::sync::CancellationToken;
+
 use super::output::{LineSplitter, Tail};
 use super::{CmdArg, OutputStream, RunEnd, RunReport};
 
@@ -15,6 +17,7 @@ const MAX_BODY: usize = 1024 * 1024;
 pub(super) async fn send(
     cmd: &CmdArg,
     timeout: Option<Duration>,
+    cancel: &CancellationToken,
     mut on_line: impl FnMut(OutputStream, &str),
 ) -> RunReport {
     let CmdArg::Http {
@@ -68,14 +71,23 @@ pub(super) async fn send(
         }
         Ok::<_, String>((status.as_u16(), reason, tail))
     };
-    let outcome = match timeout {
-        Some(limit) => tokio::time::timeout(limit, exchange).await.ok(),
-        None => Some(exchange.await),
+    let bounded = async {
+        match timeout {
+            Some(limit) => tokio::time::timeout(limit, exchange).await.ok(),
+            None => Some(exchange.await),
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = bounded => Some(outcome),
+        _ = cancel.cancelled() => None,
     };
     report.end = match outcome {
-        None => RunEnd::TimedOut(timeout.unwrap_or_default()),
-        Some(Err(why)) => RunEnd::NotStarted(format!("{} {url}: {why}", method.to_uppercase())),
-        Some(Ok((status, reason, tail))) => {
+        None => RunEnd::Interrupted,
+        Some(None) => RunEnd::TimedOut(timeout.unwrap_or_default()),
+        Some(Some(Err(why))) => {
+            RunEnd::NotStarted(format!("{} {url}: {why}", method.to_uppercase()))
+        }
+        Some(Some(Ok((status, reason, tail)))) => {
             report.stdout = tail;
             RunEnd::Http { status, reason }
         }

@@ -16,19 +16,22 @@ pub use run::{run, OutputStream, RunEnd, RunReport};
 
 use std::time::Duration;
 
-/// Runs `cmd` on this machine to its end or until `timeout`, calling `on_line` for each line of
-/// output. Never fails: a command that cannot start is reported as such.
+pub use tokio_util::sync::CancellationToken;
+
+/// Runs `cmd` on this machine to its end, until `timeout`, or until `cancel` fires, calling
+/// `on_line` for each line of output. Never fails: a command that cannot start is reported as such.
 pub async fn execute(
     cmd: &CmdArg,
     settings: &Settings,
     timeout: Option<Duration>,
+    cancel: &CancellationToken,
     on_line: impl FnMut(OutputStream, &str),
 ) -> RunReport {
     if let CmdArg::Http { .. } = cmd {
-        return http::send(cmd, timeout, on_line).await;
+        return http::send(cmd, timeout, cancel, on_line).await;
     }
     match cmd.to_process(settings) {
-        Ok(spec) => run(&spec, timeout, on_line).await,
+        Ok(spec) => run(&spec, timeout, cancel, on_line).await,
         Err(e) => RunReport::not_started(e.to_string()),
     }
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::output::{LineSplitter, Tail};
 use super::tree::kill_tree;
@@ -48,6 +49,8 @@ pub enum RunEnd {
     NotStarted(String),
     /// An HTTP request got this response status.
     Http { status: u16, reason: String },
+    /// The run was stopped before its end because the subscriber was stopping.
+    Interrupted,
 }
 
 /// What a run did: how it ended, when, and the end of its output.
@@ -92,6 +95,7 @@ impl RunReport {
             RunEnd::Signaled(signal) => 128 + signal,
             RunEnd::TimedOut(_) => 124,
             RunEnd::NotStarted(_) => 127,
+            RunEnd::Interrupted => 130,
             RunEnd::Http { status, .. } if (200..300).contains(status) => 0,
             RunEnd::Http { status, .. } => i32::from(*status),
         }
@@ -113,6 +117,10 @@ impl RunReport {
                 limit.as_secs()
             ),
             RunEnd::NotStarted(why) => return format!("failed: not started: {why}"),
+            RunEnd::Interrupted => {
+                return "failed: interrupted, the subscriber was stopping; process tree killed"
+                    .into()
+            }
         };
         match self.stderr.last_line() {
             Some(line) => format!("{summary}: {}", shorten(&line, 200)),
@@ -121,13 +129,15 @@ impl RunReport {
     }
 }
 
-/// Runs `spec` to its end or until `timeout`, calling `on_line` for each output line.
+/// Runs `spec` to its end, until `timeout`, or until `cancel` fires, calling `on_line` for each
+/// output line.
 ///
 /// The process gets its own process group and no stdin. Output that is not UTF-8 is passed on with
 /// replacement characters. This never fails: a process that cannot start is a [`RunEnd::NotStarted`].
 pub async fn run(
     spec: &ProcessSpec,
     timeout: Option<Duration>,
+    cancel: &CancellationToken,
     mut on_line: impl FnMut(OutputStream, &str),
 ) -> RunReport {
     let started_at = SystemTime::now();
@@ -203,6 +213,14 @@ pub async fn run(
                 }
                 let _ = child.wait().await;
                 break None;
+            }
+            _ = cancel.cancelled() => {
+                if let Some(root) = root {
+                    kill_tree(root);
+                }
+                let _ = child.wait().await;
+                drain(&mut rx, &mut pass_on).await;
+                return finish(RunEnd::Interrupted, started_at, tails);
             }
         }
     };
@@ -305,6 +323,26 @@ mod tests {
         }
     }
 
+    fn never() -> CancellationToken {
+        CancellationToken::new()
+    }
+
+    #[tokio::test]
+    async fn cancel_interrupts_and_kills() {
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            trigger.cancel();
+        });
+        let started = std::time::Instant::now();
+        let report = run(&bash("echo started; sleep 30"), None, &cancel, |_, _| {}).await;
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(report.end, RunEnd::Interrupted);
+        assert_eq!(report.exit_code(), 130);
+        assert_eq!(report.stdout.text(), "started\n");
+    }
+
     fn bash(script: &str) -> ProcessSpec {
         ProcessSpec::new("bash").with_args(["-c", script])
     }
@@ -312,9 +350,12 @@ mod tests {
     #[tokio::test]
     async fn streams_lines_and_exit_code() {
         let mut lines = Vec::new();
-        let report = run(&bash("echo out; echo err >&2; exit 3"), None, |s, l| {
-            lines.push((s, l.to_owned()))
-        })
+        let report = run(
+            &bash("echo out; echo err >&2; exit 3"),
+            None,
+            &never(),
+            |s, l| lines.push((s, l.to_owned())),
+        )
         .await;
         assert_eq!(report.end, RunEnd::Exited(3));
         assert_eq!(report.summary(), "failed: exit code 3: err");
@@ -328,7 +369,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let marker = dir.join("child.pid");
         let script = format!("sleep 30 & echo $! > {}; wait", marker.display());
-        let report = run(&bash(&script), Some(Duration::from_millis(500)), |_, _| {}).await;
+        let report = run(
+            &bash(&script),
+            Some(Duration::from_millis(500)),
+            &never(),
+            |_, _| {},
+        )
+        .await;
         assert_eq!(report.end, RunEnd::TimedOut(Duration::from_millis(500)));
         assert_eq!(report.exit_code(), 124);
         let pid: i32 = std::fs::read_to_string(&marker)
@@ -343,7 +390,13 @@ mod tests {
 
     #[tokio::test]
     async fn missing_program_is_reported() {
-        let report = run(&ProcessSpec::new("pqx-no-such-program"), None, |_, _| {}).await;
+        let report = run(
+            &ProcessSpec::new("pqx-no-such-program"),
+            None,
+            &never(),
+            |_, _| {},
+        )
+        .await;
         assert_eq!(
             report.summary(),
             "failed: not started: pqx-no-such-program is not installed (not found on PATH)"
@@ -354,7 +407,7 @@ mod tests {
     #[tokio::test]
     async fn bad_dir_is_reported() {
         let spec = bash("true").with_dir("/nonexistent/pqx");
-        let report = run(&spec, None, |_, _| {}).await;
+        let report = run(&spec, None, &never(), |_, _| {}).await;
         assert_eq!(
             report.summary(),
             "failed: not started: directory /nonexistent/pqx does not exist"
@@ -364,7 +417,7 @@ mod tests {
     #[tokio::test]
     async fn tails_keep_output_and_summary_names_the_last_error() {
         let script = "seq 1 100000; echo first >&2; echo 'the reason' >&2; exit 2";
-        let report = run(&bash(script), None, |_, _| {}).await;
+        let report = run(&bash(script), None, &never(), |_, _| {}).await;
         assert!(report.stdout.truncated());
         assert!(report.stdout.text().ends_with("99999\n100000\n"));
         assert_eq!(report.stderr.text(), "first\nthe reason\n");
@@ -375,7 +428,10 @@ mod tests {
     async fn huge_line_and_binary_output_do_not_break_it() {
         let mut longest = 0;
         let script = r"head -c 3000000 /dev/zero | tr '\0' x; printf '\xff\xfe\n'";
-        let report = run(&bash(script), None, |_, l| longest = longest.max(l.len())).await;
+        let report = run(&bash(script), None, &never(), |_, l| {
+            longest = longest.max(l.len())
+        })
+        .await;
         assert!(report.success(), "{}", report.summary());
         assert_eq!(longest, crate::ec::MAX_LINE);
         assert!(report.stdout.text().ends_with("\u{fffd}\u{fffd}\n"));
@@ -387,7 +443,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let marker = dir.join("child.pid");
         let script = format!("setsid sleep 30 & echo $! > {}; wait", marker.display());
-        let report = run(&bash(&script), Some(Duration::from_millis(500)), |_, _| {}).await;
+        let report = run(
+            &bash(&script),
+            Some(Duration::from_millis(500)),
+            &never(),
+            |_, _| {},
+        )
+        .await;
         assert_eq!(report.exit_code(), 124);
         let pid: i32 = std::fs::read_to_string(&marker)
             .unwrap()

@@ -2,16 +2,20 @@
 //! confirms, subscribing to a host queue, and the delayed retry.
 
 mod connect;
+mod dead_letter;
 mod headers;
+mod properties;
 mod publish;
 mod retry;
 mod subscribe;
 mod topology;
 
 pub use connect::{connect, open_channel, MqConfig};
+pub use dead_letter::{dead_letter, ERROR_HEADER, QUEUE_HEADER};
 pub use headers::{attempt_of, field_table, header_string, ATTEMPT_HEADER};
-pub use publish::{command_properties, Publisher};
-pub use retry::{decide, schedule_retry, wait_queue_name, RetryDecision, DEFAULT_POKE_SECS};
+pub use properties::{carried, command_properties};
+pub use publish::{confirmed, Publisher};
+pub use retry::{schedule_retry, wait_queue_name, RetryDecision, RetryPolicy, DEFAULT_POKE_SECS};
 pub use subscribe::subscribe;
 pub use topology::{
     declare_dead_letter, declare_delayed_exchange, declare_header_exchange, declare_host_queue,

@@ -1,39 +1,11 @@
 //! Publishing with publisher confirms and the mandatory flag: a publish is done only once the broker
 //! has taken the message, and a message that no queue takes is an error, not a silent drop.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection};
+use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 
 use crate::error::AmqpContext;
 use crate::{Error, Result};
-
-/// The properties of a command message: persistent JSON with its message id, its headers and, for a
-/// waiting timeout, an expiration after which the broker dead-letters it.
-pub fn command_properties(
-    message_id: &str,
-    headers: FieldTable,
-    waiting_timeout_secs: Option<u32>,
-) -> BasicProperties {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default();
-    let properties = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_message_id(message_id.into())
-        .with_timestamp(now)
-        .with_headers(headers);
-    match waiting_timeout_secs {
-        Some(secs) => {
-            properties.with_expiration((u64::from(secs) * 1000).to_string().as_str().into())
-        }
-        None => properties,
-    }
-}
 
 /// A channel in confirm mode.
 #[derive(Debug, Clone)]
@@ -76,12 +48,27 @@ impl Publisher {
         properties: BasicProperties,
         target: &str,
     ) -> Result<()> {
+        let pending = self
+            .send(exchange, routing_key, body, properties, target)
+            .await?;
+        confirmed(pending, target).await
+    }
+
+    /// Publishes `body` without waiting for the confirm, so that many publishes can be in flight;
+    /// [`confirmed`] waits for one.
+    pub async fn send(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        target: &str,
+    ) -> Result<PublisherConfirm> {
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()
         };
-        let confirm = self
-            .channel
+        self.channel
             .basic_publish(
                 exchange.into(),
                 routing_key.into(),
@@ -90,19 +77,25 @@ impl Publisher {
                 properties,
             )
             .await
-            .context(|| format!("publishing to {target}"))?
-            .await
-            .context(|| format!("waiting for the broker to confirm the message to {target}"))?;
-        if confirm.is_nack() {
-            return Err(Error::Nacked {
-                target: target.to_owned(),
-            });
-        }
-        if confirm.take_message().is_some() {
-            return Err(Error::Unroutable {
-                target: target.to_owned(),
-            });
-        }
-        Ok(())
+            .context(|| format!("publishing to {target}"))
     }
+}
+
+/// Waits for the broker's confirm of a publish to `target`: an error if the broker refused it or no
+/// queue took it.
+pub async fn confirmed(pending: PublisherConfirm, target: &str) -> Result<()> {
+    let confirm = pending
+        .await
+        .context(|| format!("waiting for the broker to confirm the message to {target}"))?;
+    if confirm.is_nack() {
+        return Err(Error::Nacked {
+            target: target.to_owned(),
+        });
+    }
+    if confirm.take_message().is_some() {
+        return Err(Error::Unroutable {
+            target: target.to_owned(),
+        });
+    }
+    Ok(())
 }

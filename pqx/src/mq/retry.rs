@@ -10,10 +10,9 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::BasicProperties;
 
 use crate::error::AmqpContext;
-use crate::mq::{Publisher, ATTEMPT_HEADER};
+use crate::mq::{carried, Publisher, ATTEMPT_HEADER};
 use crate::Result;
 
 /// The wait before a retry when a task sets `retry` but no `poke`.
@@ -29,23 +28,76 @@ pub enum RetryDecision {
     Done,
     /// It failed with retries left: run attempt `attempt` after `delay`, on the same queue.
     RetryAfter { attempt: u32, delay: Duration },
-    /// It failed for the last time: reject it to the dead-letter queue.
+    /// It failed for the last time: send it to the dead-letter queue.
     GiveUp,
 }
 
-/// Decides after attempt `attempt` (1-based): `retry` is how many attempts may follow the first
-/// failure, `poke` the seconds to wait before each.
-pub fn decide(success: bool, attempt: u32, retry: u8, poke: Option<u16>) -> RetryDecision {
-    if success {
-        return RetryDecision::Done;
+/// How a command's failures are retried: `retry` more attempts after the first failure, the first
+/// after `poke`, each later one `backoff` times longer than the one before, none longer than
+/// `max_poke`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    retry: u8,
+    poke: Duration,
+    backoff: f64,
+    max_poke: Option<Duration>,
+}
+
+impl RetryPolicy {
+    /// `retry` retries after the default poke of [`DEFAULT_POKE_SECS`], without backoff.
+    pub fn new(retry: u8) -> Self {
+        Self {
+            retry,
+            poke: Duration::from_secs(u64::from(DEFAULT_POKE_SECS)),
+            backoff: 1.0,
+            max_poke: None,
+        }
     }
-    if attempt > u32::from(retry) {
-        return RetryDecision::GiveUp;
+
+    /// The wait before the first retry, in seconds (default [`DEFAULT_POKE_SECS`]).
+    pub fn with_poke(mut self, secs: Option<u16>) -> Self {
+        if let Some(secs) = secs {
+            self.poke = Duration::from_secs(u64::from(secs));
+        }
+        self
     }
-    let secs = poke.unwrap_or(DEFAULT_POKE_SECS);
-    RetryDecision::RetryAfter {
-        attempt: attempt + 1,
-        delay: Duration::from_secs(u64::from(secs)),
+
+    /// The factor each wait grows by (default 1: constant).
+    pub fn with_backoff(mut self, factor: f64) -> Self {
+        self.backoff = factor.max(1.0);
+        self
+    }
+
+    /// The longest wait, in seconds (default: no limit).
+    pub fn with_max_poke(mut self, secs: Option<u32>) -> Self {
+        self.max_poke = secs.map(|s| Duration::from_secs(u64::from(s)));
+        self
+    }
+
+    /// The wait before attempt `attempt` (2 for the first retry).
+    pub fn delay_before(&self, attempt: u32) -> Duration {
+        let exponent = i32::try_from(attempt.saturating_sub(2)).unwrap_or(i32::MAX);
+        let secs = self.poke.as_secs_f64() * self.backoff.powi(exponent);
+        // Whole milliseconds, so that equal delays share one wait queue.
+        let delay = Duration::from_millis((secs * 1000.0).round().min(f64::from(u32::MAX)) as u64);
+        match self.max_poke {
+            Some(max) => delay.min(max),
+            None => delay,
+        }
+    }
+
+    /// Decides after attempt `attempt` (1-based) succeeded or failed.
+    pub fn decide(&self, success: bool, attempt: u32) -> RetryDecision {
+        if success {
+            RetryDecision::Done
+        } else if attempt > u32::from(self.retry) {
+            RetryDecision::GiveUp
+        } else {
+            RetryDecision::RetryAfter {
+                attempt: attempt + 1,
+                delay: self.delay_before(attempt + 1),
+            }
+        }
     }
 }
 
@@ -106,20 +158,7 @@ pub async fn schedule_retry(
         ATTEMPT_HEADER.into(),
         AMQPValue::LongLongInt(i64::from(attempt)),
     );
-    let source = &delivery.properties;
-    // No expiration: waiting_timeout bounds the first wait in the host queue, not the retry delay.
-    let mut properties = BasicProperties::default()
-        .with_delivery_mode(2)
-        .with_headers(headers);
-    if let Some(v) = source.content_type() {
-        properties = properties.with_content_type(v.clone());
-    }
-    if let Some(v) = source.message_id() {
-        properties = properties.with_message_id(v.clone());
-    }
-    if let Some(v) = source.timestamp() {
-        properties = properties.with_timestamp(*v);
-    }
+    let properties = carried(&delivery.properties).with_headers(headers);
     publisher
         .publish(
             delayed_exchange,
@@ -137,23 +176,28 @@ mod tests {
 
     #[test]
     fn retry_n_means_n_more_attempts() {
-        assert_eq!(decide(true, 1, 0, None), RetryDecision::Done);
-        assert_eq!(decide(false, 1, 0, None), RetryDecision::GiveUp);
-        assert_eq!(
-            decide(false, 1, 2, Some(3)),
-            RetryDecision::RetryAfter {
-                attempt: 2,
-                delay: Duration::from_secs(3)
-            }
-        );
-        assert_eq!(
-            decide(false, 2, 2, None),
-            RetryDecision::RetryAfter {
-                attempt: 3,
-                delay: Duration::from_secs(10)
-            }
-        );
-        assert_eq!(decide(false, 3, 2, Some(3)), RetryDecision::GiveUp);
+        assert_eq!(RetryPolicy::new(0).decide(true, 1), RetryDecision::Done);
+        assert_eq!(RetryPolicy::new(0).decide(false, 1), RetryDecision::GiveUp);
+        let two = RetryPolicy::new(2).with_poke(Some(3));
+        let retry = |attempt, secs| RetryDecision::RetryAfter {
+            attempt,
+            delay: Duration::from_secs(secs),
+        };
+        assert_eq!(two.decide(false, 1), retry(2, 3));
+        assert_eq!(RetryPolicy::new(2).decide(false, 2), retry(3, 10));
+        assert_eq!(two.decide(false, 3), RetryDecision::GiveUp);
+    }
+
+    #[test]
+    fn backoff_grows_up_to_max_poke() {
+        let p = RetryPolicy::new(9)
+            .with_poke(Some(2))
+            .with_backoff(3.0)
+            .with_max_poke(Some(40));
+        let delays: Vec<u64> = (2..=6).map(|a| p.delay_before(a).as_secs()).collect();
+        assert_eq!(delays, vec![2, 6, 18, 40, 40]);
+        let half = RetryPolicy::new(1).with_poke(Some(1)).with_backoff(1.5);
+        assert_eq!(half.delay_before(3), Duration::from_millis(1500));
     }
 
     #[test]

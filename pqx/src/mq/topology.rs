@@ -69,6 +69,15 @@ impl HeaderQueue {
         }
     }
 
+    /// Whether a message with headers `pairs` reaches this queue, as the headers exchange decides.
+    pub fn matches(&self, pairs: &BTreeMap<String, String>) -> bool {
+        let has = |(k, v): (&String, &String)| pairs.get(k) == Some(v);
+        match self.match_type {
+            MatchType::Any => self.kv.iter().any(has),
+            MatchType::All => self.kv.iter().all(has),
+        }
+    }
+
     /// Checks the queue can be bound as pqx expects.
     pub fn validate(&self) -> std::result::Result<(), String> {
         if self.queue.is_empty() {
@@ -160,13 +169,14 @@ pub async fn declare_dead_letter(
         .context(|| format!("binding dead-letter queue {queue} to {exchange}"))
 }
 
-/// Declares a host queue that dead-letters to `dead_letter_exchange`, and binds it to the headers
-/// exchange with its match type and pairs.
+/// Declares a host queue that dead-letters to `dead_letter_exchange` and orders by priority up to
+/// `max_priority` (none when 0), and binds it to the headers exchange with its match type and pairs.
 pub async fn declare_host_queue(
     channel: &Channel,
     header_exchange: &str,
     queue: &HeaderQueue,
     dead_letter_exchange: &str,
+    max_priority: u8,
 ) -> Result<()> {
     queue.validate().map_err(Error::Config)?;
     let mut args = FieldTable::default();
@@ -174,6 +184,12 @@ pub async fn declare_host_queue(
         "x-dead-letter-exchange".into(),
         AMQPValue::LongString(dead_letter_exchange.into()),
     );
+    if max_priority > 0 {
+        args.insert(
+            "x-max-priority".into(),
+            AMQPValue::LongLongInt(i64::from(max_priority)),
+        );
+    }
     declare_queue(channel, &queue.queue, args).await?;
     let mut binding = field_table(&queue.kv);
     binding.insert(
@@ -218,4 +234,33 @@ pub async fn delete_exchange(channel: &Channel, name: &str) -> Result<()> {
         .exchange_delete(name.into(), ExchangeDeleteOptions::default())
         .await
         .context(|| format!("deleting exchange {name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_and_all_match_like_the_exchange() {
+        let kv = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let any = HeaderQueue::new(
+            "h1",
+            MatchType::Any,
+            kv(&[("unique_key", "h1"), ("common_key", "dev")]),
+        );
+        let all = HeaderQueue::new(
+            "h3",
+            MatchType::All,
+            kv(&[("unique_key", "h3"), ("zone", "eu")]),
+        );
+        assert!(any.matches(&kv(&[("common_key", "dev")])));
+        assert!(!any.matches(&kv(&[("common_key", "prod")])));
+        assert!(all.matches(&kv(&[("unique_key", "h3"), ("zone", "eu"), ("x", "y")])));
+        assert!(!all.matches(&kv(&[("unique_key", "h3")])));
+    }
 }

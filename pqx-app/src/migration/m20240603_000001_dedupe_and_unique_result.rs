@@ -1,0 +1,70 @@
+//! `dedupe_key` on each attempt, looked up by queue and key; and at most one result per attempt, so
+//! that a result written again after a lost database answer is not recorded twice.
+
+use sea_orm_migration::{prelude::*, schema::*};
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("message_history")
+                    .add_column(string_null("dedupe_key"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("message_history_queue_dedupe_key")
+                    .table("message_history")
+                    .col("queue")
+                    .col("dedupe_key")
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("message_result_one_per_attempt")
+                    .table("message_result")
+                    .col("history_id")
+                    .unique()
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("message_result_one_per_attempt")
+                    .table("message_result")
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .drop_index(
+                Index::drop()
+                    .name("message_history_queue_dedupe_key")
+                    .table("message_history")
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .alter_table(
+                Table::alter()
+                    .table("message_history")
+                    .drop_column("dedupe_key")
+                    .to_owned(),
+            )
+            .await
+    }
+}

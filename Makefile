@@ -10,7 +10,7 @@ test: services
 	cargo test --workspace --no-fail-fast
 
 services:
-	scripts/services.sh --postgres
+	scripts/services.sh --postgres --second-node
 	scripts/test-tools.sh
 
 services-stop:

@@ -4,7 +4,9 @@
 # them when stopped, and creates the user, vhost, role and database that config/conn.yml.template
 # names. Safe to run any number of times.
 #
-#   scripts/services.sh [--postgres]     bring services up
+#   scripts/services.sh [--postgres] [--second-node]
+#                                        bring services up (--second-node: a second RabbitMQ
+#                                        node on port 5673 for the tests that restart a broker)
 #   scripts/services.sh stop             stop what this script started
 set -euo pipefail
 
@@ -83,6 +85,55 @@ ENV
   say "RabbitMQ up: amqp://$MQ_USER@127.0.0.1:5672/$MQ_VHOST, management on 127.0.0.1:15672"
 }
 
+# A second RabbitMQ node on 127.0.0.1:5673 (management 15673) that the fault tests stop and start,
+# so that they never disturb the main node other tests use.
+NODE2_BASE=/var/lib/rabbitmq/pqx-node2
+node2_name() { echo "pqx-node2@$(hostname -s)"; }
+node2_env() {
+  echo RABBITMQ_NODENAME="$(node2_name)" RABBITMQ_NODE_PORT=5673 RABBITMQ_DIST_PORT=25673 \
+    RABBITMQ_MNESIA_BASE="$NODE2_BASE/mnesia" RABBITMQ_LOG_BASE="$NODE2_BASE/log" \
+    RABBITMQ_ENABLED_PLUGINS_FILE="$NODE2_BASE/enabled_plugins" \
+    RABBITMQ_CONFIG_FILE="$NODE2_BASE/rabbitmq.conf" RABBITMQ_PID_FILE="$NODE2_BASE/pid" \
+    ERL_EPMD_ADDRESS=127.0.0.1
+}
+
+node2_up() {
+  local node; node=$(node2_name)
+  if ! as_root rabbitmqctl -q -n "$node" await_startup --timeout 1 >/dev/null 2>&1; then
+    as_root mkdir -p "$NODE2_BASE/mnesia" "$NODE2_BASE/log"
+    as_root tee "$NODE2_BASE/rabbitmq.conf" >/dev/null <<CONF
+$MARK
+listeners.tcp.default = 127.0.0.1:5673
+management.tcp.ip = 127.0.0.1
+management.tcp.port = 15673
+consumer_timeout = 604800000
+CONF
+    echo "[rabbitmq_management]." | as_root tee "$NODE2_BASE/enabled_plugins" >/dev/null
+    as_root chown -R rabbitmq:rabbitmq "$NODE2_BASE"
+    say "starting the second RabbitMQ node $node"
+    # shellcheck disable=SC2046
+    as_root env $(node2_env) rabbitmq-server -detached >/dev/null 2>&1 || true
+    local up=0
+    for _ in $(seq 1 60); do
+      if as_root rabbitmqctl -q -n "$node" await_startup --timeout 30 >/dev/null 2>&1; then up=1; break; fi
+      sleep 1
+    done
+    [ "$up" = 1 ] || die "the second RabbitMQ node did not start: see $NODE2_BASE/log"
+  fi
+  # The fault tests stop its app; start it again if a test was cut off while it was stopped.
+  as_root rabbitmqctl -q -n "$node" start_app >/dev/null 2>&1 || true
+  if ! as_root rabbitmqctl -q -n "$node" list_users | awk '{print $1}' | grep -qx "$MQ_USER"; then
+    as_root rabbitmqctl -q -n "$node" add_user "$MQ_USER" "$MQ_PASS" >/dev/null
+  fi
+  as_root rabbitmqctl -q -n "$node" set_user_tags "$MQ_USER" administrator >/dev/null
+  as_root rabbitmqctl -q -n "$node" set_permissions -p / "$MQ_USER" ".*" ".*" ".*" >/dev/null
+  for _ in $(seq 1 120); do
+    curl -fsS -u "$MQ_USER:$MQ_PASS" http://127.0.0.1:15673/api/overview >/dev/null 2>&1 && break
+    sleep 0.5
+  done
+  say "second RabbitMQ node up: $node on 127.0.0.1:5673, management on 127.0.0.1:15673"
+}
+
 pg_cluster() { pg_lsclusters -h 2>/dev/null | awk 'NR==1{print $1" "$2}'; }
 
 pg_up() {
@@ -107,6 +158,7 @@ pg_up() {
 }
 
 stop_all() {
+  as_root rabbitmqctl -q -n "$(node2_name)" stop >/dev/null 2>&1 || true
   as_root rabbitmqctl -q stop >/dev/null 2>&1 || true
   if command -v pg_lsclusters >/dev/null && [ -n "$(pg_cluster)" ]; then
     read -r ver name <<<"$(pg_cluster)"
@@ -116,13 +168,17 @@ stop_all() {
 }
 
 postgres=0
-case "${1:-}" in
-  stop) stop_all; exit 0 ;;
-  --postgres) postgres=1 ;;
-  "") ;;
-  *) die "unknown argument '$1': expected --postgres or stop" ;;
-esac
+node2=0
+for arg in "$@"; do
+  case "$arg" in
+    stop) stop_all; exit 0 ;;
+    --postgres) postgres=1 ;;
+    --second-node) node2=1 ;;
+    *) die "unknown argument '$arg': expected --postgres, --second-node or stop" ;;
+  esac
+done
 command -v curl >/dev/null || apt_install curl
 rabbit_up
+[ "$node2" = 1 ] && node2_up
 [ "$postgres" = 1 ] && pg_up
 exit 0

@@ -260,15 +260,35 @@ async fn poison_messages_are_dead_lettered_and_the_subscriber_goes_on() {
     }
     let _ = conn.close(200, "".into()).await;
     let mut dead = Vec::new();
+    let mut reasons = Vec::new();
     for _ in 0..3 {
-        dead.push(
-            env.dead_letter(30)
-                .await
-                .expect("poison message dead-lettered")
-                .data,
-        );
+        let message = env
+            .dead_letter(30)
+            .await
+            .expect("poison message dead-lettered");
+        let reason = pqx::mq::header_string(&message.properties, pqx::mq::ERROR_HEADER);
+        let queue = pqx::mq::header_string(&message.properties, pqx::mq::QUEUE_HEADER);
+        assert_eq!(queue.as_deref(), Some("h1"));
+        reasons.push(reason.expect("the dead letter says why"));
+        dead.push(message.data);
     }
     assert_eq!(dead, poison.map(<[u8]>::to_vec).to_vec());
+    assert!(
+        reasons[0].starts_with("not a valid command: expected ident at line 1"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("unknown variant `Teleport`"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[2].starts_with("not a valid command: body is not UTF-8"),
+        "{reasons:?}"
+    );
+    assert!(
+        env.dead_letter(1).await.is_none(),
+        "each was dead-lettered once"
+    );
     let log = sub.log();
     assert!(
         log.contains("not a valid command: dead-lettering it"),

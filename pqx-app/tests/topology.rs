@@ -30,7 +30,10 @@ async fn lay_out_inspect_and_remove(db: Db) {
         &["│ pqx.test ", " headers "][..],
         &["│ pqx.test.delayed ", " direct "],
         &["│ pqx.test.dlx ", " fanout "],
-        &["│ h1 ", r#"{"x-dead-letter-exchange":"pqx.test.dlx","x-max-priority":9}"#],
+        &[
+            "│ h1 ",
+            r#"{"x-dead-letter-exchange":"pqx.test.dlx","x-max-priority":9}"#,
+        ],
         &["│ pqx.test.dlq ", r#"{"x-message-ttl":600000}"#],
         &[
             "│ pqx.test ",

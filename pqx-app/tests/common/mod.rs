@@ -44,6 +44,45 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// A RabbitMQ node: the main one, or the second one the fault tests restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Broker {
+    pub amqp_port: u16,
+    pub api_port: u16,
+}
+
+pub const MAIN: Broker = Broker {
+    amqp_port: 5672,
+    api_port: 15672,
+};
+
+/// The second node (scripts/services.sh --second-node).
+pub const NODE2: Broker = Broker {
+    amqp_port: 5673,
+    api_port: 15673,
+};
+
+/// The second node's Erlang node name: `PQX_TEST_NODE2`, default pqx-node2@<short hostname>.
+pub fn node2_name() -> String {
+    std::env::var("PQX_TEST_NODE2").unwrap_or_else(|_| {
+        let out = Command::new("hostname").arg("-s").output().unwrap();
+        format!("pqx-node2@{}", String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+/// `rabbitmqctl -n <second node> <action>` (stop_app or start_app), which must succeed.
+pub fn node2_ctl(action: &str) {
+    let out = Command::new("rabbitmqctl")
+        .args(["-q", "-n", &node2_name(), action])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {action}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
     Sqlite,
@@ -74,15 +113,21 @@ pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub vhost: String,
     pub db_url: String,
+    pub broker: Broker,
     pg_db: Option<String>,
 }
 
 impl TestEnv {
-    /// A new vhost and database, with conn.yml and the standard init.yml written.
+    /// A new vhost on the main node and a database, with conn.yml and the standard init.yml.
     pub async fn new(db: Db) -> Self {
+        Self::on(MAIN, db).await
+    }
+
+    /// A new vhost on `broker` and a database, with conn.yml and the standard init.yml.
+    pub async fn on(broker: Broker, db: Db) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let vhost = unique("pqx_test");
-        api(&vhost).create_vhost(MQ_USER).await.unwrap();
+        api(broker, &vhost).create_vhost(MQ_USER).await.unwrap();
         let (db_url, pg_db) = match db {
             Db::Sqlite => (
                 format!("sqlite://{}?mode=rwc", dir.path().join("pqx.db").display()),
@@ -100,9 +145,10 @@ impl TestEnv {
             dir,
             vhost,
             db_url,
+            broker,
             pg_db,
         };
-        env.write_conn(&env.db_url.clone(), 5672);
+        env.write_conn(&env.db_url.clone(), broker.amqp_port);
         std::fs::write(env.path("init.yml"), INIT_YML).unwrap();
         env
     }
@@ -116,10 +162,11 @@ impl TestEnv {
     pub fn write_conn(&self, db_url: &str, mq_port: u16) {
         let conn = format!(
             "mq:\n  host: {host}\n  port: {mq_port}\n  user: {MQ_USER}\n  pass: {MQ_PASS}\n  vhost: {vhost}\n\
-             mq_api:\n  host: {host}\n  port: 15672\n  user: {MQ_USER}\n  pass: {MQ_PASS}\n  vhost: {vhost}\n\
+             mq_api:\n  host: {host}\n  port: {api_port}\n  user: {MQ_USER}\n  pass: {MQ_PASS}\n  vhost: {vhost}\n\
              db:\n  url: \"{db_url}\"\n",
             host = mq_host(),
             vhost = self.vhost,
+            api_port = self.broker.api_port,
         );
         std::fs::write(self.path("conn.yml"), conn).unwrap();
     }
@@ -248,6 +295,7 @@ impl TestEnv {
     pub async fn amqp(&self) -> lapin::Connection {
         let config = MqConfig {
             host: Some(mq_host()),
+            port: Some(self.broker.amqp_port),
             user: Some(MQ_USER.into()),
             pass: Some(MQ_PASS.into()),
             vhost: Some(self.vhost.clone()),
@@ -297,27 +345,46 @@ impl TestEnv {
 
 impl Drop for TestEnv {
     fn drop(&mut self) {
-        let url = format!("http://{}:15672/api/vhosts/{}", mq_host(), self.vhost);
-        let _ = Command::new("curl")
-            .args([
-                "-fsS",
-                "-o",
-                "/dev/null",
-                "-u",
-                &format!("{MQ_USER}:{MQ_PASS}"),
-                "-X",
-                "DELETE",
-                &url,
-            ])
-            .status();
+        let url = format!(
+            "http://{}:{}/api/vhosts/{}",
+            mq_host(),
+            self.broker.api_port,
+            self.vhost
+        );
+        // A node whose app was just restarted may not answer for a moment: try a few times.
+        for _ in 0..20 {
+            let deleted = Command::new("curl")
+                .args([
+                    "-fsS",
+                    "-o",
+                    "/dev/null",
+                    "-u",
+                    &format!("{MQ_USER}:{MQ_PASS}"),
+                ])
+                .args(["-X", "DELETE", &url])
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if deleted {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
         if let Some(db) = &self.pg_db {
             psql(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
         }
     }
 }
 
-fn api(vhost: &str) -> MqApi {
-    MqApi::new(MqApiConfig::new(&mq_host(), 15672, MQ_USER, MQ_PASS, vhost)).unwrap()
+fn api(broker: Broker, vhost: &str) -> MqApi {
+    MqApi::new(MqApiConfig::new(
+        &mq_host(),
+        broker.api_port,
+        MQ_USER,
+        MQ_PASS,
+        vhost,
+    ))
+    .unwrap()
 }
 
 fn psql(sql: &str) {
@@ -358,19 +425,42 @@ impl Subscriber {
 
     /// Sends SIGTERM and waits for it to exit; returns whether it exited 0.
     pub fn stop(mut self) -> bool {
+        self.signal(nix::sys::signal::Signal::SIGTERM);
+        self.wait_exit(30) == Some(0)
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        nix::sys::signal::kill(pid, signal).unwrap();
+    }
+
+    /// Waits up to `secs` for it to exit; returns its exit code.
+    pub fn wait_exit(&mut self, secs: u64) -> Option<i32> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                return status.success();
+                return status.code();
             }
             assert!(
                 Instant::now() < deadline,
-                "subscriber did not stop: {}",
+                "subscriber did not exit: {}",
                 self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits up to `secs` until its log contains `text`.
+    pub async fn wait_log(&self, text: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while !self.log().contains(text) {
+            assert!(
+                Instant::now() < deadline,
+                "subscriber never logged {text:?}: {}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
@@ -390,4 +480,63 @@ pub fn ended(attempt: &Attempt) -> &pqx_app::entities::message_result::Model {
 /// How many of `attempts` have ended.
 pub fn count_ended(attempts: &[Attempt]) -> usize {
     attempts.iter().filter(|a| a.1.is_some()).count()
+}
+
+/// A TCP proxy on 127.0.0.1 in front of a server, that a test can cut (every connection dropped,
+/// new ones refused) and restore: a database or broker outage as the client sees it.
+pub struct TcpProxy {
+    pub port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: (String, u16)) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let links = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, links2) = (up.clone(), links.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: the client sees the connection closed
+                }
+                let upstream = upstream.clone();
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                links2.lock().unwrap().push(link);
+            }
+        });
+        Self {
+            port,
+            up,
+            links,
+            accept,
+        }
+    }
+
+    /// Drops every connection and refuses new ones.
+    pub fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    /// Lets connections through again.
+    pub fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
 }

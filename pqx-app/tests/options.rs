@@ -1,0 +1,225 @@
+//! The task options beyond the original four: priority, backoff with max_poke, dedupe_key, and
+//! results sent back to a caller (reply_to, `publisher --wait`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{count_ended, ended, Db, TestEnv};
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+
+#[tokio::test]
+async fn higher_priority_overtakes_waiting_commands() {
+    let env = TestEnv::new(Db::Sqlite).await;
+    env.init();
+    let low = env.task(
+        "low.jsonl",
+        &(0..5)
+            .map(|i| format!(r#"{{"mailing_to":[{{"unique_key":"h2"}}],"config":{{"priority":1}},"cmd":{{"Bash":{{"cmd":["echo low {i}"]}}}}}}"#))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    );
+    env.publish(&low);
+    let high = env.task(
+        "high.json",
+        r#"{"mailing_to":[{"unique_key":"h2"}],"config":{"priority":9},"cmd":{"Bash":{"cmd":["echo high"]}}}"#,
+    );
+    let high_id = env.publish(&high).remove(0);
+    let _sub = env.subscriber("h2", &[]);
+    let store = env.store().await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let all = loop {
+        let all = store.attempts(None, 100).await.unwrap();
+        if count_ended(&all) == 6 {
+            break all;
+        }
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let first = all.iter().min_by_key(|a| a.0.id).unwrap();
+    assert_eq!(
+        first.0.message_id.as_deref(),
+        Some(high_id.as_str()),
+        "the priority 9 command ran first"
+    );
+}
+
+#[tokio::test]
+async fn backoff_grows_the_wait_up_to_max_poke() {
+    let env = TestEnv::new(Db::Sqlite).await;
+    env.init();
+    let _sub = env.subscriber("h1", &[]);
+    let task = env.task(
+        "backoff.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"retry":3,"poke":1,"backoff":2,"max_poke":3},"cmd":{"Bash":{"cmd":["exit 1"]}}}"#,
+    );
+    let id = env.publish(&task).remove(0);
+    let attempts = env.wait_attempts(&id, 60, |a| count_ended(a) == 4).await;
+    let gaps: Vec<i64> = attempts
+        .windows(2)
+        .map(|w| (w[1].0.time - ended(&w[0]).time).num_milliseconds())
+        .collect();
+    // 1 s, then 2 s, then 4 s capped at 3 s.
+    for (gap, want) in gaps.iter().zip([1000, 2000, 3000]) {
+        assert!(*gap >= want - 100 && *gap < want + 1500, "gaps {gaps:?}");
+    }
+}
+
+#[tokio::test]
+async fn dedupe_key_runs_a_command_once_per_queue() {
+    let env = TestEnv::new(Db::Sqlite).await;
+    env.init();
+    let _sub = env.subscriber("h1", &[]);
+    let marker = env.path("ran.txt");
+    let task = env.task(
+        "once.json",
+        &format!(
+            r#"{{"mailing_to":[{{"unique_key":"h1"}}],"config":{{"dedupe_key":"migrate-42"}},"cmd":{{"Bash":{{"cmd":["echo ran >> {}"]}}}}}}"#,
+            marker.display()
+        ),
+    );
+    let first = env.publish(&task).remove(0);
+    env.wait_attempts(&first, 30, |a| count_ended(a) == 1).await;
+    let second = env.publish(&task).remove(0);
+    let attempts = env
+        .wait_attempts(&second, 30, |a| count_ended(a) == 1)
+        .await;
+    let result = ended(&attempts[0]);
+    assert_eq!(result.exit_code, 0);
+    assert!(
+        result
+            .result
+            .starts_with("skipped: dedupe_key \"migrate-42\" already succeeded on queue h1"),
+        "{}",
+        result.result
+    );
+    assert_eq!(
+        std::fs::read_to_string(&marker).unwrap(),
+        "ran\n",
+        "the command ran once"
+    );
+    assert_eq!(env.queue_len("h1").await, 0);
+}
+
+#[tokio::test]
+async fn publisher_wait_prints_results_and_fails_on_failures() {
+    let env = TestEnv::new(Db::Sqlite).await;
+    env.init();
+    let _h1 = env.subscriber("h1", &[]);
+    let _h2 = env.subscriber("h2", &[]);
+    let ok = env.task(
+        "ok.json",
+        r#"{"mailing_to":[{"common_key":"dev"}],"cmd":{"Bash":{"cmd":["echo hi"]}}}"#,
+    );
+    let out = env.run(
+        "publisher",
+        &["-o", "pub", "--wait", "30", "-t", ok.to_str().unwrap()],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("result "))
+        .collect();
+    assert_eq!(results.len(), 2, "one result per queue reached: {stdout}");
+    assert!(
+        results
+            .iter()
+            .any(|l| l.contains(" on h1 (attempt 1, exit code 0): succeeded")),
+        "{stdout}"
+    );
+    assert!(
+        results
+            .iter()
+            .any(|l| l.contains(" on h2 (attempt 1, exit code 0): succeeded")),
+        "{stdout}"
+    );
+
+    let bad = env.task(
+        "bad.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"retry":1,"poke":1},"cmd":{"Bash":{"cmd":["echo no >&2; exit 3"]}}}"#,
+    );
+    let out = env.run(
+        "publisher",
+        &["-o", "pub", "--wait", "30", "-t", bad.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(" on h1 (attempt 2, exit code 3): failed: exit code 3: no"),
+        "{stdout}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("publisher: error: 1 of 1 results are failures"));
+}
+
+#[tokio::test]
+async fn reply_to_sends_the_result_to_a_queue() {
+    let env = TestEnv::new(Db::Sqlite).await;
+    env.init();
+    let conn = env.amqp().await;
+    let channel = conn.create_channel().await.unwrap();
+    channel
+        .queue_declare(
+            "results".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _sub = env.subscriber("h1", &[]);
+    let task = env.task(
+        "rpc.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"reply_to":"results"},"cmd":{"Bash":{"cmd":["echo answer"]}}}"#,
+    );
+    let id = env.publish(&task).remove(0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let message = loop {
+        let got = channel
+            .basic_get("results".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap();
+        if let Some(message) = got {
+            break message.delivery;
+        }
+        assert!(std::time::Instant::now() < deadline, "no result came");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        message
+            .properties
+            .correlation_id()
+            .as_ref()
+            .map(|c| c.as_str()),
+        Some(id.as_str())
+    );
+    let reply: pqx_app::Reply = serde_json::from_slice(&message.data).unwrap();
+    assert!(reply.success);
+    assert_eq!(reply.queue, "h1");
+    assert_eq!(reply.stdout, "answer\n");
+}
+
+#[tokio::test]
+async fn changing_max_priority_names_the_fix() {
+    let env = TestEnv::new(Db::Sqlite).await;
+    env.init();
+    std::fs::write(
+        env.path("init.yml"),
+        format!("{}max_priority: 5\n", common::INIT_YML),
+    )
+    .unwrap();
+    let out = env.run("initiator", &["-o", "decl_x"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("declaring queue h1: it already exists with other settings"),
+        "{err}"
+    );
+    assert!(err.contains("x-max-priority"), "{err}");
+    assert!(err.contains("rectifier -o del_que"), "{err}");
+}

@@ -6,8 +6,10 @@
 demo:
 	scripts/demo.sh
 
+# The load test runs last, on its own, and prints its reconciliation.
 test: services
-	cargo test --workspace --no-fail-fast
+	cargo test --workspace --no-fail-fast -- --skip ten_thousand_commands_reconcile
+	cargo test -p pqx-app --test load -- --nocapture
 
 services:
 	scripts/services.sh --postgres --second-node

@@ -320,6 +320,29 @@ impl TestEnv {
         q.message_count()
     }
 
+    /// Takes every message from the dead-letter queue until none comes for `idle_secs`; returns how
+    /// many there were.
+    pub async fn drain_dead_letters(&self, idle_secs: u64) -> usize {
+        let conn = self.amqp().await;
+        let channel = conn.create_channel().await.unwrap();
+        let mut count = 0;
+        let mut idle_until = Instant::now() + Duration::from_secs(idle_secs);
+        while Instant::now() < idle_until {
+            let got = channel
+                .basic_get(DLQ.into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap();
+            if got.is_some() {
+                count += 1;
+                idle_until = Instant::now() + Duration::from_secs(idle_secs);
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let _ = conn.close(200, "".into()).await;
+        count
+    }
+
     /// Takes the next message from the dead-letter queue, polling up to `secs`.
     pub async fn dead_letter(&self, secs: u64) -> Option<lapin::message::Delivery> {
         let conn = self.amqp().await;

@@ -1,7 +1,7 @@
 # pqx: `make demo` runs the main job end to end, `make test` runs the test suite.
 # Both bring up the local services they need (scripts/services.sh) on a fresh Debian machine.
 
-.PHONY: demo test services services-stop init-config build lint
+.PHONY: demo test bench services services-stop init-config build lint
 
 demo:
 	scripts/demo.sh
@@ -10,6 +10,13 @@ demo:
 test: services
 	cargo test --workspace --no-fail-fast -- --skip ten_thousand_commands_reconcile
 	cargo test -p pqx-app --test load -- --nocapture
+
+# Figures of throughput, latency, memory and routing scale from a release build, in one run:
+# a table on stdout and the same as JSON in target/bench/bench.json.
+bench:
+	scripts/services.sh --postgres
+	cargo build --release --bins -p pqx-app -p pqx-bench
+	target/release/pqx-bench
 
 services:
 	scripts/services.sh --postgres --second-node

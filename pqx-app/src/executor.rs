@@ -187,15 +187,6 @@ impl Executor {
             }
         }
 
-        let Some(history_id) = self
-            .hold(&seen, "record the attempt", cancel, || {
-                self.store.record_start(&start)
-            })
-            .await
-        else {
-            return requeue(&delivery, &seen).await;
-        };
-
         info!(
             queue,
             message_id = id,
@@ -207,14 +198,23 @@ impl Executor {
             .config
             .consuming_timeout
             .map(|secs| Duration::from_secs(u64::from(secs)));
-        let report = execute(
+        // The start is recorded while the command starts, not before: the database is not on the
+        // way from delivery to run. Either way both are done before the delivery is settled.
+        let recording = self.hold(&seen, "record the attempt", cancel, || {
+            self.store.record_start(&start)
+        });
+        let running = execute(
             &command.cmd,
             &self.settings,
             timeout,
             cancel,
             |stream, line| info!(queue, message_id = id, stream = stream.as_str(), "{line}"),
-        )
-        .await;
+        );
+        // The run is polled first, so that the process is spawned before the insert is prepared.
+        let (report, history_id) = tokio::join!(running, recording);
+        let Some(history_id) = history_id else {
+            return requeue(&delivery, &seen).await;
+        };
         let summary = report.summary();
         info!(
             queue,

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use crate::{cli, Command, ConfigArgs, InitConfig, Reply, Result};
 
 /// How many publishes may wait for their confirm at once.
-const IN_FLIGHT: usize = 1024;
+const IN_FLIGHT: usize = 8192;
 
 /// Publish commands to the machines their mailing_to names.
 #[derive(Debug, Parser)]

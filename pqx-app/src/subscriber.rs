@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use clap::Parser;
-use futures_lite::StreamExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use lapin::options::BasicCancelOptions;
 use lapin::{Channel, Connection, Consumer};
 use pqx::ec::CancellationToken;
@@ -36,6 +36,9 @@ pub struct SubscriberCli {
     /// Seconds a running command may go on after SIGINT/SIGTERM before it is killed
     #[arg(long, default_value_t = 30)]
     pub grace_period: u64,
+    /// How many commands may run at once
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: u16,
 }
 
 /// How the subscriber ended.
@@ -72,7 +75,7 @@ pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
     let mut connected_before = false;
     loop {
         let opened = tokio::select! {
-            opened = Session::open(&conn, &init, queue) => opened,
+            opened = Session::open(&conn, &init, queue, cli.concurrency) => opened,
             _ = signals.next() => return Ok(Stopped::Cleanly),
         };
         let session = match opened {
@@ -139,6 +142,7 @@ impl Signals {
 /// One connection: the consumer of the host queue and a channel to publish retries, dead letters
 /// and replies on.
 struct Session {
+    concurrency: usize,
     connection: Connection,
     channel: Channel,
     consumer: Consumer,
@@ -147,13 +151,19 @@ struct Session {
 }
 
 impl Session {
-    async fn open(conn: &ConnConfig, init: &InitConfig, queue: &str) -> pqx::Result<Self> {
+    async fn open(
+        conn: &ConnConfig,
+        init: &InitConfig,
+        queue: &str,
+        concurrency: u16,
+    ) -> pqx::Result<Self> {
         let connection = pqx::mq::connect(&conn.mq, &format!("pqx subscriber {queue}")).await?;
         let publisher = Publisher::open(&connection).await?;
         declare_delayed_exchange(publisher.channel(), &init.delayed_exchange()).await?;
         let tag = format!("pqx-{}-{}", queue, std::process::id());
-        let (channel, consumer) = subscribe(&connection, queue, &tag).await?;
+        let (channel, consumer) = subscribe(&connection, queue, &tag, concurrency).await?;
         Ok(Self {
+            concurrency: usize::from(concurrency),
             connection,
             channel,
             consumer,
@@ -162,7 +172,8 @@ impl Session {
         })
     }
 
-    /// Runs deliveries until told to stop (Ok) or the connection is lost (Err, with why).
+    /// Runs deliveries, up to `concurrency` at once, until told to stop (Ok) or the connection is
+    /// lost (Err, with why; the commands running then are let finish first).
     async fn serve(
         &self,
         executor: &Executor,
@@ -171,49 +182,49 @@ impl Session {
         grace: Duration,
     ) -> std::result::Result<Stopped, String> {
         let mut consumer = self.consumer.clone();
+        let mut running = FuturesUnordered::new();
+        let mut stopping = false;
+        let mut lost: Option<String> = None;
+        let mut deadline = None;
         loop {
-            let delivery = tokio::select! {
-                delivery = consumer.next() => delivery,
-                _ = signals.next() => return Ok(Stopped::Cleanly),
-            };
-            let delivery = match delivery {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(e)) => return Err(e.to_string()),
-                None => {
-                    return Err("the broker cancelled the consumer (was the queue deleted?)".into())
-                }
-            };
-            let handling = executor.handle(delivery, &self.publisher, cancel);
-            tokio::pin!(handling);
-            let mut stopping = false;
-            let mut deadline = None;
-            loop {
-                tokio::select! {
-                    _ = &mut handling => break,
-                    _ = signals.next() => {
-                        if stopping {
-                            warn!("second signal: killing the running command, its message goes back to the queue");
-                            cancel.cancel();
-                        } else {
-                            stopping = true;
-                            info!(grace_secs = grace.as_secs(), "stopping after the running command");
-                            // No more deliveries to this subscriber while the last one finishes.
-                            let _ = self.channel.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()).await;
+            let taking = !stopping && lost.is_none() && running.len() < self.concurrency;
+            tokio::select! {
+                delivery = consumer.next(), if taking => match delivery {
+                    Some(Ok(delivery)) => running.push(executor.handle(delivery, &self.publisher, cancel)),
+                    Some(Err(e)) => lost = Some(e.to_string()),
+                    None => lost = Some("the broker cancelled the consumer (was the queue deleted?)".into()),
+                },
+                Some(()) = running.next(), if !running.is_empty() => {}
+                _ = signals.next() => {
+                    if stopping {
+                        warn!("second signal: killing the running commands, their messages go back to the queue");
+                        cancel.cancel();
+                    } else {
+                        stopping = true;
+                        if !running.is_empty() {
+                            info!(grace_secs = grace.as_secs(), running = running.len(), "stopping after the running commands");
                             deadline = Some(tokio::time::Instant::now() + grace);
                         }
-                    }
-                    _ = sleep_until(deadline) => {
-                        warn!("grace period over: killing the running command, its message goes back to the queue");
-                        cancel.cancel();
-                        deadline = None;
+                        // No more deliveries to this subscriber while the last ones finish.
+                        let _ = self.channel.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()).await;
                     }
                 }
+                _ = sleep_until(deadline) => {
+                    warn!("grace period over: killing the running commands, their messages go back to the queue");
+                    cancel.cancel();
+                    deadline = None;
+                }
             }
-            if cancel.is_cancelled() {
-                return Ok(Stopped::Interrupted);
-            }
-            if stopping {
-                return Ok(Stopped::Cleanly);
+            if running.is_empty() {
+                if cancel.is_cancelled() {
+                    return Ok(Stopped::Interrupted);
+                }
+                if stopping {
+                    return Ok(Stopped::Cleanly);
+                }
+                if let Some(why) = lost.take() {
+                    return Err(why);
+                }
             }
         }
     }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection};
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 use serde::Deserialize;
 
 use crate::{Error, Result};
@@ -87,31 +88,37 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// Connects to the configured database. SQLite runs in WAL mode so that readers (inspector) and
-/// several subscribers on one file do not block each other.
+/// Connects to the configured database.
 pub async fn connect_db(config: &DbConfig) -> Result<DatabaseConnection> {
     let url = config.url()?;
     let shown = redact_url(&url);
     if !url.starts_with("sqlite:") {
         probe(&url, &shown).await?;
     }
+    let sqlite = url.starts_with("sqlite:");
     let mut options = ConnectOptions::new(url.clone());
     options
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
-        .max_connections(4)
-        .sqlx_logging(false);
+        // SQLite takes one writer at a time: more connections only cost memory and threads.
+        .max_connections(if sqlite { 1 } else { 4 })
+        .min_connections(1)
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|opts| {
+            // WAL: readers (inspector) and several subscribers on one file do not block each
+            // other; NORMAL: a commit is durable across a crash of pqx, and costs no fsync.
+            opts.journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                // pqx appends rows and reads few back: a small page cache is enough.
+                .pragma("cache_size", "-512")
+        });
     let db = Database::connect(options)
         .await
         .map_err(|source| Error::Db {
             url: shown.clone(),
             source,
         })?;
-    if url.starts_with("sqlite:") {
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-            .await
-            .map_err(|source| Error::Db { url: shown, source })?;
-    }
     Ok(db)
 }
 

@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use tracing_appender::non_blocking::WorkerGuard;
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -41,7 +41,12 @@ pub fn init_logging(app: &str) -> LogGuard {
         .build(&dir);
     match appender {
         Ok(appender) => {
-            let (writer, guard) = tracing_appender::non_blocking(appender);
+            // The default buffer holds 128,000 lines, allocated up front (megabytes for an idle
+            // subscriber); lines beyond this bound wait rather than being dropped.
+            let (writer, guard) = NonBlockingBuilder::default()
+                .buffered_lines_limit(4096)
+                .lossy(false)
+                .finish(appender);
             let file = fmt::layer()
                 .with_writer(writer)
                 .with_ansi(false)

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use pqx_app::subscriber::{Stopped, SubscriberCli};
 
-#[tokio::main]
+// One thread: each binary does one thing at a time, and a subscriber should be small.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let cli = SubscriberCli::parse();
     let _log = pqx_util::init_logging("subscriber");

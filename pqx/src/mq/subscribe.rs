@@ -1,5 +1,6 @@
-//! Subscribing to a host queue: manual acknowledgement and a prefetch of one, so that a subscriber
-//! holds only the delivery it is running and the others stay available to the broker.
+//! Subscribing to a host queue: manual acknowledgement and a prefetch of as many deliveries as the
+//! subscriber runs at once, so that it holds only what it is running and the rest stay available to
+//! other subscribers.
 
 use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
@@ -8,11 +9,13 @@ use lapin::{Channel, Connection, Consumer};
 use crate::error::AmqpContext;
 use crate::{Error, Result};
 
-/// Opens a channel and starts consuming `queue`, which must exist (initiator declares it).
+/// Opens a channel and starts consuming `queue`, which must exist (initiator declares it), holding at
+/// most `prefetch` unacknowledged deliveries.
 pub async fn subscribe(
     connection: &Connection,
     queue: &str,
     tag: &str,
+    prefetch: u16,
 ) -> Result<(Channel, Consumer)> {
     let channel = crate::mq::open_channel(connection).await?;
     let passive = QueueDeclareOptions {
@@ -35,7 +38,7 @@ pub async fn subscribe(
         });
     }
     channel
-        .basic_qos(1, BasicQosOptions::default())
+        .basic_qos(prefetch.max(1), BasicQosOptions::default())
         .await
         .context(|| "setting prefetch".into())?;
     let consumer = channel

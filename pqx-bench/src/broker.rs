@@ -1,0 +1,79 @@
+//! The raw broker: lapin publishing persistent messages of a pqx command's size with pipelined
+//! confirms, and consuming them with an ack each, on the same broker pqx uses.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use futures_lite::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+
+use crate::env::Env;
+
+/// Publishes `n` persistent messages of `body` with confirms pipelined, then consumes and acks them;
+/// returns (published/s, consumed/s).
+pub async fn raw_rates(env: &Env, body: &[u8], n: usize) -> Result<(f64, f64)> {
+    let conn = env.amqp().await?;
+    let channel = conn.create_channel().await?;
+    let queue = format!("raw-{}", uuid::Uuid::new_v4().simple());
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.as_str().into(), durable, FieldTable::default())
+        .await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    let started = Instant::now();
+    for _ in 0..n {
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        channel
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await?;
+    }
+    let returned = channel.wait_for_confirms().await?;
+    if !returned.is_empty() {
+        bail!("{} raw messages came back", returned.len());
+    }
+    let publish_rate = n as f64 / started.elapsed().as_secs_f64();
+
+    let consumer_channel = conn.create_channel().await?;
+    consumer_channel
+        .basic_qos(100, BasicQosOptions::default())
+        .await?;
+    let mut consumer = consumer_channel
+        .basic_consume(
+            queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let started = Instant::now();
+    for _ in 0..n {
+        match consumer.next().await {
+            Some(delivery) => delivery?.ack(BasicAckOptions::default()).await?,
+            None => bail!("the raw consumer ended early"),
+        };
+    }
+    let consume_rate = n as f64 / started.elapsed().as_secs_f64();
+    channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await?;
+    let _ = conn.close(200, "".into()).await;
+    Ok((publish_rate, consume_rate))
+}

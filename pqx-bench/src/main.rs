@@ -1,0 +1,273 @@
+//! `pqx-bench`: measures pqx on this machine in one run and prints one table (and the same figures
+//! as JSON): the fork floor, the raw broker, bulk publishing, end-to-end throughput with SQLite and
+//! PostgreSQL, publish-to-start latency, subscriber memory, and routing with many host queues. Each
+//! figure is the median of several repetitions. It needs the services of `scripts/services.sh
+//! --postgres` and the release binaries beside it (`make bench` does both).
+
+mod broker;
+mod env;
+mod fork;
+mod latency;
+mod memory;
+mod report;
+mod throughput;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use env::{Db, Env};
+use report::{percentile, Report};
+
+/// Measure pqx: throughput, latency, memory and routing scale.
+#[derive(Debug, Parser)]
+#[command(name = "pqx-bench", version)]
+struct Cli {
+    /// Repetitions of each figure (the median is reported)
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Commands per end-to-end run
+    #[arg(long, default_value_t = 3000)]
+    commands: usize,
+    /// Messages per publishing run
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
+    /// Where the JSON goes
+    #[arg(long, default_value = "target/bench/bench.json")]
+    out: PathBuf,
+    /// Leave out the PostgreSQL figures
+    #[arg(long)]
+    no_postgres: bool,
+    /// Only these sections (fork, broker, publish, e2e, latency, memory, routing); default all
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+impl Cli {
+    fn wants(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(&cli).await {
+        Ok(report) => {
+            println!("{}", report.table());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pqx-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reps<T>(n: usize, mut f: impl FnMut() -> Result<T>) -> Result<Vec<T>> {
+    (0..n).map(|_| f()).collect()
+}
+
+async fn run(cli: &Cli) -> Result<Report> {
+    let mut r = Report::default();
+    let n = cli.reps.max(1);
+
+    eprintln!("1. fork floor");
+    let spawns = 2000;
+    let one = r.add(
+        "fork floor",
+        "bash -c true, 1 at a time",
+        reps(n, || fork::spawn_rate(spawns, 1))?,
+        "runs/s",
+        "spawn + wait from Rust",
+    );
+    let two = r.add(
+        "fork floor",
+        "bash -c true, 2 in parallel",
+        reps(n, || fork::spawn_rate(spawns / 2, 2))?,
+        "runs/s",
+        "spawn + wait from Rust",
+    );
+    let floor = one.max(two);
+
+    if cli.wants("broker") || cli.wants("publish") {
+        broker_and_publish(cli, &mut r).await?;
+    }
+    if cli.wants("e2e") {
+        end_to_end(cli, &mut r, floor).await?;
+    }
+    if cli.wants("latency") {
+        latency(cli, &mut r).await?;
+    }
+    if cli.wants("memory") {
+        memory(cli, &mut r).await?;
+    }
+    if cli.wants("routing") {
+        routing(cli, &mut r).await?;
+    }
+
+    if let Some(dir) = cli.out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(&cli.out, serde_json::to_string_pretty(&r)?)
+        .with_context(|| format!("writing {}", cli.out.display()))?;
+    eprintln!("figures written to {}", cli.out.display());
+    Ok(r)
+}
+
+async fn broker_and_publish(cli: &Cli, r: &mut Report) -> Result<()> {
+    let n = cli.reps.max(1);
+    eprintln!("2. raw broker");
+    let env = Env::new(Db::Sqlite, 1).await?;
+    let body = serde_json::to_vec(&serde_json::json!({
+        "mailing_to": [{"unique_key": "q0"}],
+        "cmd": {"Bash": {"cmd": ["true"]}},
+    }))?;
+    let mut raw_pub = Vec::new();
+    let mut raw_con = Vec::new();
+    for _ in 0..n {
+        let (p, c) = broker::raw_rates(&env, &body, cli.messages).await?;
+        raw_pub.push(p);
+        raw_con.push(c);
+    }
+    let size = format!("{} B persistent messages", body.len());
+    let raw = r.add(
+        "raw broker",
+        "lapin publish, pipelined confirms",
+        raw_pub,
+        "msg/s",
+        &size,
+    );
+    r.add("raw broker", "lapin consume + ack", raw_con, "msg/s", &size);
+
+    eprintln!("3. bulk publish");
+    let mut bulk = Vec::new();
+    for _ in 0..n {
+        bulk.push(throughput::bulk_publish_rate(&env, cli.messages).await?);
+    }
+    let note = format!(
+        "publisher --lines, one process; {:.0}% of raw",
+        100.0 * report::median(&bulk) / raw
+    );
+    r.add(
+        "publish",
+        "publisher, JSON lines, confirms",
+        bulk,
+        "cmd/s",
+        &note,
+    );
+    Ok(())
+}
+
+async fn end_to_end(cli: &Cli, r: &mut Report, floor: f64) -> Result<()> {
+    let n = cli.reps.max(1);
+    eprintln!("4. end to end");
+    let mut dbs = vec![(Db::Sqlite, "SQLite")];
+    if !cli.no_postgres {
+        dbs.push((Db::Postgres, "PostgreSQL"));
+    }
+    for (db, name) in dbs {
+        for (subs, extra, label) in [
+            (1, &[][..], "1 subscriber"),
+            (2, &[][..], "2 subscribers"),
+            (
+                1,
+                &["--concurrency", "2"][..],
+                "1 subscriber, --concurrency 2",
+            ),
+        ] {
+            let mut rates = Vec::new();
+            for _ in 0..n {
+                rates.push(throughput::end_to_end_rate(db, cli.commands, subs, extra).await?);
+                throughput::settle().await;
+            }
+            let note = format!(
+                "{} x Bash true; {:.0}% of the fork floor",
+                cli.commands,
+                100.0 * report::median(&rates) / floor
+            );
+            r.add(&format!("end to end, {name}"), label, rates, "cmd/s", &note);
+        }
+    }
+    Ok(())
+}
+
+async fn latency(cli: &Cli, r: &mut Report) -> Result<()> {
+    let n = cli.reps.max(1);
+    eprintln!("5. latency");
+    let mut p50 = Vec::new();
+    let mut p99 = Vec::new();
+    let mut max = Vec::new();
+    for _ in 0..n {
+        let env = Env::new(Db::Sqlite, 1).await?;
+        let l = latency::latencies_ms(&env, 300, Duration::from_millis(10), &[]).await?;
+        p50.push(percentile(&l, 50.0));
+        p99.push(percentile(&l, 99.0));
+        max.push(percentile(&l, 100.0));
+    }
+    let note = "publish -> the command's own start ($EPOCHREALTIME), 300 at 100/s, SQLite";
+    r.add("latency", "p50", p50, "ms", note);
+    r.add("latency", "p99", p99, "ms", note);
+    r.add("latency", "max", max, "ms", note);
+    Ok(())
+}
+
+async fn memory(cli: &Cli, r: &mut Report) -> Result<()> {
+    let n = cli.reps.max(1);
+    eprintln!("6. memory");
+    let mut idle = Vec::new();
+    let mut after = Vec::new();
+    for _ in 0..n {
+        let env = Env::new(Db::Sqlite, 1).await?;
+        let (i, a) = memory::rss_mib(&env, 1000, &[]).await?;
+        idle.push(i);
+        after.push(a);
+    }
+    let growth: Vec<f64> = after.iter().zip(&idle).map(|(a, i)| a - i).collect();
+    r.add(
+        "memory",
+        "subscriber RSS idle",
+        idle,
+        "MiB",
+        "after start, SQLite",
+    );
+    r.add(
+        "memory",
+        "subscriber RSS after 1,000 commands",
+        after,
+        "MiB",
+        "",
+    );
+    r.add("memory", "growth over 1,000 commands", growth, "MiB", "");
+    Ok(())
+}
+
+async fn routing(cli: &Cli, r: &mut Report) -> Result<()> {
+    let n = cli.reps.max(1);
+    eprintln!("7. routing scale");
+    let mut ten = Vec::new();
+    let mut thousand = Vec::new();
+    for _ in 0..n {
+        ten.push(throughput::routing_rate(10, cli.messages).await?);
+        thousand.push(throughput::routing_rate(1000, cli.messages).await?);
+    }
+    let ratio = report::median(&ten) / report::median(&thousand);
+    r.add(
+        "routing",
+        "publish, 10 host queues",
+        ten,
+        "cmd/s",
+        "publisher --lines",
+    );
+    r.add(
+        "routing",
+        "publish, 1,000 host queues",
+        thousand,
+        "cmd/s",
+        &format!("10 queues are {ratio:.2}x faster"),
+    );
+    Ok(())
+}

@@ -1,0 +1,80 @@
+//! pqx's own throughput: the publisher binary publishing a JSON-lines file, commands completed end
+//! to end through real subscribers, and publishing with many host queues bound to the exchange.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use lapin::options::QueuePurgeOptions;
+
+use crate::env::{Db, Env};
+
+/// Commands/s of `publisher --lines` for `n` commands to q0 (wall time of the process).
+pub async fn bulk_publish_rate(env: &Env, n: usize) -> Result<f64> {
+    let file = env.tasks("bulk.jsonl", n, 0, "true")?;
+    let took = env.publish(&file)?;
+    purge(env, "q0").await?;
+    Ok(n as f64 / took.as_secs_f64())
+}
+
+/// Empties a queue.
+pub async fn purge(env: &Env, queue: &str) -> Result<()> {
+    let conn = env.amqp().await?;
+    let channel = conn.create_channel().await?;
+    channel
+        .queue_purge(queue.into(), QueuePurgeOptions::default())
+        .await?;
+    let _ = conn.close(200, "".into()).await;
+    Ok(())
+}
+
+/// Completed commands/s: `n` `Bash ["true"]` commands queued on q0 first, then `subscribers`
+/// subscribers (with `extra` arguments) run them; the rate is taken between the first attempt's
+/// start and the last attempt's end as recorded, so that start-up is not counted.
+pub async fn end_to_end_rate(db: Db, n: usize, subscribers: usize, extra: &[&str]) -> Result<f64> {
+    let env = Env::new(db, 1).await?;
+    let file = env.tasks("e2e.jsonl", n, 0, "true")?;
+    env.publish(&file)?;
+    let conn = env.db().await?;
+    let mut subs = Vec::new();
+    for _ in 0..subscribers {
+        subs.push(env.subscriber(0, extra)?);
+    }
+    env.wait_results(&conn, n as u64, 600).await?;
+    drop(subs);
+    let span = span_secs(&conn).await?;
+    Ok(n as f64 / span)
+}
+
+/// Seconds from the first recorded start to the last recorded end.
+async fn span_secs(conn: &sea_orm::DatabaseConnection) -> Result<f64> {
+    use pqx_app::entities::{message_history, message_result};
+    use sea_orm::{EntityTrait, QueryOrder};
+    let first = message_history::Entity::find()
+        .order_by_asc(message_history::Column::Time)
+        .one(conn)
+        .await?
+        .map(|h| h.time);
+    let last = message_result::Entity::find()
+        .order_by_desc(message_result::Column::Time)
+        .one(conn)
+        .await?
+        .map(|r| r.time);
+    match (first, last) {
+        (Some(first), Some(last)) => {
+            Ok(((last - first).num_microseconds().unwrap_or(1) as f64 / 1e6).max(1e-6))
+        }
+        _ => anyhow::bail!("no records"),
+    }
+}
+
+/// Publish commands/s of `publisher --lines` with `queues` host queues bound to the exchange.
+pub async fn routing_rate(queues: usize, n: usize) -> Result<f64> {
+    let env = Env::new(Db::Sqlite, queues).await?;
+    let rate = bulk_publish_rate(&env, n).await?;
+    Ok(rate)
+}
+
+/// Waits a little so that a figure is not taken during the previous one's clean-up.
+pub async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}

@@ -363,29 +363,39 @@ mod tests {
         assert!(lines.contains(&(OutputStream::Stderr, "err".into())));
     }
 
-    #[tokio::test]
-    async fn timeout_kills_the_process_group() {
-        let dir = std::env::temp_dir().join(format!("pqx-run-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+    /// Runs `<launch> sleep 30 &` under a 500 ms timeout and checks the sleep died with the run.
+    async fn timeout_kills(launch: &str) {
+        let dir = tempfile_dir(launch);
         let marker = dir.join("child.pid");
-        let script = format!("sleep 30 & echo $! > {}; wait", marker.display());
-        let report = run(
-            &bash(&script),
-            Some(Duration::from_millis(500)),
-            &never(),
-            |_, _| {},
-        )
-        .await;
-        assert_eq!(report.end, RunEnd::TimedOut(Duration::from_millis(500)));
+        let script = format!("{launch} sleep 30 & echo $! > {}; wait", marker.display());
+        let limit = Duration::from_millis(500);
+        let report = run(&bash(&script), Some(limit), &never(), |_, _| {}).await;
+        assert_eq!(report.end, RunEnd::TimedOut(limit));
         assert_eq!(report.exit_code(), 124);
         let pid: i32 = std::fs::read_to_string(&marker)
             .unwrap()
             .trim()
             .parse()
             .unwrap();
-        // The background child was in the group: it must be gone.
         assert_gone(pid).await;
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir(tag: &str) -> std::path::PathBuf {
+        let tag = if tag.is_empty() { "group" } else { tag };
+        let dir = std::env::temp_dir().join(format!("pqx-run-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_the_process_group() {
+        timeout_kills("").await;
+    }
+
+    #[tokio::test]
+    async fn timeout_kills_children_in_other_sessions() {
+        timeout_kills("setsid").await;
     }
 
     #[tokio::test]
@@ -435,28 +445,5 @@ mod tests {
         assert!(report.success(), "{}", report.summary());
         assert_eq!(longest, crate::ec::MAX_LINE);
         assert!(report.stdout.text().ends_with("\u{fffd}\u{fffd}\n"));
-    }
-
-    #[tokio::test]
-    async fn timeout_kills_children_in_other_sessions() {
-        let dir = std::env::temp_dir().join(format!("pqx-run-setsid-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let marker = dir.join("child.pid");
-        let script = format!("setsid sleep 30 & echo $! > {}; wait", marker.display());
-        let report = run(
-            &bash(&script),
-            Some(Duration::from_millis(500)),
-            &never(),
-            |_, _| {},
-        )
-        .await;
-        assert_eq!(report.exit_code(), 124);
-        let pid: i32 = std::fs::read_to_string(&marker)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        assert_gone(pid).await;
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -178,6 +178,16 @@ async fn end_to_end(cli: &Cli, r: &mut Report, floor: f64) -> Result<()> {
                 &["--concurrency", "2"][..],
                 "1 subscriber, --concurrency 2",
             ),
+            (
+                1,
+                &["--concurrency", "4"][..],
+                "1 subscriber, --concurrency 4",
+            ),
+            (
+                2,
+                &["--concurrency", "2"][..],
+                "2 subscribers, --concurrency 2",
+            ),
         ] {
             let mut rates = Vec::new();
             for _ in 0..n {

@@ -32,18 +32,61 @@ apt_install() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
 }
 
-rabbit_up() {
-  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
-  # Loopback only; consumer_timeout raised so that a long command's unacked delivery does not get its
-  # channel closed by the broker after the default 30 minutes (a command may run for up to 7 days).
-  if [ ! -f "$RABBIT_CONF" ] || grep -q "^$MARK" "$RABBIT_CONF"; then
-    as_root tee "$RABBIT_CONF" >/dev/null <<CONF
+# rabbitmqctl on a node ("" = the main node).
+ctl() {
+  local node=$1; shift
+  if [ -n "$node" ]; then as_root rabbitmqctl -q -n "$node" "$@"; else as_root rabbitmqctl -q "$@"; fi
+}
+
+# A node's rabbitmq.conf: loopback only, and consumer_timeout raised so that a long command's unacked
+# delivery does not get its channel closed after the default 30 minutes (up to 7 days here).
+rabbit_conf() {
+  cat <<CONF
 $MARK
-listeners.tcp.default = 127.0.0.1:5672
+listeners.tcp.default = 127.0.0.1:$1
 management.tcp.ip = 127.0.0.1
-management.tcp.port = 15672
+management.tcp.port = $2
 consumer_timeout = 604800000
 CONF
+}
+
+# await_startup fails at once until the node has registered with epmd, so poll it.
+await_node() {
+  local node=$1 what=$2
+  for _ in $(seq 1 60); do
+    ctl "$node" await_startup --timeout 30 >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  die "$what did not start"
+}
+
+# The pqx user, administrator, with every permission on vhost $2 of node $1.
+grant() {
+  local node=$1 vhost=$2
+  if ! ctl "$node" list_users | awk '{print $1}' | grep -qx "$MQ_USER"; then
+    ctl "$node" add_user "$MQ_USER" "$MQ_PASS" >/dev/null
+  fi
+  ctl "$node" set_user_tags "$MQ_USER" administrator >/dev/null
+  if ! ctl "$node" list_vhosts | grep -qx "$vhost"; then
+    ctl "$node" add_vhost "$vhost" >/dev/null
+  fi
+  ctl "$node" set_permissions -p "$vhost" "$MQ_USER" ".*" ".*" ".*" >/dev/null
+}
+
+# Waits for the management API on port $1.
+await_api() {
+  local url="http://127.0.0.1:$1/api/overview"
+  for _ in $(seq 1 120); do
+    curl -fsS -u "$MQ_USER:$MQ_PASS" "$url" >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  die "RabbitMQ management API does not answer on 127.0.0.1:$1"
+}
+
+rabbit_up() {
+  command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  if [ ! -f "$RABBIT_CONF" ] || grep -q "^$MARK" "$RABBIT_CONF"; then
+    rabbit_conf 5672 15672 | as_root tee "$RABBIT_CONF" >/dev/null
   else
     say "leaving $RABBIT_CONF as it is (not written by pqx)"
   fi
@@ -57,31 +100,13 @@ ENV
   fi
   export ERL_EPMD_ADDRESS=127.0.0.1
   as_root rabbitmq-plugins enable --offline rabbitmq_management >/dev/null
-  if ! as_root rabbitmqctl -q await_startup --timeout 1 >/dev/null 2>&1; then
+  if ! ctl "" await_startup --timeout 1 >/dev/null 2>&1; then
     say "starting RabbitMQ"
     as_root env ERL_EPMD_ADDRESS=127.0.0.1 rabbitmq-server -detached >/dev/null 2>&1 || true
-    # await_startup fails at once until the node has registered with epmd, so poll it.
-    local up=0
-    for _ in $(seq 1 60); do
-      if as_root rabbitmqctl -q await_startup --timeout 30 >/dev/null 2>&1; then up=1; break; fi
-      sleep 1
-    done
-    [ "$up" = 1 ] || die "RabbitMQ did not start: see /var/log/rabbitmq/"
+    await_node "" "RabbitMQ (see /var/log/rabbitmq/)"
   fi
-  if ! as_root rabbitmqctl -q list_users | awk '{print $1}' | grep -qx "$MQ_USER"; then
-    as_root rabbitmqctl -q add_user "$MQ_USER" "$MQ_PASS" >/dev/null
-  fi
-  as_root rabbitmqctl -q set_user_tags "$MQ_USER" administrator >/dev/null
-  if ! as_root rabbitmqctl -q list_vhosts | grep -qx "$MQ_VHOST"; then
-    as_root rabbitmqctl -q add_vhost "$MQ_VHOST" >/dev/null
-  fi
-  as_root rabbitmqctl -q set_permissions -p "$MQ_VHOST" "$MQ_USER" ".*" ".*" ".*" >/dev/null
-  for _ in $(seq 1 120); do
-    curl -fsS -u "$MQ_USER:$MQ_PASS" http://127.0.0.1:15672/api/overview >/dev/null 2>&1 && break
-    sleep 0.5
-  done
-  curl -fsS -u "$MQ_USER:$MQ_PASS" http://127.0.0.1:15672/api/overview >/dev/null \
-    || die "RabbitMQ management API does not answer on 127.0.0.1:15672"
+  grant "" "$MQ_VHOST"
+  await_api 15672
   say "RabbitMQ up: amqp://$MQ_USER@127.0.0.1:5672/$MQ_VHOST, management on 127.0.0.1:15672"
 }
 
@@ -99,38 +124,20 @@ node2_env() {
 
 node2_up() {
   local node; node=$(node2_name)
-  if ! as_root rabbitmqctl -q -n "$node" await_startup --timeout 1 >/dev/null 2>&1; then
+  if ! ctl "$node" await_startup --timeout 1 >/dev/null 2>&1; then
     as_root mkdir -p "$NODE2_BASE/mnesia" "$NODE2_BASE/log"
-    as_root tee "$NODE2_BASE/rabbitmq.conf" >/dev/null <<CONF
-$MARK
-listeners.tcp.default = 127.0.0.1:5673
-management.tcp.ip = 127.0.0.1
-management.tcp.port = 15673
-consumer_timeout = 604800000
-CONF
+    rabbit_conf 5673 15673 | as_root tee "$NODE2_BASE/rabbitmq.conf" >/dev/null
     echo "[rabbitmq_management]." | as_root tee "$NODE2_BASE/enabled_plugins" >/dev/null
     as_root chown -R rabbitmq:rabbitmq "$NODE2_BASE"
     say "starting the second RabbitMQ node $node"
     # shellcheck disable=SC2046
     as_root env $(node2_env) rabbitmq-server -detached >/dev/null 2>&1 || true
-    local up=0
-    for _ in $(seq 1 60); do
-      if as_root rabbitmqctl -q -n "$node" await_startup --timeout 30 >/dev/null 2>&1; then up=1; break; fi
-      sleep 1
-    done
-    [ "$up" = 1 ] || die "the second RabbitMQ node did not start: see $NODE2_BASE/log"
+    await_node "$node" "the second RabbitMQ node (see $NODE2_BASE/log)"
   fi
   # The fault tests stop its app; start it again if a test was cut off while it was stopped.
-  as_root rabbitmqctl -q -n "$node" start_app >/dev/null 2>&1 || true
-  if ! as_root rabbitmqctl -q -n "$node" list_users | awk '{print $1}' | grep -qx "$MQ_USER"; then
-    as_root rabbitmqctl -q -n "$node" add_user "$MQ_USER" "$MQ_PASS" >/dev/null
-  fi
-  as_root rabbitmqctl -q -n "$node" set_user_tags "$MQ_USER" administrator >/dev/null
-  as_root rabbitmqctl -q -n "$node" set_permissions -p / "$MQ_USER" ".*" ".*" ".*" >/dev/null
-  for _ in $(seq 1 120); do
-    curl -fsS -u "$MQ_USER:$MQ_PASS" http://127.0.0.1:15673/api/overview >/dev/null 2>&1 && break
-    sleep 0.5
-  done
+  ctl "$node" start_app >/dev/null 2>&1 || true
+  grant "$node" /
+  await_api 15673
   say "second RabbitMQ node up: $node on 127.0.0.1:5673, management on 127.0.0.1:15673"
 }
 

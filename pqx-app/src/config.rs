@@ -87,11 +87,6 @@ impl InitConfig {
     pub fn max_priority(&self) -> u8 {
         self.max_priority.unwrap_or(crate::command::MAX_PRIORITY)
     }
-
-    /// The host queue named `queue`, if init.yml lists it.
-    pub fn header_queue(&self, queue: &str) -> Option<&HeaderQueue> {
-        self.header_queues.iter().find(|q| q.queue == queue)
-    }
 }
 
 /// The options every binary takes.

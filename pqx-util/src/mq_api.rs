@@ -1,5 +1,5 @@
 //! A small client of RabbitMQ's management HTTP API: listing the exchanges, queues and bindings of a
-//! vhost (what `inspector` shows), and creating or deleting vhosts (what tests use for isolation).
+//! vhost (what `inspector` shows), and creating vhosts (what tests use for isolation).
 
 use std::time::Duration;
 
@@ -178,13 +178,6 @@ impl MqApi {
         );
         let body = serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"});
         self.send(self.http.put(&url).json(&body), &url).await?;
-        Ok(())
-    }
-
-    /// Deletes the vhost and everything in it.
-    pub async fn delete_vhost(&self) -> Result<()> {
-        let url = format!("{}/vhosts/{}", self.base, self.vhost_path());
-        self.send(self.http.delete(&url), &url).await?;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! The raw broker: lapin publishing persistent messages of a pqx command's size with pipelined
 //! confirms, and consuming them with an ack each, on the same broker pqx uses.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -15,8 +16,10 @@ use lapin::BasicProperties;
 use crate::env::Env;
 
 /// Publishes `n` persistent messages of `body` with confirms pipelined, then consumes and acks them;
-/// returns (published/s, consumed/s).
-pub async fn raw_rates(env: &Env, body: &[u8], n: usize) -> Result<(f64, f64)> {
+/// returns (published/s, consumed/s). `as_pqx` gives each message the properties pqx gives a
+/// command (its own message id, a timestamp, the routing headers) and publishes it mandatory, as
+/// the publisher does; otherwise only the body is the same.
+pub async fn raw_rates(env: &Env, body: &[u8], n: usize, as_pqx: bool) -> Result<(f64, f64)> {
     let conn = env.amqp().await?;
     let channel = conn.create_channel().await?;
     let queue = format!("raw-{}", uuid::Uuid::new_v4().simple());
@@ -31,18 +34,25 @@ pub async fn raw_rates(env: &Env, body: &[u8], n: usize) -> Result<(f64, f64)> {
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let started = Instant::now();
+    let headers = pqx::mq::field_table(&BTreeMap::from([("unique_key".into(), "q0".into())]));
+    let options = BasicPublishOptions {
+        mandatory: as_pqx,
+        ..BasicPublishOptions::default()
+    };
     for _ in 0..n {
-        let properties = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_content_type("application/json".into());
+        let properties = match as_pqx {
+            true => pqx::mq::command_properties(
+                &uuid::Uuid::new_v4().to_string(),
+                headers.clone(),
+                None,
+                None,
+            ),
+            false => BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into()),
+        };
         channel
-            .basic_publish(
-                "".into(),
-                queue.as_str().into(),
-                BasicPublishOptions::default(),
-                body,
-                properties,
-            )
+            .basic_publish("".into(), queue.as_str().into(), options, body, properties)
             .await?;
     }
     let returned = channel.wait_for_confirms().await?;

@@ -22,7 +22,7 @@ pub enum Db {
 }
 
 pub struct Env {
-    /// Kept when `PQX_BENCH_KEEP` is set, for a look at the logs.
+    /// The working directory: config files, the SQLite file, logs. Removed on drop.
     pub dir: tempfile::TempDir,
     pub vhost: String,
     pub db_url: String,
@@ -214,6 +214,51 @@ impl Env {
     }
 }
 
+/// Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux).
+const TICKS: f64 = 100.0;
+
+/// CPU seconds used so far by process `pid` (`self` for this one), all its threads, and by the
+/// children it reaped, from /proc.
+pub fn process_cpu_secs(pid: &str) -> Result<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<u64> = stat
+        .rsplit_once(')')
+        .context("/proc stat without a command name")?
+        .1
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()?;
+    let [utime, stime, cutime, cstime] = fields[..] else {
+        bail!("/proc/{pid}/stat is too short");
+    };
+    Ok((
+        (utime + stime) as f64 / TICKS,
+        (cutime + cstime) as f64 / TICKS,
+    ))
+}
+
+/// CPU seconds all cores spent busy since boot, from /proc/stat.
+pub fn busy_cpu_secs() -> Result<f64> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()?;
+    // user nice system idle iowait irq softirq steal ...: all but idle and iowait are busy.
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Ok(busy as f64 / TICKS)
+}
+
 /// A count from SQL (`select count(*) ...`).
 pub async fn count(db: &DatabaseConnection, sql: &str) -> Result<u64> {
     let row = db
@@ -265,6 +310,12 @@ pub struct Subscriber {
 impl Subscriber {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// CPU seconds used so far by the subscriber itself (all its threads) and by the commands it
+    /// ran and reaped.
+    pub fn cpu_secs(&self) -> Result<(f64, f64)> {
+        process_cpu_secs(&self.child.id().to_string())
     }
 
     /// Resident memory, from /proc.

@@ -77,20 +77,18 @@ async fn run(cli: &Cli) -> Result<Report> {
 
     eprintln!("1. fork floor");
     let spawns = 2000;
-    let one = r.add(
-        "fork floor",
-        "bash -c true, 1 at a time",
-        reps(n, || fork::spawn_rate(spawns, 1))?,
-        "runs/s",
-        "spawn + wait from Rust",
-    );
-    let two = r.add(
-        "fork floor",
-        "bash -c true, 2 in parallel",
-        reps(n, || fork::spawn_rate(spawns / 2, 2))?,
-        "runs/s",
-        "spawn + wait from Rust",
-    );
+    let mut floor_figure = |name: &str, parallel: usize| -> Result<f64> {
+        let runs = reps(n, || fork::spawn_rate(spawns / parallel, parallel))?;
+        let cpu: Vec<f64> = runs.iter().map(|(_, cpu)| *cpu).collect();
+        let note = format!(
+            "spawn + wait from Rust; bash CPU/run {:.0} us",
+            report::median(&cpu)
+        );
+        let rates = runs.iter().map(|(rate, _)| *rate).collect();
+        Ok(r.add("fork floor", name, rates, "runs/s", &note))
+    };
+    let one = floor_figure("bash -c true, 1 at a time", 1)?;
+    let two = floor_figure("bash -c true, 2 in parallel", 2)?;
     let floor = one.max(two);
 
     if cli.wants("broker") || cli.wants("publish") {
@@ -128,10 +126,12 @@ async fn broker_and_publish(cli: &Cli, r: &mut Report) -> Result<()> {
     }))?;
     let mut raw_pub = Vec::new();
     let mut raw_con = Vec::new();
+    let mut raw_pqx = Vec::new();
     for _ in 0..n {
-        let (p, c) = broker::raw_rates(&env, &body, cli.messages).await?;
+        let (p, c) = broker::raw_rates(&env, &body, cli.messages, false).await?;
         raw_pub.push(p);
         raw_con.push(c);
+        raw_pqx.push(broker::raw_rates(&env, &body, cli.messages, true).await?.0);
     }
     let size = format!("{} B persistent messages", body.len());
     let raw = r.add(
@@ -142,6 +142,13 @@ async fn broker_and_publish(cli: &Cli, r: &mut Report) -> Result<()> {
         &size,
     );
     r.add("raw broker", "lapin consume + ack", raw_con, "msg/s", &size);
+    let raw_as_pqx = r.add(
+        "raw broker",
+        "lapin publish, a pqx command's properties",
+        raw_pqx,
+        "msg/s",
+        "message id, timestamp, headers, mandatory",
+    );
 
     eprintln!("3. bulk publish");
     let mut bulk = Vec::new();
@@ -149,8 +156,9 @@ async fn broker_and_publish(cli: &Cli, r: &mut Report) -> Result<()> {
         bulk.push(throughput::bulk_publish_rate(&env, cli.messages).await?);
     }
     let note = format!(
-        "publisher --lines, one process; {:.0}% of raw",
-        100.0 * report::median(&bulk) / raw
+        "publisher --lines, one process; {:.0}% of raw, {:.0}% of raw with pqx's properties",
+        100.0 * report::median(&bulk) / raw,
+        100.0 * report::median(&bulk) / raw_as_pqx
     );
     r.add(
         "publish",
@@ -189,15 +197,21 @@ async fn end_to_end(cli: &Cli, r: &mut Report, floor: f64) -> Result<()> {
                 "2 subscribers, --concurrency 2",
             ),
         ] {
-            let mut rates = Vec::new();
+            let mut runs = Vec::new();
             for _ in 0..n {
-                rates.push(throughput::end_to_end_rate(db, cli.commands, subs, extra).await?);
+                runs.push(throughput::end_to_end(db, cli.commands, subs, extra).await?);
                 throughput::settle().await;
             }
+            let of =
+                |f: fn(&throughput::EndToEnd) -> f64| -> Vec<f64> { runs.iter().map(f).collect() };
+            let rates = of(|e| e.rate);
             let note = format!(
-                "{} x Bash true; {:.0}% of the fork floor",
+                "{} x Bash true; {:.0}% of the fork floor; CPU/cmd: {:.0} us all, {:.0} subscriber, {:.0} bash",
                 cli.commands,
-                100.0 * report::median(&rates) / floor
+                100.0 * report::median(&rates) / floor,
+                report::median(&of(|e| e.cpu_us)),
+                report::median(&of(|e| e.subscriber_us)),
+                report::median(&of(|e| e.commands_us)),
             );
             r.add(&format!("end to end, {name}"), label, rates, "cmd/s", &note);
         }
@@ -222,6 +236,16 @@ async fn latency(cli: &Cli, r: &mut Report) -> Result<()> {
     r.add("latency", "p50", p50, "ms", note);
     r.add("latency", "p99", p99, "ms", note);
     r.add("latency", "max", max, "ms", note);
+    let mut floor50 = Vec::new();
+    let mut floor99 = Vec::new();
+    for _ in 0..n {
+        let l = fork::spawn_latencies_ms(300)?;
+        floor50.push(percentile(&l, 50.0));
+        floor99.push(percentile(&l, 99.0));
+    }
+    let note = "spawn from Rust -> bash's $EPOCHREALTIME, no broker: the spawn's share";
+    r.add("latency", "floor p50", floor50, "ms", note);
+    r.add("latency", "floor p99", floor99, "ms", note);
     Ok(())
 }
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Result;
 use lapin::options::QueuePurgeOptions;
 
-use crate::env::{Db, Env};
+use crate::env::{busy_cpu_secs, Db, Env};
 
 /// Commands/s of `publisher --lines` for `n` commands to q0 (wall time of the process).
 pub async fn bulk_publish_rate(env: &Env, n: usize) -> Result<f64> {
@@ -27,22 +27,50 @@ pub async fn purge(env: &Env, queue: &str) -> Result<()> {
     Ok(())
 }
 
+/// One end-to-end run: how fast, and where the CPU went.
+#[derive(Debug, Clone, Copy)]
+pub struct EndToEnd {
+    /// Completed commands/s.
+    pub rate: f64,
+    /// Microseconds of CPU per command, all cores, every process (from /proc/stat).
+    pub cpu_us: f64,
+    /// Of which the subscribers themselves (all their threads).
+    pub subscriber_us: f64,
+    /// Of which the commands they ran (bash), as reaped.
+    pub commands_us: f64,
+}
+
 /// Completed commands/s: `n` `Bash ["true"]` commands queued on q0 first, then `subscribers`
 /// subscribers (with `extra` arguments) run them; the rate is taken between the first attempt's
-/// start and the last attempt's end as recorded, so that start-up is not counted.
-pub async fn end_to_end_rate(db: Db, n: usize, subscribers: usize, extra: &[&str]) -> Result<f64> {
+/// start and the last attempt's end as recorded, so that start-up is not counted. The CPU figures
+/// cover the subscribers' whole life (start-up included) and, system-wide, the same time.
+pub async fn end_to_end(db: Db, n: usize, subscribers: usize, extra: &[&str]) -> Result<EndToEnd> {
     let env = Env::new(db, 1).await?;
     let file = env.tasks("e2e.jsonl", n, 0, "true")?;
     env.publish(&file)?;
     let conn = env.db().await?;
+    let busy_before = busy_cpu_secs()?;
     let mut subs = Vec::new();
     for _ in 0..subscribers {
         subs.push(env.subscriber(0, extra)?);
     }
     env.wait_results(&conn, n as u64, 600).await?;
+    let busy = busy_cpu_secs()? - busy_before;
+    let (mut own, mut children) = (0.0, 0.0);
+    for sub in &subs {
+        let (o, c) = sub.cpu_secs()?;
+        own += o;
+        children += c;
+    }
     drop(subs);
     let span = span_secs(&conn).await?;
-    Ok(n as f64 / span)
+    let per_command = |secs: f64| secs * 1e6 / n as f64;
+    Ok(EndToEnd {
+        rate: n as f64 / span,
+        cpu_us: per_command(busy),
+        subscriber_us: per_command(own),
+        commands_us: per_command(children),
+    })
 }
 
 /// Seconds from the first recorded start to the last recorded end.

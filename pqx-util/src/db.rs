@@ -113,6 +113,15 @@ pub async fn connect_db(config: &DbConfig) -> Result<DatabaseConnection> {
                 // pqx appends rows and reads few back: a small page cache is enough.
                 .pragma("cache_size", "-512")
         });
+    if sqlite {
+        // An embedded file does not hang up: the check before each query only cost a round trip
+        // to sqlx's SQLite thread.
+        options.test_before_acquire(false);
+    } else {
+        // A connection that was busy a moment ago is alive; one idle for long may have been cut
+        // (server restart, proxy, firewall) and is checked, and replaced, before use.
+        options.test_before_acquire_if_idle_for(Duration::from_millis(250));
+    }
     let db = Database::connect(options)
         .await
         .map_err(|source| Error::Db {

@@ -6,6 +6,7 @@ use sea_orm_migration::prelude::*;
 mod m20240601_000001_create_tables;
 mod m20240602_000001_result_output;
 mod m20240603_000001_dedupe_and_unique_result;
+mod m20240604_000001_drop_redundant_result_index;
 
 /// All migrations, oldest first.
 #[derive(Debug)]
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20240601_000001_create_tables::Migration),
             Box::new(m20240602_000001_result_output::Migration),
             Box::new(m20240603_000001_dedupe_and_unique_result::Migration),
+            Box::new(m20240604_000001_drop_redundant_result_index::Migration),
         ]
     }
 }

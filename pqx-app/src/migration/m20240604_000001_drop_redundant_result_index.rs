@@ -1,0 +1,37 @@
+//! The plain index on `message_result.history_id` duplicates the unique one added since: every
+//! result written paid for both.
+
+use sea_orm_migration::prelude::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+const INDEX: &str = "message_result_history_id";
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_index(
+                Index::drop()
+                    .if_exists()
+                    .name(INDEX)
+                    .table("message_result")
+                    .to_owned(),
+            )
+            .await
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name(INDEX)
+                    .table("message_result")
+                    .col("history_id")
+                    .to_owned(),
+            )
+            .await
+    }
+}

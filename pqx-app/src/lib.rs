@@ -7,6 +7,7 @@ mod config;
 mod error;
 mod executor;
 mod persist;
+mod routes;
 
 pub mod cli;
 pub mod entities;

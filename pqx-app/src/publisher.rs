@@ -1,5 +1,11 @@
 //! `publisher -o pub -t task.json`: reads commands and publishes each once per `mailing_to` entry
-//! to the headers exchange, or once to every host queue when `mailing_to` is empty.
+//! to the queues the headers exchange routes those headers to, or once to every host queue when
+//! `mailing_to` is empty.
+//!
+//! The publisher reads the exchange's bindings from the management API first and publishes each copy
+//! straight to its queue (see [`crate::routes`]): a `mailing_to` entry that no binding matches is
+//! then an error before anything is sent. Without that listing it publishes to the exchange, which
+//! routes by the same rules.
 //!
 //! The task file is checked whole before anything is sent (a JSON-lines file, `--lines` or
 //! `*.jsonl`, holds many commands). Publishes are pipelined and each is confirmed by the broker; a
@@ -18,9 +24,10 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, PublisherConfirm};
 use pqx::mq::{command_properties, confirmed, field_table, Publisher};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::{cli, Command, ConfigArgs, InitConfig, Reply, Result};
+use crate::routes::Routes;
+use crate::{cli, Command, ConfigArgs, ConnConfig, InitConfig, Reply, Result};
 
 /// How many publishes may wait for their confirm at once.
 const IN_FLIGHT: usize = 8192;
@@ -77,7 +84,8 @@ impl ValueEnum for PublisherOption {
     }
 }
 
-/// One publish: a command to one mailing_to entry or one host queue.
+/// One publish: a command to one host queue, or to the exchange for one mailing_to entry. The
+/// copies of one entry share a message id, as the copies the exchange makes would.
 #[derive(Debug, Clone)]
 pub struct Planned {
     pub message_id: String,
@@ -103,7 +111,11 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
     };
     let conn = cli.config.conn()?;
     let init = cli.config.init()?;
-    let planned = plan(&commands, &init)?;
+    let routes = match commands.iter().any(|c| !c.mailing_to.is_empty()) {
+        true => routes(&conn, &init.header_exchange).await,
+        false => None,
+    };
+    let planned = plan(&commands, &init, routes.as_ref())?;
     let deadline = Instant::now() + Duration::from_secs(cli.retry_for);
     let quiet = cli.quiet;
 
@@ -182,27 +194,48 @@ async fn connect_until(config: &pqx::mq::MqConfig, deadline: Instant) -> Result<
     }
 }
 
+/// The routes of the headers exchange, when its bindings can be read and followed.
+async fn routes(conn: &ConnConfig, exchange: &str) -> Option<Routes> {
+    let snapshot = match pqx_util::MqApi::new(conn.mq_api()) {
+        Ok(api) => Routes::snapshot(&api, exchange).await,
+        Err(e) => Err(e.to_string()),
+    };
+    match snapshot {
+        Ok(routes) => Some(routes),
+        Err(why) => {
+            debug!(exchange, %why, "publishing through the exchange: its bindings cannot be followed");
+            None
+        }
+    }
+}
+
 /// The publishes of `commands`, each with its message id; fails, publishing nothing, when a
-/// command has nowhere to go.
-pub fn plan(commands: &[Command], init: &InitConfig) -> Result<Vec<Planned>> {
+/// command has nowhere to go. With `routes`, each mailing_to entry becomes one publish per queue it
+/// reaches; without, one publish to the exchange.
+pub fn plan(
+    commands: &[Command],
+    init: &InitConfig,
+    routes: Option<&Routes>,
+) -> Result<Vec<Planned>> {
     let mut planned = Vec::new();
     for command in commands {
         let body = std::sync::Arc::new(
             serde_json::to_vec(command).map_err(|e| pqx::Error::Config(e.to_string()))?,
         );
-        let mut add = |exchange: String, routing_key: String, headers, target, reaches| {
-            planned.push(Planned {
-                message_id: uuid::Uuid::new_v4().to_string(),
-                target,
-                exchange,
-                routing_key,
-                headers,
-                body: body.clone(),
-                waiting_timeout: command.config.waiting_timeout,
-                priority: command.config.priority,
-                reaches,
-            })
-        };
+        let mut add =
+            |message_id: &str, exchange: String, routing_key: String, headers, target, reaches| {
+                planned.push(Planned {
+                    message_id: message_id.to_owned(),
+                    target,
+                    exchange,
+                    routing_key,
+                    headers,
+                    body: body.clone(),
+                    waiting_timeout: command.config.waiting_timeout,
+                    priority: command.config.priority,
+                    reaches,
+                })
+            };
         if command.mailing_to.is_empty() {
             if init.header_queues.is_empty() {
                 return Err(pqx::Error::Config(
@@ -212,6 +245,7 @@ pub fn plan(commands: &[Command], init: &InitConfig) -> Result<Vec<Planned>> {
             }
             for q in &init.header_queues {
                 add(
+                    &uuid::Uuid::new_v4().to_string(),
                     String::new(),
                     q.queue.clone(),
                     field_table(&q.kv),
@@ -221,24 +255,37 @@ pub fn plan(commands: &[Command], init: &InitConfig) -> Result<Vec<Planned>> {
             }
         } else {
             for entry in &command.mailing_to {
+                let message_id = uuid::Uuid::new_v4().to_string();
                 let pairs: Vec<String> = entry.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 let target = format!(
                     "mailing_to {{{}}} on {}",
                     pairs.join(", "),
                     init.header_exchange
                 );
-                let reaches = init
-                    .header_queues
-                    .iter()
-                    .filter(|q| q.matches(entry))
-                    .count();
-                add(
-                    init.header_exchange.clone(),
-                    String::new(),
-                    field_table(entry),
-                    target,
-                    reaches,
-                );
+                let Some(routes) = routes else {
+                    let reaches = init
+                        .header_queues
+                        .iter()
+                        .filter(|q| q.matches(entry))
+                        .count();
+                    add(
+                        &message_id,
+                        init.header_exchange.clone(),
+                        String::new(),
+                        field_table(entry),
+                        target,
+                        reaches,
+                    );
+                    continue;
+                };
+                let queues = routes.queues_for(entry);
+                if queues.is_empty() {
+                    return Err(pqx::Error::Unroutable { target }.into());
+                }
+                for queue in queues {
+                    let to = format!("queue {queue} ({target})");
+                    add(&message_id, String::new(), queue, field_table(entry), to, 1);
+                }
             }
         }
     }
@@ -338,10 +385,10 @@ impl ReplyQueue {
 
     /// Prints each result as it comes; fails if one failed or some did not come in time.
     async fn collect(mut self, planned: &[Planned], wait: Duration) -> Result<()> {
-        let mut expected: HashMap<&str, usize> = planned
-            .iter()
-            .map(|p| (p.message_id.as_str(), p.reaches.max(1)))
-            .collect();
+        let mut expected: HashMap<&str, usize> = HashMap::new();
+        for p in planned {
+            *expected.entry(p.message_id.as_str()).or_default() += p.reaches.max(1);
+        }
         let total: usize = expected.values().sum();
         let (mut received, mut failed) = (0usize, 0usize);
         let deadline = tokio::time::Instant::now() + wait;

@@ -5,6 +5,8 @@
 mod common;
 
 use common::{count_ended, ended, Db, TestEnv};
+use lapin::options::{QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
 
 async fn runs_and_records(db: Db) {
     let env = TestEnv::new(db).await;
@@ -79,23 +81,58 @@ async fn empty_mailing_to_reaches_every_host_queue_once() {
     }
 }
 
-#[tokio::test]
-async fn headers_route_by_any_and_all() {
+/// The publisher routes from the exchange's own bindings, read from the management API, so a queue
+/// bound by hand outside init.yml is reached too; without the API it publishes to the exchange,
+/// which routes the same way.
+async fn headers_route_by_any_and_all(with_api: bool) {
     let env = TestEnv::new(Db::Sqlite).await;
     env.init();
-    // common_key=dev matches h1 and h2 (any); h3 needs both unique_key=h3 and zone=eu (all).
+    if !with_api {
+        let conn = std::fs::read_to_string(env.path("conn.yml")).unwrap();
+        let api_port = format!("port: {}\n", env.broker.api_port);
+        std::fs::write(env.path("conn.yml"), conn.replace(&api_port, "port: 1\n")).unwrap();
+    }
+    let amqp = env.amqp().await;
+    let channel = amqp.create_channel().await.unwrap();
+    channel
+        .queue_declare(
+            "extra".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut args = FieldTable::default();
+    args.insert("x-match".into(), AMQPValue::LongString("any".into()));
+    args.insert("common_key".into(), AMQPValue::LongString("dev".into()));
+    channel
+        .queue_bind(
+            "extra".into(),
+            "pqx.test".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            args,
+        )
+        .await
+        .unwrap();
+
+    // common_key=dev matches h1, h2 (any) and extra; h3 needs unique_key=h3 and zone=eu (all).
     let task = env.task(
         "dev.json",
         r#"{"mailing_to":[{"common_key":"dev"},{"unique_key":"h3","zone":"eu"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
     );
-    assert_eq!(env.publish(&task).len(), 2);
-    assert_eq!(env.queue_len("h1").await, 1);
-    assert_eq!(env.queue_len("h2").await, 1);
-    assert_eq!(env.queue_len("h3").await, 1);
+    let ids = env.publish(&task);
+    // A line per publish: one per queue with the API, one per entry through the exchange.
+    assert_eq!(ids.len(), if with_api { 4 } else { 2 }, "{ids:?}");
+    let distinct: std::collections::BTreeSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 2, "one message id per mailing_to entry");
+    for queue in ["h1", "h2", "h3", "extra"] {
+        assert_eq!(env.queue_len(queue).await, 1, "queue {queue}");
+    }
 
     let partial = env.task(
         "h3.json",
-        r#"{"mailing_to":[{"unique_key":"h3"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
+        r#"{"mailing_to":[{"common_key":"dev"},{"unique_key":"h3"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
     );
     let out = env.run("publisher", &["-o", "pub", "-t", partial.to_str().unwrap()]);
     assert!(!out.status.success(), "x-match all needs every pair");
@@ -105,4 +142,22 @@ async fn headers_route_by_any_and_all() {
         "{err}"
     );
     assert_eq!(env.queue_len("h3").await, 1);
+    if with_api {
+        assert_eq!(
+            env.queue_len("h1").await,
+            1,
+            "the unroutable entry is found before anything is published"
+        );
+    }
+    let _ = amqp.close(200, "".into()).await;
+}
+
+#[tokio::test]
+async fn headers_route_by_any_and_all_from_the_bindings() {
+    headers_route_by_any_and_all(true).await;
+}
+
+#[tokio::test]
+async fn headers_route_by_any_and_all_through_the_exchange() {
+    headers_route_by_any_and_all(false).await;
 }

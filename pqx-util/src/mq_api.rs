@@ -143,7 +143,11 @@ impl MqApi {
     }
 
     async fn get<T: DeserializeOwned>(&self, what: &str) -> Result<T> {
-        let url = format!("{}/{what}/{}", self.base, self.vhost_path());
+        self.get_url(format!("{}/{what}/{}", self.base, self.vhost_path()))
+            .await
+    }
+
+    async fn get_url<T: DeserializeOwned>(&self, url: String) -> Result<T> {
         let response = self.send(self.http.get(&url), &url).await?;
         response.json().await.map_err(|e| Error::MqApi {
             url,
@@ -154,6 +158,24 @@ impl MqApi {
     /// The vhost's exchanges, including the default `amq.*` ones.
     pub async fn exchanges(&self) -> Result<Vec<MqExchange>> {
         self.get("exchanges").await
+    }
+
+    /// One exchange of the vhost.
+    pub async fn exchange(&self, name: &str) -> Result<MqExchange> {
+        let name = utf8_percent_encode(name, NON_ALPHANUMERIC);
+        let url = format!("{}/exchanges/{}/{name}", self.base, self.vhost_path());
+        self.get_url(url).await
+    }
+
+    /// The bindings whose source is exchange `name`.
+    pub async fn bindings_from(&self, name: &str) -> Result<Vec<MqBinding>> {
+        let name = utf8_percent_encode(name, NON_ALPHANUMERIC);
+        let url = format!(
+            "{}/exchanges/{}/{name}/bindings/source",
+            self.base,
+            self.vhost_path()
+        );
+        self.get_url(url).await
     }
 
     /// The vhost's queues.

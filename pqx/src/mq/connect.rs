@@ -44,9 +44,26 @@ impl MqConfig {
     }
 }
 
+/// The largest AMQP frame pqx asks the broker for, unless the URL names one. lapin keeps 32 frames of
+/// zero-filled buffer each way per connection: at RabbitMQ's default frame of 128 KiB that is 8 MiB
+/// of resident memory per connection, for messages of a few KiB; a larger message is only sent in
+/// more frames.
+pub const FRAME_MAX: u32 = 16 * 1024;
+
+/// `url` asking for frames of at most [`FRAME_MAX`], unless it asks for a size itself.
+fn with_frame_max(url: &str) -> String {
+    if url.contains("frame_max=") {
+        url.to_owned()
+    } else if url.contains('?') {
+        format!("{url}&frame_max={FRAME_MAX}")
+    } else {
+        format!("{url}?frame_max={FRAME_MAX}")
+    }
+}
+
 /// Opens a connection named `name` (shown in the management UI).
 pub async fn connect(config: &MqConfig, name: &str) -> Result<Connection> {
-    let url = config.url();
+    let url = with_frame_max(&config.url());
     let properties = ConnectionProperties::default().with_connection_name(name.to_owned().into());
     Connection::connect(&url, properties)
         .await
@@ -79,6 +96,20 @@ mod tests {
         assert_eq!(
             MqConfig::default().url(),
             "amqp://guest:guest@127.0.0.1:5672/%2F"
+        );
+    }
+
+    #[test]
+    fn frame_max_is_asked_for_unless_given() {
+        let frame = format!("frame_max={FRAME_MAX}");
+        assert_eq!(with_frame_max("amqp://h/v"), format!("amqp://h/v?{frame}"));
+        assert_eq!(
+            with_frame_max("amqp://h/v?heartbeat=10"),
+            format!("amqp://h/v?heartbeat=10&{frame}")
+        );
+        assert_eq!(
+            with_frame_max("amqp://h/v?frame_max=131072"),
+            "amqp://h/v?frame_max=131072"
         );
     }
 }

@@ -160,11 +160,11 @@ impl Env {
             .command("subscriber")
             .args(["-q", &format!("q{queue}")])
             .args(extra)
-            // warn hides "subscribed", which start-up waits for.
+            // As deployed: the default level, a line when a command starts and one when it ends,
+            // to stderr and the log file.
             .env(
                 "RUST_LOG",
-                std::env::var("PQX_BENCH_SUBSCRIBER_LOG")
-                    .unwrap_or_else(|_| "warn,pqx_app::subscriber=info".into()),
+                std::env::var("PQX_BENCH_SUBSCRIBER_LOG").unwrap_or_else(|_| "info".into()),
             )
             .stderr(std::fs::File::create(&log)?)
             .stdout(Stdio::null())

@@ -2,7 +2,7 @@
 //! confirms, and consuming them with an ack each, on the same broker pqx uses.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use futures_lite::StreamExt;
@@ -86,4 +86,42 @@ pub async fn raw_rates(env: &Env, body: &[u8], n: usize, as_pqx: bool) -> Result
         .await?;
     let _ = conn.close(200, "".into()).await;
     Ok((publish_rate, consume_rate))
+}
+
+/// Milliseconds from just before each of `n` publishes (one at a time, every `gap`, a pqx command
+/// with its headers, through the headers exchange to q0) to its delivery to a lapin consumer on
+/// another connection: the broker's share of publish-to-start latency.
+pub async fn raw_latencies_ms(env: &Env, body: &[u8], n: usize, gap: Duration) -> Result<Vec<f64>> {
+    let consuming = env.amqp().await?;
+    let consumer_channel = consuming.create_channel().await?;
+    let mut consumer = consumer_channel
+        .basic_consume(
+            "q0".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let publishing = env.amqp().await?;
+    let publisher = pqx::mq::Publisher::open(&publishing).await?;
+    let headers = pqx::mq::field_table(&BTreeMap::from([("unique_key".into(), "q0".into())]));
+    let mut latencies = Vec::with_capacity(n);
+    for _ in 0..n {
+        let id = uuid::Uuid::new_v4().to_string();
+        let properties = pqx::mq::command_properties(&id, headers.clone(), None, None);
+        let before = Instant::now();
+        publisher
+            .send("pqx.bench", "", body, properties, "q0")
+            .await?;
+        let delivery = match consumer.next().await {
+            Some(delivery) => delivery?,
+            None => bail!("the raw consumer ended early"),
+        };
+        latencies.push(before.elapsed().as_secs_f64() * 1000.0);
+        delivery.ack(BasicAckOptions::default()).await?;
+        tokio::time::sleep(gap).await;
+    }
+    let _ = publishing.close(200, "".into()).await;
+    let _ = consuming.close(200, "".into()).await;
+    Ok(latencies)
 }

@@ -244,8 +244,23 @@ async fn latency(cli: &Cli, r: &mut Report) -> Result<()> {
         floor99.push(percentile(&l, 99.0));
     }
     let note = "spawn from Rust -> bash's $EPOCHREALTIME, no broker: the spawn's share";
-    r.add("latency", "floor p50", floor50, "ms", note);
-    r.add("latency", "floor p99", floor99, "ms", note);
+    r.add("latency", "spawn floor p50", floor50, "ms", note);
+    r.add("latency", "spawn floor p99", floor99, "ms", note);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "mailing_to": [{"unique_key": "q0"}],
+        "cmd": {"Bash": {"cmd": ["echo $EPOCHREALTIME"]}},
+    }))?;
+    let mut broker50 = Vec::new();
+    let mut broker99 = Vec::new();
+    for _ in 0..n {
+        let env = Env::new(Db::Sqlite, 1).await?;
+        let l = broker::raw_latencies_ms(&env, &body, 300, Duration::from_millis(10)).await?;
+        broker50.push(percentile(&l, 50.0));
+        broker99.push(percentile(&l, 99.0));
+    }
+    let note = "lapin publish -> lapin delivery, through the headers exchange: the broker's share";
+    r.add("latency", "broker floor p50", broker50, "ms", note);
+    r.add("latency", "broker floor p99", broker99, "ms", note);
     Ok(())
 }
 

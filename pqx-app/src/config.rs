@@ -26,16 +26,11 @@ pub struct ConnConfig {
 
 impl ConnConfig {
     /// The management API settings: conn.yml's `mq_api`, or else the broker's host, user, password
-    /// and vhost on port 15672.
+    /// and vhost (from `mq.url` when it is given) on port 15672.
     pub fn mq_api(&self) -> MqApiConfig {
         self.mq_api.clone().unwrap_or_else(|| {
-            MqApiConfig::new(
-                self.mq.host.as_deref().unwrap_or("127.0.0.1"),
-                15672,
-                self.mq.user.as_deref().unwrap_or("guest"),
-                self.mq.pass.as_deref().unwrap_or("guest"),
-                self.mq.vhost.as_deref().unwrap_or("/"),
-            )
+            let mq = self.mq.parts();
+            MqApiConfig::new(&mq.host, 15672, &mq.user, &mq.pass, &mq.vhost)
         })
     }
 }

@@ -194,10 +194,22 @@ async fn connect_until(config: &pqx::mq::MqConfig, deadline: Instant) -> Result<
     }
 }
 
+/// How long the publisher waits for the bindings before it publishes through the exchange.
+const ROUTES_WAIT: Duration = Duration::from_secs(2);
+
 /// The routes of the headers exchange, when its bindings can be read and followed.
 async fn routes(conn: &ConnConfig, exchange: &str) -> Option<Routes> {
-    let snapshot = match pqx_util::MqApi::new(conn.mq_api()) {
-        Ok(api) => Routes::snapshot(&api, exchange).await,
+    let api = conn.mq_api();
+    let vhost = conn.mq.parts().vhost;
+    let snapshot = match pqx_util::MqApi::new(api) {
+        // Bindings of another vhost would send the copies to the wrong queues.
+        Ok(api) if api.vhost() != vhost => Err(format!(
+            "mq_api looks at vhost {}, the messages go to vhost {vhost}",
+            api.vhost()
+        )),
+        Ok(api) => tokio::time::timeout(ROUTES_WAIT, Routes::snapshot(&api, exchange))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer in {}s", ROUTES_WAIT.as_secs()))),
         Err(e) => Err(e.to_string()),
     };
     match snapshot {

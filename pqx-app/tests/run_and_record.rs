@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{count_ended, ended, Db, TestEnv};
+use common::{count_ended, ended, Db, TestEnv, MQ_PASS, MQ_USER};
 use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
@@ -81,17 +81,42 @@ async fn empty_mailing_to_reaches_every_host_queue_once() {
     }
 }
 
+/// How conn.yml names the management API in a routing test.
+#[derive(Clone, Copy, PartialEq)]
+enum Api {
+    /// Its own `mq_api` section.
+    Given,
+    /// Not at all: it is the broker of `mq.url`, with the URL's user and vhost.
+    FromUrl,
+    /// On a port nobody listens on.
+    Unreachable,
+}
+
 /// The publisher routes from the exchange's own bindings, read from the management API, so a queue
 /// bound by hand outside init.yml is reached too; without the API it publishes to the exchange,
 /// which routes the same way.
-async fn headers_route_by_any_and_all(with_api: bool) {
+async fn headers_route_by_any_and_all(api: Api) {
     let env = TestEnv::new(Db::Sqlite).await;
     env.init();
-    if !with_api {
-        let conn = std::fs::read_to_string(env.path("conn.yml")).unwrap();
-        let api_port = format!("port: {}\n", env.broker.api_port);
-        std::fs::write(env.path("conn.yml"), conn.replace(&api_port, "port: 1\n")).unwrap();
+    match api {
+        Api::Given => {}
+        Api::FromUrl => {
+            let conn = format!(
+                "mq:\n  url: amqp://{MQ_USER}:{MQ_PASS}@{}:{}/{}\ndb:\n  url: \"{}\"\n",
+                common::mq_host(),
+                env.broker.amqp_port,
+                env.vhost,
+                env.db_url
+            );
+            std::fs::write(env.path("conn.yml"), conn).unwrap();
+        }
+        Api::Unreachable => {
+            let conn = std::fs::read_to_string(env.path("conn.yml")).unwrap();
+            let api_port = format!("port: {}\n", env.broker.api_port);
+            std::fs::write(env.path("conn.yml"), conn.replace(&api_port, "port: 1\n")).unwrap();
+        }
     }
+    let with_api = api != Api::Unreachable;
     let amqp = env.amqp().await;
     let channel = amqp.create_channel().await.unwrap();
     channel
@@ -154,10 +179,15 @@ async fn headers_route_by_any_and_all(with_api: bool) {
 
 #[tokio::test]
 async fn headers_route_by_any_and_all_from_the_bindings() {
-    headers_route_by_any_and_all(true).await;
+    headers_route_by_any_and_all(Api::Given).await;
+}
+
+#[tokio::test]
+async fn headers_route_from_the_bindings_of_the_url_broker() {
+    headers_route_by_any_and_all(Api::FromUrl).await;
 }
 
 #[tokio::test]
 async fn headers_route_by_any_and_all_through_the_exchange() {
-    headers_route_by_any_and_all(false).await;
+    headers_route_by_any_and_all(Api::Unreachable).await;
 }

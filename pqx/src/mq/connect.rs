@@ -44,6 +44,39 @@ impl MqConfig {
     }
 }
 
+/// Where and as whom a connection goes, whichever way conn.yml gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqParts {
+    pub host: String,
+    pub user: String,
+    pub pass: String,
+    pub vhost: String,
+}
+
+impl MqConfig {
+    /// The host, user, password and vhost of the connection: from the URL when there is one.
+    pub fn parts(&self) -> MqParts {
+        if let Some(Ok(uri)) = self.url.as_deref().map(str::parse::<lapin::uri::AMQPUri>) {
+            let user = uri.authority.userinfo;
+            return MqParts {
+                host: uri.authority.host,
+                user: user.username,
+                pass: user.password,
+                vhost: uri.vhost,
+            };
+        }
+        let or = |value: &Option<String>, default: &str| {
+            value.clone().unwrap_or_else(|| default.to_owned())
+        };
+        MqParts {
+            host: or(&self.host, "127.0.0.1"),
+            user: or(&self.user, "guest"),
+            pass: or(&self.pass, "guest"),
+            vhost: or(&self.vhost, "/"),
+        }
+    }
+}
+
 /// The largest AMQP frame pqx asks the broker for, unless the URL names one. lapin keeps 32 frames of
 /// zero-filled buffer each way per connection: at RabbitMQ's default frame of 128 KiB that is 8 MiB
 /// of resident memory per connection, for messages of a few KiB; a larger message is only sent in
@@ -63,9 +96,9 @@ fn with_frame_max(url: &str) -> String {
 
 /// Opens a connection named `name` (shown in the management UI).
 pub async fn connect(config: &MqConfig, name: &str) -> Result<Connection> {
-    let url = with_frame_max(&config.url());
+    let url = config.url();
     let properties = ConnectionProperties::default().with_connection_name(name.to_owned().into());
-    Connection::connect(&url, properties)
+    Connection::connect(&with_frame_max(&url), properties)
         .await
         .context(|| format!("RabbitMQ {}", pqx_util::redact_url(&url)))
 }
@@ -97,6 +130,21 @@ mod tests {
             MqConfig::default().url(),
             "amqp://guest:guest@127.0.0.1:5672/%2F"
         );
+    }
+
+    #[test]
+    fn parts_come_from_the_url_when_there_is_one() {
+        let c = MqConfig {
+            url: Some("amqp://dev:p%2Fss@broker:5677/ops%2Fa".into()),
+            host: Some("ignored".into()),
+            ..MqConfig::default()
+        };
+        let parts = c.parts();
+        assert_eq!(parts.host, "broker");
+        assert_eq!(parts.user, "dev");
+        assert_eq!(parts.pass, "p/ss");
+        assert_eq!(parts.vhost, "ops/a");
+        assert_eq!(MqConfig::default().parts().vhost, "/");
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod retry;
 mod subscribe;
 mod topology;
 
-pub use connect::{connect, open_channel, MqConfig};
+pub use connect::{connect, open_channel, MqConfig, MqParts};
 pub use dead_letter::{dead_letter, ERROR_HEADER, QUEUE_HEADER};
 pub use headers::{attempt_of, field_table, header_string, ATTEMPT_HEADER};
 pub use properties::{carried, command_properties};

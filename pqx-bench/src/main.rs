@@ -29,8 +29,8 @@ struct Cli {
     /// Repetitions of each figure (the median is reported)
     #[arg(long, default_value_t = 3)]
     reps: usize,
-    /// Commands per end-to-end run
-    #[arg(long, default_value_t = 3000)]
+    /// Commands per end-to-end run (2,000 keeps the whole bench under 10 minutes on 2 cores)
+    #[arg(long, default_value_t = 2000)]
     commands: usize,
     /// Messages per publishing run
     #[arg(long, default_value_t = 20_000)]

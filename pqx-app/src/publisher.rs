@@ -294,9 +294,10 @@ pub fn plan(
                 if queues.is_empty() {
                     return Err(pqx::Error::Unroutable { target }.into());
                 }
+                let headers = field_table(entry);
                 for queue in queues {
                     let to = format!("queue {queue} ({target})");
-                    add(&message_id, String::new(), queue, field_table(entry), to, 1);
+                    add(&message_id, String::new(), queue, headers.clone(), to, 1);
                 }
             }
         }

@@ -21,11 +21,9 @@ pub struct Routes {
 impl Routes {
     /// Reads the bindings of `exchange`; why not, when the snapshot cannot be had or used.
     pub async fn snapshot(api: &MqApi, exchange: &str) -> Result<Self, String> {
-        let found = api.exchange(exchange).await.map_err(|e| e.to_string())?;
-        let bindings = api
-            .bindings_from(exchange)
-            .await
-            .map_err(|e| e.to_string())?;
+        let (found, bindings) =
+            tokio::try_join!(api.exchange(exchange), api.bindings_from(exchange))
+                .map_err(|e| e.to_string())?;
         Self::from_listing(&found, &bindings)
     }
 

@@ -34,7 +34,7 @@ pub async fn raw_rates(env: &Env, body: &[u8], n: usize, as_pqx: bool) -> Result
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     let started = Instant::now();
-    let headers = pqx::mq::field_table(&BTreeMap::from([("unique_key".into(), "q0".into())]));
+    let headers = q0_headers();
     let options = BasicPublishOptions {
         mandatory: as_pqx,
         ..BasicPublishOptions::default()
@@ -104,7 +104,7 @@ pub async fn raw_latencies_ms(env: &Env, body: &[u8], n: usize, gap: Duration) -
         .await?;
     let publishing = env.amqp().await?;
     let publisher = pqx::mq::Publisher::open(&publishing).await?;
-    let headers = pqx::mq::field_table(&BTreeMap::from([("unique_key".into(), "q0".into())]));
+    let headers = q0_headers();
     let mut latencies = Vec::with_capacity(n);
     for _ in 0..n {
         let id = uuid::Uuid::new_v4().to_string();
@@ -124,4 +124,9 @@ pub async fn raw_latencies_ms(env: &Env, body: &[u8], n: usize, gap: Duration) -
     let _ = publishing.close(200, "".into()).await;
     let _ = consuming.close(200, "".into()).await;
     Ok(latencies)
+}
+
+/// The headers of a command mailed to the bench's queue q0.
+fn q0_headers() -> FieldTable {
+    pqx::mq::field_table(&BTreeMap::from([("unique_key".into(), "q0".into())]))
 }

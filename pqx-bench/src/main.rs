@@ -222,46 +222,41 @@ async fn end_to_end(cli: &Cli, r: &mut Report, floor: f64) -> Result<()> {
 async fn latency(cli: &Cli, r: &mut Report) -> Result<()> {
     let n = cli.reps.max(1);
     eprintln!("5. latency");
-    let mut p50 = Vec::new();
-    let mut p99 = Vec::new();
-    let mut max = Vec::new();
+    let mut runs = Vec::new();
     for _ in 0..n {
         let env = Env::new(Db::Sqlite, 1).await?;
-        let l = latency::latencies_ms(&env, 300, Duration::from_millis(10), &[]).await?;
-        p50.push(percentile(&l, 50.0));
-        p99.push(percentile(&l, 99.0));
-        max.push(percentile(&l, 100.0));
+        runs.push(latency::latencies_ms(&env, 300, Duration::from_millis(10), &[]).await?);
     }
     let note = "publish -> the command's own start ($EPOCHREALTIME), 300 at 100/s, SQLite";
-    r.add("latency", "p50", p50, "ms", note);
-    r.add("latency", "p99", p99, "ms", note);
-    r.add("latency", "max", max, "ms", note);
-    let mut floor50 = Vec::new();
-    let mut floor99 = Vec::new();
-    for _ in 0..n {
-        let l = fork::spawn_latencies_ms(300)?;
-        floor50.push(percentile(&l, 50.0));
-        floor99.push(percentile(&l, 99.0));
-    }
+    let all = [("p50", 50.0), ("p99", 99.0), ("max", 100.0)];
+    add_percentiles(r, &runs, &all, note);
+
+    let runs = reps(n, || fork::spawn_latencies_ms(300))?;
     let note = "spawn from Rust -> bash's $EPOCHREALTIME, no broker: the spawn's share";
-    r.add("latency", "spawn floor p50", floor50, "ms", note);
-    r.add("latency", "spawn floor p99", floor99, "ms", note);
+    let floors = [("spawn floor p50", 50.0), ("spawn floor p99", 99.0)];
+    add_percentiles(r, &runs, &floors, note);
+
     let body = serde_json::to_vec(&serde_json::json!({
         "mailing_to": [{"unique_key": "q0"}],
         "cmd": {"Bash": {"cmd": ["echo $EPOCHREALTIME"]}},
     }))?;
-    let mut broker50 = Vec::new();
-    let mut broker99 = Vec::new();
+    let mut runs = Vec::new();
     for _ in 0..n {
         let env = Env::new(Db::Sqlite, 1).await?;
-        let l = broker::raw_latencies_ms(&env, &body, 300, Duration::from_millis(10)).await?;
-        broker50.push(percentile(&l, 50.0));
-        broker99.push(percentile(&l, 99.0));
+        runs.push(broker::raw_latencies_ms(&env, &body, 300, Duration::from_millis(10)).await?);
     }
     let note = "lapin publish -> lapin delivery, through the headers exchange: the broker's share";
-    r.add("latency", "broker floor p50", broker50, "ms", note);
-    r.add("latency", "broker floor p99", broker99, "ms", note);
+    let floors = [("broker floor p50", 50.0), ("broker floor p99", 99.0)];
+    add_percentiles(r, &runs, &floors, note);
     Ok(())
+}
+
+/// Adds, for each `(name, p)`, the median over repetitions of each one's `p`th percentile.
+fn add_percentiles(r: &mut Report, runs: &[Vec<f64>], figures: &[(&str, f64)], note: &str) {
+    for (name, p) in figures {
+        let samples = runs.iter().map(|l| percentile(l, *p)).collect();
+        r.add("latency", name, samples, "ms", note);
+    }
 }
 
 async fn memory(cli: &Cli, r: &mut Report) -> Result<()> {

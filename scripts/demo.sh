@@ -22,11 +22,12 @@ step "initiator -o init"
 "$bin/initiator" -o init
 
 step "subscriber -q h1 (in the background, log in $work/subscriber.log)"
-"$bin/subscriber" -q h1 >"$work/subscriber.log" 2>&1 &
+rm -f "$work/subscriber.ready"
+"$bin/subscriber" -q h1 --ready-file "$work/subscriber.ready" >"$work/subscriber.log" 2>&1 &
 sub=$!
 trap 'kill -TERM $sub 2>/dev/null || true; wait $sub 2>/dev/null || true' EXIT
 until=$(deadline 30)
-until grep -q "subscribed" "$work/subscriber.log"; do
+until [ -e "$work/subscriber.ready" ]; do
   kill -0 $sub 2>/dev/null || { cat "$work/subscriber.log"; echo "demo: the subscriber exited" >&2; exit 1; }
   [ "$(date +%s)" -lt "$until" ] || { echo "demo: the subscriber did not start in 30s" >&2; exit 1; }
   sleep 0.2

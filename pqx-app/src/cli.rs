@@ -3,18 +3,37 @@
 
 use std::process::ExitCode;
 
-use clap::CommandFactory;
+use clap::{Args, CommandFactory, Subcommand, ValueEnum};
 
-/// The option chosen with `-o` or as a subcommand; exits with a usage error when neither is given.
-pub fn chosen<C: CommandFactory, O: Copy>(option: Option<O>, subcommand: Option<O>) -> O {
-    match option.or(subcommand) {
-        Some(o) => o,
-        None => C::command()
-            .error(
-                clap::error::ErrorKind::MissingRequiredArgument,
-                "choose what to do: -o <OPTION> or a subcommand (see --help)",
-            )
-            .exit(),
+/// What a binary is to do, given either way: `-o NAME` (the original PQX's form) or the subcommand
+/// `NAME` (with its own `--help`). The options are one enum `O` deriving both `Subcommand` and
+/// `ValueEnum`, each variant named once with `#[clap(name = "...")]`.
+#[derive(Debug, Clone, Args)]
+pub struct Choice<O: Subcommand + ValueEnum + Clone + Send + Sync + 'static> {
+    /// What to do (the original PQX's option strings)
+    #[arg(short, long, value_enum)]
+    pub option: Option<O>,
+    #[command(subcommand)]
+    pub command: Option<O>,
+}
+
+impl<O: Subcommand + ValueEnum + Copy + Send + Sync + 'static> Choice<O> {
+    /// The option given, either way.
+    pub fn given(&self) -> Option<O> {
+        self.option.or(self.command)
+    }
+
+    /// The option given; exits with a usage error of binary `C` when there is none.
+    pub fn chosen<C: CommandFactory>(&self) -> O {
+        match self.given() {
+            Some(o) => o,
+            None => C::command()
+                .error(
+                    clap::error::ErrorKind::MissingRequiredArgument,
+                    "choose what to do: -o <OPTION> or a subcommand (see --help)",
+                )
+                .exit(),
+        }
     }
 }
 
@@ -29,20 +48,28 @@ pub fn finish(binary: &str, result: crate::Result<()>) -> ExitCode {
     }
 }
 
-/// Checks that every `-o` value of `O` is a subcommand of `C` and the other way round.
+/// Checks that `-o NAME` and the subcommand `NAME` choose the same option, for each of `names`
+/// (the original PQX's strings) and no other.
 #[cfg(test)]
-pub(crate) fn assert_option_names<C: CommandFactory, O: clap::ValueEnum>() {
-    let mut options: Vec<String> = O::value_variants()
+pub(crate) fn assert_same_options<C, O>(names: &[&str], chosen: impl Fn(C) -> Option<O>)
+where
+    C: clap::Parser,
+    O: clap::ValueEnum + PartialEq + std::fmt::Debug,
+{
+    let listed: Vec<String> = O::value_variants()
         .iter()
         .filter_map(|v| v.to_possible_value())
         .map(|v| v.get_name().to_owned())
         .collect();
-    let mut subcommands: Vec<String> = C::command()
-        .get_subcommands()
-        .map(|s| s.get_name().to_owned())
-        .filter(|name| name != "help")
-        .collect();
-    options.sort();
-    subcommands.sort();
-    assert_eq!(options, subcommands);
+    assert_eq!(listed, names);
+    for (option, name) in O::value_variants().iter().zip(names) {
+        let by_flag = C::try_parse_from(["pqx", "-o", name]).map(&chosen);
+        let by_subcommand = C::try_parse_from(["pqx", name]).map(&chosen);
+        assert_eq!(by_flag.ok().flatten().as_ref(), Some(option), "-o {name}");
+        assert_eq!(
+            by_subcommand.ok().flatten().as_ref(),
+            Some(option),
+            "{name}"
+        );
+    }
 }

@@ -1,12 +1,16 @@
 //! The command a task file holds, exactly the original PQX's JSON: where to send it (`mailing_to`),
-//! how to retry and time it (`config`), and what to run (`cmd`). Unknown fields are rejected.
+//! how to retry and time it (`config`), and what to run (`cmd`). Unknown fields are rejected, and
+//! an error names the field by its path.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use pqx::ec::CmdArg;
+use pqx::exec::Cmd;
+use pqx::InvalidField;
 use serde::{Deserialize, Serialize};
 
+use crate::config::MAX_PRIORITY;
+use crate::error::{InvalidTask, TaskProblem};
 use crate::{Error, Result};
 
 /// A command to publish and run.
@@ -17,48 +21,37 @@ pub struct Command {
     pub mailing_to: Vec<BTreeMap<String, String>>,
     #[serde(default)]
     pub config: TaskConfig,
-    pub cmd: CmdArg,
+    pub cmd: Cmd,
 }
 
 /// How a command is retried and timed; every field is optional, and task files of the original
 /// PQX (only the first four) keep working.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TaskConfig {
     /// Attempts after the first failure (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<u8>,
-    /// Seconds to wait before each retry (default 10).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Seconds to wait before the first retry (default [`pqx::mq::DEFAULT_POKE_SECS`]).
     pub poke: Option<u16>,
     /// Seconds a message may wait in its queue before it expires to the dead-letter queue.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_timeout: Option<u32>,
-    /// Seconds one run may take before its process group is killed and the attempt fails.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Seconds one run may take before its process tree is killed and the attempt fails.
     pub consuming_timeout: Option<u32>,
-    /// 0 (default, lowest) to 9 (highest): a higher priority overtakes commands waiting in the queue.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 0 (default, lowest) to [`MAX_PRIORITY`] (highest): a higher priority overtakes commands
+    /// waiting in the queue.
     pub priority: Option<u8>,
     /// Each retry waits `backoff` times longer than the one before (default 1: always `poke`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<f64>,
     /// The longest wait between retries, in seconds, however large the backoff makes it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_poke: Option<u32>,
     /// A command whose key already succeeded on a queue is not run again there: it is recorded as
     /// skipped and acknowledged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedupe_key: Option<String>,
     /// A queue to send the final result to (as JSON, correlation id = message id), for a caller
     /// that waits for it; `publisher --wait` sets its own.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
 }
-
-/// The highest `priority` a command may have; host queues are declared with it as
-/// `x-max-priority`.
-pub const MAX_PRIORITY: u8 = 9;
 
 impl TaskConfig {
     /// How failures of this command are retried.
@@ -68,111 +61,86 @@ impl TaskConfig {
             .with_backoff(self.backoff.unwrap_or(1.0))
             .with_max_poke(self.max_poke)
     }
+
+    /// The consuming timeout.
+    pub fn run_timeout(&self) -> Option<std::time::Duration> {
+        self.consuming_timeout
+            .map(|secs| std::time::Duration::from_secs(u64::from(secs)))
+    }
 }
 
 impl Command {
     /// Parses and checks a command from JSON text.
-    pub fn from_json(text: &str) -> std::result::Result<Self, String> {
+    pub fn from_json(text: &str) -> std::result::Result<Self, InvalidTask> {
         let mut de = serde_json::Deserializer::from_str(text);
         let command: Command = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let at = e.path().to_string();
             let inner = e.into_inner();
             if at == "." || inner.is_syntax() || inner.is_eof() {
-                inner.to_string()
+                InvalidTask::Syntax(inner.to_string())
             } else {
-                format!("{at}: {inner}")
+                InvalidTask::Field(InvalidField::new(at, inner.to_string()))
             }
         })?;
-        de.end().map_err(|e| e.to_string())?;
+        de.end().map_err(|e| InvalidTask::Syntax(e.to_string()))?;
         command.validate()?;
         Ok(command)
     }
 
     /// Reads and checks a task file (`-` is standard input).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let bad = |message: String| Error::Task {
-            path: path.to_owned(),
-            message,
-        };
-        let text = if path == Path::new("-") {
-            std::io::read_to_string(std::io::stdin()).map_err(|e| bad(e.to_string()))?
-        } else {
-            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?
-        };
-        Self::from_json(&text).map_err(bad)
+        let text = read_task(path)?;
+        Self::from_json(&text).map_err(|e| task_error(path, TaskProblem::Invalid(e)))
     }
 
     /// Reads a JSON-lines task file (`-` is standard input): one command per line, blank lines and
     /// lines starting with `#` skipped. Every line is checked before any is returned; an error
     /// names the line.
     pub fn from_lines_file(path: &Path) -> Result<Vec<Self>> {
-        let bad = |message: String| Error::Task {
-            path: path.to_owned(),
-            message,
-        };
-        let text = if path == Path::new("-") {
-            std::io::read_to_string(std::io::stdin()).map_err(|e| bad(e.to_string()))?
-        } else {
-            std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?
-        };
+        let text = read_task(path)?;
         let mut commands = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let command = Self::from_json(line).map_err(|e| bad(format!("line {}: {e}", n + 1)))?;
+            let command = Self::from_json(line).map_err(|source| {
+                task_error(
+                    path,
+                    TaskProblem::OnLine {
+                        line: n + 1,
+                        source,
+                    },
+                )
+            })?;
             commands.push(command);
         }
         if commands.is_empty() {
-            return Err(bad("no commands in it".into()));
+            return Err(task_error(path, TaskProblem::Empty));
         }
         Ok(commands)
     }
 
-    /// Checks what serde cannot: no empty or reserved header keys, a runnable cmd, timeouts above 0.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    /// Checks what serde cannot: no empty or reserved header keys, a runnable cmd, values in range.
+    pub fn validate(&self) -> std::result::Result<(), InvalidField> {
         for (i, entry) in self.mailing_to.iter().enumerate() {
+            let field = format!("mailing_to[{i}]");
             if entry.is_empty() {
-                return Err(format!(
-                    "mailing_to[{i}] is empty: give at least one pair such as {{\"unique_key\": \"h1\"}}"
+                return Err(InvalidField::new(
+                    field,
+                    "is empty (give at least one pair, such as {\"unique_key\": \"h1\"})",
                 ));
             }
             if let Some(key) = entry.keys().find(|k| k.is_empty() || k.starts_with("x-")) {
-                return Err(format!(
-                    "mailing_to[{i}]: key {key:?} is not allowed (keys must be non-empty and not start with x-)"
+                return Err(InvalidField::new(
+                    field,
+                    format!(
+                        "key {key:?} is not allowed (keys must be non-empty and not start with x-)"
+                    ),
                 ));
             }
         }
-        if self.config.consuming_timeout == Some(0) {
-            return Err("config.consuming_timeout must be at least 1 second".into());
-        }
-        if self.config.waiting_timeout == Some(0) {
-            return Err("config.waiting_timeout must be at least 1 second".into());
-        }
-        if let Some(p) = self.config.priority.filter(|p| *p > MAX_PRIORITY) {
-            return Err(format!(
-                "config.priority {p} is out of range: expected 0 to {MAX_PRIORITY}"
-            ));
-        }
-        if let Some(b) = self
-            .config
-            .backoff
-            .filter(|b| !b.is_finite() || *b < 1.0 || *b > 100.0)
-        {
-            return Err(format!(
-                "config.backoff {b} is out of range: expected a factor from 1 to 100"
-            ));
-        }
-        if self.config.max_poke == Some(0) {
-            return Err("config.max_poke must be at least 1 second".into());
-        }
-        if self.config.dedupe_key.as_deref() == Some("") {
-            return Err("config.dedupe_key must not be empty".into());
-        }
-        if self.config.reply_to.as_deref() == Some("") {
-            return Err("config.reply_to must not be empty".into());
-        }
+        self.config.validate()?;
         self.cmd.validate()
     }
 
@@ -187,9 +155,72 @@ impl Command {
     }
 }
 
+impl TaskConfig {
+    fn validate(&self) -> std::result::Result<(), InvalidField> {
+        let invalid =
+            |key: &str, problem: String| Err(InvalidField::new(format!("config.{key}"), problem));
+        let at_least_one_second = [
+            ("consuming_timeout", self.consuming_timeout),
+            ("waiting_timeout", self.waiting_timeout),
+            ("max_poke", self.max_poke),
+        ];
+        if let Some((key, _)) = at_least_one_second.iter().find(|(_, v)| *v == Some(0)) {
+            return invalid(key, "must be at least 1 second".into());
+        }
+        if let Some(p) = self.priority.filter(|p| *p > MAX_PRIORITY) {
+            return invalid(
+                "priority",
+                format!("{p} is out of range: expected 0 to {MAX_PRIORITY}"),
+            );
+        }
+        if let Some(b) = self
+            .backoff
+            .filter(|b| !b.is_finite() || *b < 1.0 || *b > 100.0)
+        {
+            return invalid(
+                "backoff",
+                format!("{b} is out of range: expected a factor from 1 to 100"),
+            );
+        }
+        for (key, value) in [
+            ("dedupe_key", &self.dedupe_key),
+            ("reply_to", &self.reply_to),
+        ] {
+            if value.as_deref() == Some("") {
+                return invalid(key, "must not be empty".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_task(path: &Path) -> Result<String> {
+    let text = if path == Path::new("-") {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(path)
+    };
+    text.map_err(|e| task_error(path, TaskProblem::Unreadable(e)))
+}
+
+fn task_error(path: &Path, problem: TaskProblem) -> Error {
+    Error::Task {
+        path: path.to_owned(),
+        problem,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The error of a task whose `mailing_to` and `config` are these, running `true`.
+    fn error_of(mailing_to: &str, config: &str) -> String {
+        let json = format!(
+            r#"{{"mailing_to":{mailing_to},"config":{config},"cmd":{{"Bash":{{"cmd":["true"]}}}}}}"#
+        );
+        Command::from_json(&json).unwrap_err().to_string()
+    }
 
     const ORIGINAL: &str = r#"{
         "mailing_to": [{"unique_key": "h1"}, {"unique_key": "h2", "common_key": "dev"}],
@@ -200,6 +231,7 @@ mod tests {
     #[test]
     fn parses_the_readme_example() {
         let c = Command::from_json(ORIGINAL).unwrap();
+        assert_eq!(c.mailing_to[1]["common_key"], "dev");
         assert_eq!(c.mailing_to.len(), 2);
         assert_eq!(c.config.retry, Some(5));
         assert_eq!(c.config.consuming_timeout, Some(270));
@@ -213,33 +245,27 @@ mod tests {
 
     #[test]
     fn unknown_field_is_named_with_position() {
-        let err = Command::from_json(
-            r#"{"mailing_to":[],"config":{"retyr":1},"cmd":{"Bash":{"cmd":["true"]}}}"#,
-        )
-        .unwrap_err();
-        assert!(err.contains("unknown field `retyr`"), "{err}");
+        let err = error_of("[]", r#"{"retyr":1}"#);
+        assert!(
+            err.starts_with("config.retyr: unknown field `retyr`"),
+            "{err}"
+        );
         assert!(err.contains("line 1"), "{err}");
     }
 
     #[test]
     fn wrong_type_is_named() {
-        let err = Command::from_json(
-            r#"{"mailing_to":[],"config":{"retry":"five"},"cmd":{"Bash":{"cmd":["true"]}}}"#,
-        )
-        .unwrap_err();
+        let err = error_of("[]", r#"{"retry":"five"}"#);
         assert!(
-            err.contains("invalid type: string \"five\", expected u8"),
+            err.starts_with("config.retry: invalid type: string \"five\", expected u8"),
             "{err}"
         );
     }
 
     #[test]
     fn reserved_header_key_is_rejected() {
-        let err = Command::from_json(
-            r#"{"mailing_to":[{"x-match":"all"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
-        )
-        .unwrap_err();
-        assert!(err.contains("mailing_to[0]: key \"x-match\""), "{err}");
+        let err = error_of(r#"[{"x-match":"all"}]"#, "{}");
+        assert!(err.starts_with("mailing_to[0]: key \"x-match\""), "{err}");
     }
 
     #[test]
@@ -275,13 +301,41 @@ mod tests {
             ))
         };
         assert!(with(r#"{"priority":9,"backoff":2.5,"max_poke":60,"dedupe_key":"k"}"#).is_ok());
+        let cases = [
+            (
+                r#"{"priority":10}"#,
+                "config.priority: 10 is out of range: expected 0 to 9",
+            ),
+            (
+                r#"{"backoff":0.5}"#,
+                "config.backoff: 0.5 is out of range: expected a factor from 1 to 100",
+            ),
+            (
+                r#"{"waiting_timeout":0}"#,
+                "config.waiting_timeout: must be at least 1 second",
+            ),
+            (r#"{"reply_to":""}"#, "config.reply_to: must not be empty"),
+        ];
+        for (config, want) in cases {
+            assert_eq!(with(config).unwrap_err().to_string(), want);
+        }
+    }
+
+    #[test]
+    fn empty_mailing_to_entry_is_named() {
+        let err = error_of(r#"[{"unique_key":"h1"},{}]"#, "{}");
+        assert!(err.starts_with("mailing_to[1]: is empty"), "{err}");
+    }
+
+    #[test]
+    fn serialises_without_unset_options() {
+        let c = Command::from_json(
+            r#"{"mailing_to":[],"config":{"retry":1},"cmd":{"Bash":{"cmd":["true"]}}}"#,
+        )
+        .unwrap();
         assert_eq!(
-            with(r#"{"priority":10}"#).unwrap_err(),
-            "config.priority 10 is out of range: expected 0 to 9"
-        );
-        assert_eq!(
-            with(r#"{"backoff":0.5}"#).unwrap_err(),
-            "config.backoff 0.5 is out of range: expected a factor from 1 to 100"
+            serde_json::to_string(&c).unwrap(),
+            r#"{"mailing_to":[],"config":{"retry":1},"cmd":{"Bash":{"cmd":["true"]}}}"#
         );
     }
 

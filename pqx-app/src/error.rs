@@ -1,17 +1,24 @@
-//! The error type of pqx-app. Messages name the file, field, queue or table they are about and, where
-//! there is one, the command that fixes it.
+//! The error types of pqx-app: [`Error`], and what can be wrong with a task ([`InvalidTask`],
+//! [`TaskProblem`]). Messages name the file, field, queue or table they are about and, where there
+//! is one, the command that fixes it.
 
 use std::path::PathBuf;
+
+use pqx::InvalidField;
 
 /// Errors raised by pqx-app.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// A task file is not a valid command.
-    #[error("{path}: {message}")]
-    Task { path: PathBuf, message: String },
-    /// A config file is not what pqx needs.
-    #[error("{path}: {message}")]
-    Config { path: PathBuf, message: String },
+    /// A task file cannot be read or is not a valid command.
+    #[error("{}: {problem}", path.display())]
+    Task { path: PathBuf, problem: TaskProblem },
+    /// A config file holds a value pqx cannot use.
+    #[error("{}: {source}", path.display())]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: InvalidField,
+    },
     /// The database refused a statement.
     #[error("{context}: {source}")]
     Db {
@@ -22,12 +29,85 @@ pub enum Error {
     /// The tables are not there.
     #[error("the tables message_history and message_result do not exist in {url}: run `initiator -o crt_tbl` (or `-o init`)")]
     NoTables { url: String },
+    /// The subscriber could not set up its SIGINT/SIGTERM handling.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(#[source] std::io::Error),
+    /// The subscriber could not say it is ready.
+    #[error("cannot write the ready file {}: {source}", path.display())]
+    ReadyFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command with an empty `mailing_to` has no host queue to go to.
+    #[error(
+        "mailing_to is empty and init.yml lists no header_queues: there is nowhere to send it"
+    )]
+    NowhereToSend,
+    /// A command could not be encoded for the wire.
+    #[error("cannot encode the command as JSON: {0}")]
+    Encode(#[source] serde_json::Error),
+    /// The broker stayed out of reach for the whole `--retry-for`.
+    #[error("gave up after {tries} tries: {source}")]
+    GaveUp {
+        tries: u32,
+        #[source]
+        source: pqx::Error,
+    },
+    /// Publishing stopped part way.
+    #[error("{source} ({published} of {planned} publishes were confirmed before it)")]
+    PartlyPublished {
+        published: usize,
+        planned: usize,
+        #[source]
+        source: Box<Error>,
+    },
+    /// `publisher --wait`: some commands failed.
+    #[error("{failed} of {total} results are failures")]
+    ResultsFailed { failed: usize, total: usize },
+    /// `publisher --wait`: some results did not come in time.
+    #[error("{missing} of {total} results did not come within {wait_secs}s ({failed} failures among the others)")]
+    ResultsMissing {
+        missing: usize,
+        total: usize,
+        wait_secs: u64,
+        failed: usize,
+    },
     /// An error from the pqx library.
     #[error(transparent)]
     Pqx(#[from] pqx::Error),
     /// An error from pqx-util.
     #[error(transparent)]
     Util(#[from] pqx_util::Error),
+}
+
+/// Why some JSON is not a command.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InvalidTask {
+    /// Not JSON, or JSON that ends early or goes on after the command.
+    #[error("{0}")]
+    Syntax(String),
+    /// A field is missing, unknown, of the wrong type or has a value pqx cannot use.
+    #[error(transparent)]
+    Field(#[from] InvalidField),
+}
+
+/// What is wrong with a task file.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskProblem {
+    #[error("cannot read: {0}")]
+    Unreadable(#[source] std::io::Error),
+    #[error(transparent)]
+    Invalid(InvalidTask),
+    /// A line of a JSON-lines file.
+    #[error("line {line}: {source}")]
+    OnLine {
+        line: usize,
+        #[source]
+        source: InvalidTask,
+    },
+    #[error("no commands in it")]
+    Empty,
 }
 
 /// The result type of pqx-app.

@@ -2,12 +2,12 @@
 //! vhost has (through the management API), or the recorded attempts and how they ended.
 
 use chrono::SecondsFormat;
-use clap::builder::PossibleValue;
 use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use pqx_util::MqApi;
 
-use crate::{cli, ConfigArgs, Result, Store};
+use crate::cli::Choice;
+use crate::{Attempt, ConfigArgs, Result, Store};
 
 /// Look at the tables, the broker's topology and the recorded attempts.
 #[derive(Debug, Parser)]
@@ -15,9 +15,8 @@ use crate::{cli, ConfigArgs, Result, Store};
 pub struct InspectorCli {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// What to do (the original PQX's option strings)
-    #[arg(short, long, value_enum)]
-    pub option: Option<InspectorOption>,
+    #[command(flatten)]
+    pub choice: Choice<InspectorOption>,
     /// With hist: only the attempts of this message id
     #[arg(long, global = true)]
     pub message_id: Option<String>,
@@ -27,42 +26,26 @@ pub struct InspectorCli {
     /// With hist: also print what each attempt wrote to stdout and stderr (its last 64 KiB)
     #[arg(long, global = true)]
     pub output: bool,
-    #[command(subcommand)]
-    pub command: Option<InspectorOption>,
 }
 
-/// What inspector does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
-#[command(rename_all = "snake_case")]
+/// What inspector does: `-o NAME` and the subcommand NAME are the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand, ValueEnum)]
 pub enum InspectorOption {
     /// Tables, exchanges, queues and bindings
-    Insp,
+    #[clap(name = "insp")]
+    Topology,
     /// Recorded attempts and their results
-    Hist,
-}
-
-// `-o NAME` takes the same names as the subcommands; the derive macros cannot share one enum's
-// attributes, so the names are given here and a test checks they match.
-impl ValueEnum for InspectorOption {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[Self::Insp, Self::Hist]
-    }
-
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        Some(PossibleValue::new(match self {
-            Self::Insp => "insp",
-            Self::Hist => "hist",
-        }))
-    }
+    #[clap(name = "hist")]
+    History,
 }
 
 /// Runs inspector.
 pub async fn run(cli: InspectorCli) -> Result<()> {
-    let option = cli::chosen::<InspectorCli, _>(cli.option, cli.command);
+    let option = cli.choice.chosen::<InspectorCli>();
     let conn = cli.config.conn()?;
+    let store = Store::connect(&conn.db_url).await?;
     match option {
-        InspectorOption::Insp => {
-            let store = Store::connect(&conn.db).await?;
+        InspectorOption::Topology => {
             if store.tables_exist().await? {
                 println!(
                     "tables: message_history, message_result exist in {}",
@@ -74,12 +57,11 @@ pub async fn run(cli: InspectorCli) -> Result<()> {
                     store.url()
                 );
             }
-            let api = MqApi::new(conn.mq_api())?;
+            let api = MqApi::new(conn.api)?;
             print!("{}", topology(&api).await?);
             Ok(())
         }
-        InspectorOption::Hist => {
-            let store = Store::connect(&conn.db).await?;
+        InspectorOption::History => {
             store.ensure_tables().await?;
             let attempts = store.attempts(cli.message_id.as_deref(), cli.limit).await?;
             print!("{}", attempts_table(&attempts));
@@ -128,7 +110,7 @@ pub async fn topology(api: &MqApi) -> Result<String> {
     Ok(out)
 }
 
-fn attempts_table(attempts: &[crate::Attempt]) -> String {
+fn attempts_table(attempts: &[Attempt]) -> String {
     let mut t = table([
         "id",
         "message id",
@@ -140,7 +122,7 @@ fn attempts_table(attempts: &[crate::Attempt]) -> String {
         "exit",
         "result",
     ]);
-    for (history, result) in attempts {
+    for Attempt { history, result } in attempts {
         let show = |v: &Option<String>| v.clone().unwrap_or_default();
         let (ended, exit, summary) = match result {
             Some(r) => (
@@ -169,9 +151,9 @@ fn attempts_table(attempts: &[crate::Attempt]) -> String {
     format!("{t}\n")
 }
 
-fn attempts_output(attempts: &[crate::Attempt]) -> String {
+fn attempts_output(attempts: &[Attempt]) -> String {
     let mut out = String::new();
-    for (history, result) in attempts {
+    for Attempt { history, result } in attempts {
         let Some(result) = result else { continue };
         for (name, text) in [("stdout", &result.stdout), ("stderr", &result.stderr)] {
             let text = text.as_deref().unwrap_or_default();
@@ -202,7 +184,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn option_names_are_the_subcommand_names() {
-        crate::cli::assert_option_names::<InspectorCli, InspectorOption>();
+    fn the_original_options_and_the_subcommands_are_the_same() {
+        let given = |cli: InspectorCli| cli.choice.given();
+        crate::cli::assert_same_options(&["insp", "hist"], given);
     }
 }

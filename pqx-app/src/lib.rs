@@ -1,13 +1,15 @@
 //! pqx, the product: the command a task file holds, the config files, the records and their
 //! migrations, and what each of the five binaries does. Each binary's `main` parses its arguments and
 //! calls the `run` of its module here, so that everything a binary does can be tested as a library.
+//!
+//! The way of one command: `publisher` (plan, route, send) -> RabbitMQ -> `subscriber` (decode,
+//! plan, run, record, settle) -> `records`. ARCHITECTURE.md draws it, file by file.
 
 mod command;
 mod config;
 mod error;
-mod executor;
-mod persist;
-mod routes;
+mod outcome;
+mod records;
 
 pub mod cli;
 pub mod entities;
@@ -18,8 +20,12 @@ pub mod publisher;
 pub mod rectifier;
 pub mod subscriber;
 
-pub use command::{Command, TaskConfig, MAX_PRIORITY};
-pub use config::{ConfigArgs, ConnConfig, InitConfig};
-pub use error::{Error, Result};
-pub use executor::{Executor, Reply};
-pub use persist::{Attempt, AttemptStart, Store};
+pub use command::{Command, TaskConfig};
+pub use config::{
+    ApiSection, ConfigArgs, Conn, ConnConfig, DbSection, HeaderQueue, InitConfig, MqEndpoint,
+    MqSection, DEFAULT_API_PORT, DEFAULT_DB_URL, DEFAULT_MQ_HOST, DEFAULT_MQ_PORT, DEFAULT_PG_PORT,
+    DEFAULT_VHOST, MAX_PRIORITY,
+};
+pub use error::{Error, InvalidTask, Result, TaskProblem};
+pub use outcome::{Outcome, Reply};
+pub use records::{Attempt, AttemptStart, Store};

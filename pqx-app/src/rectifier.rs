@@ -1,13 +1,13 @@
 //! `rectifier -o del_que | del_exg | del_tbl`: removes what initiator made, so that it can be made
 //! again with other settings. Deleting what is already gone is not an error.
 
-use clap::builder::PossibleValue;
 use clap::{Parser, Subcommand, ValueEnum};
 use pqx::mq::{delete_exchange, delete_queue};
 use pqx_util::MqApi;
 use tracing::warn;
 
-use crate::{cli, ConfigArgs, Result, Store};
+use crate::cli::Choice;
+use crate::{ConfigArgs, Conn, Result, Store};
 
 /// Remove the queues, exchanges or tables that initiator made.
 #[derive(Debug, Parser)]
@@ -15,47 +15,30 @@ use crate::{cli, ConfigArgs, Result, Store};
 pub struct RectifierCli {
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// What to do (the original PQX's option strings)
-    #[arg(short, long, value_enum)]
-    pub option: Option<RectifierOption>,
-    #[command(subcommand)]
-    pub command: Option<RectifierOption>,
+    #[command(flatten)]
+    pub choice: Choice<RectifierOption>,
 }
 
-/// What rectifier does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand)]
-#[command(rename_all = "snake_case")]
+/// What rectifier does: `-o NAME` and the subcommand NAME are the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand, ValueEnum)]
 pub enum RectifierOption {
     /// Delete the host queues, their retry wait queues and the dead-letter queue, with their messages
-    DelQue,
+    #[clap(name = "del_que")]
+    DeleteQueues,
     /// Delete the headers, delayed and dead-letter exchanges
-    DelExg,
+    #[clap(name = "del_exg")]
+    DeleteExchanges,
     /// Drop the tables and every record in them
-    DelTbl,
-}
-
-// `-o NAME` takes the same names as the subcommands; the derive macros cannot share one enum's
-// attributes, so the names are given here and a test checks they match.
-impl ValueEnum for RectifierOption {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[Self::DelQue, Self::DelExg, Self::DelTbl]
-    }
-
-    fn to_possible_value(&self) -> Option<PossibleValue> {
-        Some(PossibleValue::new(match self {
-            Self::DelQue => "del_que",
-            Self::DelExg => "del_exg",
-            Self::DelTbl => "del_tbl",
-        }))
-    }
+    #[clap(name = "del_tbl")]
+    DeleteTables,
 }
 
 /// Runs rectifier; prints a line per thing it removed.
 pub async fn run(cli: RectifierCli) -> Result<()> {
-    let option = cli::chosen::<RectifierCli, _>(cli.option, cli.command);
+    let option = cli.choice.chosen::<RectifierCli>();
     let conn = cli.config.conn()?;
-    if option == RectifierOption::DelTbl {
-        let store = Store::connect(&conn.db).await?;
+    if option == RectifierOption::DeleteTables {
+        let store = Store::connect(&conn.db_url).await?;
         store.drop_tables().await?;
         println!(
             "dropped tables message_history, message_result in {}",
@@ -64,11 +47,11 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
         return Ok(());
     }
     let init = cli.config.init()?;
-    let connection = pqx::mq::connect(&conn.mq, "pqx rectifier").await?;
+    let connection = pqx::mq::connect(&conn.mq_url, "pqx rectifier").await?;
     let channel = pqx::mq::open_channel(&connection).await?;
     let result: Result<()> = async {
         match option {
-            RectifierOption::DelQue => {
+            RectifierOption::DeleteQueues => {
                 let mut queues: Vec<String> =
                     init.header_queues.iter().map(|q| q.queue.clone()).collect();
                 queues.extend(wait_queues(&conn, &queues).await);
@@ -78,7 +61,7 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
                     println!("deleted queue {queue} ({dropped} messages dropped)");
                 }
             }
-            RectifierOption::DelExg => {
+            RectifierOption::DeleteExchanges => {
                 for exchange in [
                     init.header_exchange.clone(),
                     init.delayed_exchange(),
@@ -88,7 +71,7 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
                     println!("deleted exchange {exchange}");
                 }
             }
-            RectifierOption::DelTbl => {}
+            RectifierOption::DeleteTables => {}
         }
         Ok(())
     }
@@ -99,8 +82,8 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
 
 /// The retry wait queues (`<queue>.retry.<ms>`) of `queues`, found through the management API; they
 /// are made on demand, so init.yml cannot list them.
-async fn wait_queues(conn: &crate::ConnConfig, queues: &[String]) -> Vec<String> {
-    let listed = match MqApi::new(conn.mq_api()) {
+async fn wait_queues(conn: &Conn, queues: &[String]) -> Vec<String> {
+    let listed = match MqApi::new(conn.api.clone()) {
         Ok(api) => api.queues().await,
         Err(e) => Err(e),
     };
@@ -128,7 +111,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn option_names_are_the_subcommand_names() {
-        crate::cli::assert_option_names::<RectifierCli, RectifierOption>();
+    fn the_original_options_and_the_subcommands_are_the_same() {
+        let names = ["del_que", "del_exg", "del_tbl"];
+        crate::cli::assert_same_options(&names, |cli: RectifierCli| cli.choice.given());
     }
 }

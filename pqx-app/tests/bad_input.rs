@@ -8,7 +8,8 @@ mod common;
 
 use std::process::Output;
 
-use common::{count_ended, Db, TestEnv};
+use anyhow::Result;
+use common::{count_ended, env, DbKind, Records, DLQ};
 use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
 
@@ -28,9 +29,9 @@ fn error_line(out: &Output, binary: &str, code: i32) -> String {
 }
 
 #[tokio::test]
-async fn bad_task_files_publish_nothing() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    env.init();
+async fn bad_task_files_publish_nothing() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
     let cases = [
         ("syntax.json", r#"{"mailing_to":[{"unique_key":"h1"}], "cmd": "#, "EOF while parsing"),
         (
@@ -51,17 +52,17 @@ async fn bad_task_files_publish_nothing() {
         (
             "empty.json",
             r#"{"mailing_to":[{"unique_key":"h1"},{}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
-            "mailing_to[1] is empty",
+            "mailing_to[1]: is empty (give at least one pair",
         ),
         (
             "nocmd.json",
             r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":[]}}}"#,
-            "cmd.Bash.cmd must not be empty",
+            "cmd.Bash.cmd: must not be empty",
         ),
     ];
     for (name, json, expected) in cases {
-        let task = env.task(name, json);
-        let out = env.run("publisher", &["-o", "pub", "-t", task.to_str().unwrap()]);
+        let task = env.write(name, json)?;
+        let out = env.run("publisher", &["-o", "pub", "-t", task.to_str().unwrap()])?;
         let line = error_line(&out, "publisher", 1);
         assert!(
             line.starts_with(&format!("{}: ", task.display())),
@@ -69,36 +70,38 @@ async fn bad_task_files_publish_nothing() {
         );
         assert!(line.contains(expected), "{name}: {line}");
     }
-    let out = env.run("publisher", &["-o", "pub", "-t", "missing.json"]);
+    let out = env.run("publisher", &["-o", "pub", "-t", "missing.json"])?;
     assert!(error_line(&out, "publisher", 1).starts_with("missing.json: cannot read: No such file"));
-    assert_eq!(env.queue_len("h1").await, 0, "nothing was published");
+    assert_eq!(env.vhost.queue_len("h1").await?, 0, "nothing was published");
+    Ok(())
 }
 
 #[tokio::test]
-async fn unroutable_and_undeclared_targets_are_errors() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    let task = env.task(
+async fn unroutable_and_undeclared_targets_are_errors() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    let task = env.write(
         "t.json",
         r#"{"mailing_to":[{"unique_key":"nobody"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
-    );
-    let out = env.run("publisher", &["-o", "pub", "-t", task.to_str().unwrap()]);
+    )?;
+    let out = env.run("publisher", &["-o", "pub", "-t", task.to_str().unwrap()])?;
     let line = error_line(&out, "publisher", 1);
     assert!(line.contains("no exchange 'pqx.test'"), "{line}");
     assert!(line.contains("run `initiator -o init`"), "{line}");
 
-    env.init();
-    let out = env.run("publisher", &["-o", "pub", "-t", task.to_str().unwrap()]);
+    env.init()?;
+    let out = env.run("publisher", &["-o", "pub", "-t", task.to_str().unwrap()])?;
     let line = error_line(&out, "publisher", 1);
     assert!(
         line.starts_with("no queue matches mailing_to {unique_key=nobody} on pqx.test"),
         "{line}"
     );
+    Ok(())
 }
 
 #[tokio::test]
-async fn options_and_config_files() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    let out = env.run("initiator", &["-o", "frobnicate"]);
+async fn options_and_config_files() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    let out = env.run("initiator", &["-o", "frobnicate"])?;
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -110,52 +113,54 @@ async fn options_and_config_files() {
         "{err}"
     );
 
-    let out = env.run("rectifier", &[]);
+    let out = env.run("rectifier", &[])?;
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("choose what to do: -o <OPTION> or a subcommand"));
 
-    let help = env.ok("initiator", &["init", "--help"]);
+    let help = env.ok("initiator", &["init", "--help"])?;
     assert!(help.contains("--conn"), "{help}");
 
-    let out = env.run("initiator", &["--conn", "nowhere/conn.yml", "-o", "init"]);
+    let out = env.run("initiator", &["--conn", "nowhere/conn.yml", "-o", "init"])?;
     assert_eq!(
         error_line(&out, "initiator", 1),
         "cannot read nowhere/conn.yml: No such file or directory (os error 2)"
     );
 
-    std::fs::write(
-        env.path("bad-init.yml"),
+    env.write(
+        "bad-init.yml",
         "header_exchange: x\nheader_queues:\n  - {queue: h1, match_type: some, kv: {a: b}}\n",
-    )
-    .unwrap();
-    let out = env.run("initiator", &["--init", "bad-init.yml", "-o", "decl_x"]);
+    )?;
+    let out = env.run("initiator", &["--init", "bad-init.yml", "-o", "decl_x"])?;
     let line = error_line(&out, "initiator", 1);
     assert!(line.starts_with("bad-init.yml: header_queues[0].match_type: unknown variant `some`, expected `any` or `all`"), "{line}");
 
-    std::fs::write(
-        env.path("env-conn.yml"),
-        "mq:\n  pass: ${PQX_TEST_UNSET_SECRET}\n",
-    )
-    .unwrap();
-    let out = env.run("initiator", &["--conn", "env-conn.yml", "-o", "decl_x"]);
+    env.write("env-conn.yml", "mq:\n  pass: ${PQX_TEST_UNSET_SECRET}\n")?;
+    let out = env.run("initiator", &["--conn", "env-conn.yml", "-o", "decl_x"])?;
     let line = error_line(&out, "initiator", 1);
     assert_eq!(
         line,
         "env-conn.yml: key mq.pass: environment variable PQX_TEST_UNSET_SECRET is not set"
     );
+
+    env.write("pg-conn.yml", "db:\n  protocol: postgres\n  host: h\n")?;
+    let out = env.run("initiator", &["--conn", "pg-conn.yml", "-o", "crt_tbl"])?;
+    assert_eq!(
+        error_line(&out, "initiator", 1),
+        "pg-conn.yml: db.user: required with db.protocol postgres (or give db.url)"
+    );
+    Ok(())
 }
 
 #[tokio::test]
-async fn unreachable_broker_and_database() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    std::fs::write(
-        env.path("conn.yml"),
+async fn unreachable_broker_and_database() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.write(
+        "conn.yml",
         "mq:\n  host: 127.0.0.1\n  port: 1\n  user: pqx\n  pass: s3cret\n  vhost: v\n\
          db:\n  url: postgres://pqx:s3cret@127.0.0.1:1/pqx\n",
-    )
-    .unwrap();
-    let out = env.run("initiator", &["-o", "decl_x"]);
+    )?;
+    let out = env.run("initiator", &["-o", "decl_x"])?;
     let line = error_line(&out, "initiator", 1);
     assert!(
         line.starts_with("RabbitMQ amqp://pqx:***@127.0.0.1:1/v: "),
@@ -163,33 +168,14 @@ async fn unreachable_broker_and_database() {
     );
     assert!(!line.contains("s3cret"));
 
-    let task = env.task(
+    let task = env.write(
         "t.json",
         r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
-    );
-    let out = env.run(
-        "publisher",
-        &[
-            "-o",
-            "pub",
-            "--retry-for",
-            "0",
-            "-t",
-            task.to_str().unwrap(),
-        ],
-    );
+    )?;
+    let task = task.to_str().unwrap();
+    let out = env.run("publisher", &["-o", "pub", "--retry-for", "0", "-t", task])?;
     assert!(error_line(&out, "publisher", 1).starts_with("RabbitMQ amqp://pqx:***@127.0.0.1:1/v: "));
-    let out = env.run(
-        "publisher",
-        &[
-            "-o",
-            "pub",
-            "--retry-for",
-            "1",
-            "-t",
-            task.to_str().unwrap(),
-        ],
-    );
+    let out = env.run("publisher", &["-o", "pub", "--retry-for", "1", "-t", task])?;
     let line = error_line(&out, "publisher", 1);
     assert!(line.starts_with("gave up after "), "{line}");
     assert!(
@@ -198,7 +184,7 @@ async fn unreachable_broker_and_database() {
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach RabbitMQ: trying again"));
 
-    let out = env.run("initiator", &["-o", "crt_tbl"]);
+    let out = env.run("initiator", &["-o", "crt_tbl"])?;
     let line = error_line(&out, "initiator", 1);
     assert_eq!(
         line,
@@ -206,17 +192,18 @@ async fn unreachable_broker_and_database() {
     );
     assert!(!line.contains("s3cret"));
 
-    let out = env.run("subscriber", &["-q", "h1"]);
+    let out = env.run("subscriber", &["-q", "h1"])?;
     assert!(error_line(&out, "subscriber", 1)
         .starts_with("database postgres://pqx:***@127.0.0.1:1/pqx: "));
+    Ok(())
 }
 
 #[tokio::test]
-async fn subscriber_needs_its_queue_and_the_tables() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    env.ok("initiator", &["-o", "decl_dlx"]);
-    env.ok("initiator", &["-o", "decl_x"]);
-    let out = env.run("subscriber", &["-q", "h1"]);
+async fn subscriber_needs_its_queue_and_the_tables() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.ok("initiator", &["-o", "decl_dlx"])?;
+    env.ok("initiator", &["-o", "decl_x"])?;
+    let out = env.run("subscriber", &["-q", "h1"])?;
     let line = error_line(&out, "subscriber", 1);
     assert!(line.contains("do not exist in sqlite://"), "{line}");
     assert!(
@@ -224,21 +211,36 @@ async fn subscriber_needs_its_queue_and_the_tables() {
         "{line}"
     );
 
-    env.init();
-    let out = env.run("subscriber", &["-q", "nope"]);
+    env.init()?;
+    let out = env.run("subscriber", &["-q", "nope"])?;
     assert_eq!(
         error_line(&out, "subscriber", 1),
         "queue nope does not exist: add it to header_queues in init.yml and run `initiator -o init`"
     );
+
+    let ready = env.path("no-dir/ready");
+    let out = env.run(
+        "subscriber",
+        &["-q", "h1", "--ready-file", ready.to_str().unwrap()],
+    )?;
+    let line = error_line(&out, "subscriber", 1);
+    assert!(
+        line.starts_with(&format!(
+            "cannot write the ready file {}: ",
+            ready.display()
+        )),
+        "{line}"
+    );
+    Ok(())
 }
 
 #[tokio::test]
-async fn poison_messages_are_dead_lettered_and_the_subscriber_goes_on() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    env.init();
-    let sub = env.subscriber("h1", &[]);
-    let conn = env.amqp().await;
-    let channel = conn.create_channel().await.unwrap();
+async fn poison_messages_are_dead_lettered_and_the_subscriber_goes_on() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
+    let sub = env.subscriber("h1")?;
+    let conn = env.vhost.connect().await?;
+    let channel = conn.create_channel().await?;
     let poison: [&[u8]; 3] = [
         b"not json at all",
         br#"{"mailing_to":[],"cmd":{"Teleport":{"to":"mars"}}}"#,
@@ -253,18 +255,17 @@ async fn poison_messages_are_dead_lettered_and_the_subscriber_goes_on() {
                 body,
                 BasicProperties::default(),
             )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
+            .await?
+            .await?;
     }
     let _ = conn.close(200, "".into()).await;
     let mut dead = Vec::new();
     let mut reasons = Vec::new();
     for _ in 0..3 {
         let message = env
-            .dead_letter(30)
-            .await
+            .vhost
+            .take(DLQ, 30)
+            .await?
             .expect("poison message dead-lettered");
         let reason = pqx::mq::header_string(&message.properties, pqx::mq::ERROR_HEADER);
         let queue = pqx::mq::header_string(&message.properties, pqx::mq::QUEUE_HEADER);
@@ -286,7 +287,7 @@ async fn poison_messages_are_dead_lettered_and_the_subscriber_goes_on() {
         "{reasons:?}"
     );
     assert!(
-        env.dead_letter(1).await.is_none(),
+        env.vhost.take(DLQ, 1).await?.is_none(),
         "each was dead-lettered once"
     );
     let log = sub.log();
@@ -296,10 +297,11 @@ async fn poison_messages_are_dead_lettered_and_the_subscriber_goes_on() {
     );
     assert!(log.contains("unknown variant `Teleport`"), "{log}");
 
-    let good = env.task(
+    let good = env.write(
         "good.json",
         r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
-    );
-    let id = env.publish(&good).remove(0);
-    env.wait_attempts(&id, 30, |a| count_ended(a) == 1).await;
+    )?;
+    let id = env.publish(&good)?.remove(0);
+    env.wait_attempts(&id, 30, |a| count_ended(a) == 1).await?;
+    Ok(())
 }

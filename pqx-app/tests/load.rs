@@ -10,9 +10,11 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use common::{Db, TestEnv};
+use anyhow::{Context, Result};
+use common::{env, DbKind, Deadline, DLQ};
 use pqx_app::entities::{message_history, message_result};
 use sea_orm::{EntityTrait, PaginatorTrait};
+use serde_json::json;
 
 const COMMANDS: usize = 10_000;
 const PUBLISHERS: usize = 3;
@@ -37,71 +39,62 @@ fn kind(i: usize) -> Kind {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_commands_reconcile() {
-    let env = TestEnv::new(Db::Sqlite).await;
+async fn ten_thousand_commands_reconcile() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
     let queues: String = (1..=QUEUES)
         .map(|q| format!("  - {{queue: q{q}, kv: {{unique_key: q{q}}}}}\n"))
         .collect();
-    std::fs::write(
-        env.path("init.yml"),
-        format!(
-            "header_exchange: pqx.load\ndead_letter_queue: {}\nheader_queues:\n{queues}",
-            common::DLQ
-        ),
-    )
-    .unwrap();
-    env.init();
+    env.write(
+        "init.yml",
+        &format!("header_exchange: pqx.load\ndead_letter_queue: {DLQ}\nheader_queues:\n{queues}"),
+    )?;
+    env.init()?;
     let marks = env.path("marks");
-    std::fs::create_dir_all(&marks).unwrap();
+    std::fs::create_dir_all(&marks)?;
 
     // Which queue and kind each command is, by the marker it echoes.
     let mut files = vec![String::new(); PUBLISHERS];
     for i in 0..COMMANDS {
         let queue = format!("q{}", i % QUEUES + 1);
         let (script, config) = match kind(i) {
-            Kind::Ok => (format!("echo c{i}"), String::new()),
+            Kind::Ok => (format!("echo c{i}"), json!({})),
             Kind::Flaky => (
                 format!(
                     r#"echo c{i}; f={}/c{i}; [ -e $f ] || {{ : > $f; exit 1; }}"#,
                     marks.display()
                 ),
-                r#","config":{"retry":2,"poke":1}"#.to_owned(),
+                json!({"retry": 2, "poke": 1}),
             ),
-            Kind::Doomed => (
-                format!("echo c{i}; exit 3"),
-                r#","config":{"retry":1,"poke":1}"#.to_owned(),
-            ),
+            Kind::Doomed => (format!("echo c{i}; exit 3"), json!({"retry": 1, "poke": 1})),
         };
-        let line = serde_json::json!({
+        let line = json!({
             "mailing_to": [{"unique_key": queue}],
+            "config": config,
             "cmd": {"Bash": {"cmd": [script]}},
-        })
-        .to_string();
-        let line = format!("{}{config}}}", &line[..line.len() - 1]);
-        files[i % PUBLISHERS].push_str(&line);
+        });
+        files[i % PUBLISHERS].push_str(&line.to_string());
         files[i % PUBLISHERS].push('\n');
     }
 
     let mut subscribers = Vec::new();
     for q in [1, 2, 3, 4, 1, 2] {
-        subscribers.push(env.subscriber(&format!("q{q}"), &[]));
+        subscribers.push(env.subscriber(&format!("q{q}"))?);
     }
     let started = Instant::now();
-    let publishers: Vec<_> = files
-        .iter()
-        .enumerate()
-        .map(|(n, text)| {
-            let path = env.task(&format!("load-{n}.jsonl"), text);
-            env.command("publisher")
-                .args(["-o", "pub", "--quiet", "-t", path.to_str().unwrap()])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let mut publishers = Vec::new();
+    for (n, text) in files.iter().enumerate() {
+        let path = env.write(&format!("load-{n}.jsonl"), text)?;
+        let publisher = env
+            .command("publisher")
+            .args(["-o", "pub", "--quiet", "-t"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        publishers.push(publisher);
+    }
     for publisher in publishers {
-        let out = publisher.wait_with_output().unwrap();
+        let out = publisher.wait_with_output()?;
         assert!(
             out.status.success(),
             "{}",
@@ -113,19 +106,16 @@ async fn ten_thousand_commands_reconcile() {
     let expected_attempts: usize = (0..COMMANDS)
         .map(|i| if kind(i) == Kind::Ok { 1 } else { 2 })
         .sum();
-    let db = pqx_util::connect_db(&pqx_util::DbConfig::new(env.db_url.clone()))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(600);
+    let db = pqx_util::connect_db(&env.db.url).await?;
+    let deadline = Deadline::after_secs(600);
     loop {
-        let results = message_result::Entity::find().count(&db).await.unwrap() as usize;
+        let results = message_result::Entity::find().count(&db).await? as usize;
         if results >= expected_attempts {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{results} of {expected_attempts} attempts ended in time"
-        );
+        deadline
+            .tick(|| format!("{results} of {expected_attempts} attempts ended in time"))
+            .await?;
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let elapsed = started.elapsed();
@@ -134,28 +124,31 @@ async fn ten_thousand_commands_reconcile() {
     let rows = message_history::Entity::find()
         .find_also_related(message_result::Entity)
         .all(&db)
-        .await
-        .unwrap();
+        .await?;
     let mut by_command: HashMap<usize, Vec<(String, i32, i32)>> = HashMap::new();
     let mut wrong_queue = 0;
     for (history, result) in &rows {
-        let cmd: serde_json::Value = serde_json::from_str(&history.cmd).unwrap();
-        let script = cmd["Bash"]["cmd"][0].as_str().unwrap();
-        let i: usize = script[6..]
-            .split(|c: char| !c.is_ascii_digit())
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        let queue = history.queue.clone().unwrap();
+        let cmd: serde_json::Value = serde_json::from_str(&history.cmd)?;
+        let script = cmd["Bash"]["cmd"][0].as_str().context("a Bash script")?;
+        // Every script starts with `echo c<i>`.
+        let marker = script
+            .strip_prefix("echo c")
+            .context("the command's marker")?;
+        let digits = marker.len()
+            - marker
+                .trim_start_matches(|c: char| c.is_ascii_digit())
+                .len();
+        let i: usize = marker[..digits].parse()?;
+        let queue = history.queue.clone().context("the attempt's queue")?;
         if queue != format!("q{}", i % QUEUES + 1) {
             wrong_queue += 1;
         }
         let result = result.as_ref().expect("every attempt ended");
-        by_command
-            .entry(i)
-            .or_default()
-            .push((queue, history.attempt.unwrap(), result.exit_code));
+        by_command.entry(i).or_default().push((
+            queue,
+            history.attempt.context("attempt")?,
+            result.exit_code,
+        ));
     }
     assert_eq!(
         wrong_queue, 0,
@@ -174,10 +167,10 @@ async fn ten_thousand_commands_reconcile() {
         assert_eq!(exits, want, "command {i}: {attempts:?}");
         *counts.entry(kind(*i)).or_default() += 1;
     }
-    let dead = env.drain_dead_letters(3).await;
+    let dead = env.vhost.drain(DLQ, 3).await?;
     assert_eq!(dead, counts[&Kind::Doomed], "dead letters");
     for q in 1..=QUEUES {
-        assert_eq!(env.queue_len(&format!("q{q}")).await, 0);
+        assert_eq!(env.vhost.queue_len(&format!("q{q}")).await?, 0);
     }
     println!(
         "load reconciliation: sent {COMMANDS} commands ({} ok, {} flaky, {} doomed) from {PUBLISHERS} publishers \
@@ -195,4 +188,5 @@ async fn ten_thousand_commands_reconcile() {
         rows.len() as f64 / elapsed.as_secs_f64(),
     );
     assert_eq!(rows.len(), expected_attempts, "no attempt recorded twice");
+    Ok(())
 }

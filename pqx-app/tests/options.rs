@@ -5,86 +5,90 @@
 
 mod common;
 
-use common::{count_ended, ended, Db, TestEnv};
-use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use anyhow::Result;
+use common::{count_ended, ended, env, DbKind, Deadline, Records};
+use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 
 #[tokio::test]
-async fn higher_priority_overtakes_waiting_commands() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    env.init();
-    let low = env.task(
+async fn higher_priority_overtakes_waiting_commands() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
+    let low = env.write(
         "low.jsonl",
         &(0..5)
             .map(|i| format!(r#"{{"mailing_to":[{{"unique_key":"h2"}}],"config":{{"priority":1}},"cmd":{{"Bash":{{"cmd":["echo low {i}"]}}}}}}"#))
             .collect::<Vec<_>>()
             .join("\n"),
-    );
-    env.publish(&low);
-    let high = env.task(
+    )?;
+    env.publish(&low)?;
+    let high = env.write(
         "high.json",
         r#"{"mailing_to":[{"unique_key":"h2"}],"config":{"priority":9},"cmd":{"Bash":{"cmd":["echo high"]}}}"#,
-    );
-    let high_id = env.publish(&high).remove(0);
-    let _sub = env.subscriber("h2", &[]);
-    let store = env.store().await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    )?;
+    let high_id = env.publish(&high)?.remove(0);
+    let _sub = env.subscriber("h2")?;
+    let store = env.store().await?;
+    let deadline = Deadline::after_secs(30);
     let all = loop {
-        let all = store.attempts(None, 100).await.unwrap();
+        let all = store.attempts(None, 100).await?;
         if count_ended(&all) == 6 {
             break all;
         }
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        deadline.tick(|| format!("6 attempts: {all:#?}")).await?;
     };
-    let first = all.iter().min_by_key(|a| a.0.id).unwrap();
+    let first = all.iter().min_by_key(|a| a.history.id).unwrap();
     assert_eq!(
-        first.0.message_id.as_deref(),
+        first.history.message_id.as_deref(),
         Some(high_id.as_str()),
         "the priority 9 command ran first"
     );
+    Ok(())
 }
 
 #[tokio::test]
-async fn backoff_grows_the_wait_up_to_max_poke() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    env.init();
-    let _sub = env.subscriber("h1", &[]);
-    let task = env.task(
+async fn backoff_grows_the_wait_up_to_max_poke() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
+    let _sub = env.subscriber("h1")?;
+    let task = env.write(
         "backoff.json",
         r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"retry":3,"poke":1,"backoff":2,"max_poke":3},"cmd":{"Bash":{"cmd":["exit 1"]}}}"#,
-    );
-    let id = env.publish(&task).remove(0);
-    let attempts = env.wait_attempts(&id, 60, |a| count_ended(a) == 4).await;
+    )?;
+    let id = env.publish(&task)?.remove(0);
+    let attempts = env.wait_attempts(&id, 60, |a| count_ended(a) == 4).await?;
     let gaps: Vec<i64> = attempts
         .windows(2)
-        .map(|w| (w[1].0.time - ended(&w[0]).time).num_milliseconds())
+        .map(|w| (w[1].history.time - ended(&w[0]).time).num_milliseconds())
         .collect();
+    assert_eq!(gaps.len(), 3);
     // 1 s, then 2 s, then 4 s capped at 3 s.
     for (gap, want) in gaps.iter().zip([1000, 2000, 3000]) {
         assert!(*gap >= want - 100 && *gap < want + 1500, "gaps {gaps:?}");
     }
+    Ok(())
 }
 
 #[tokio::test]
-async fn dedupe_key_runs_a_command_once_per_queue() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    env.init();
-    let _sub = env.subscriber("h1", &[]);
+async fn dedupe_key_runs_a_command_once_per_queue() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
+    let _sub = env.subscriber("h1")?;
     let marker = env.path("ran.txt");
-    let task = env.task(
+    let task = env.write(
         "once.json",
         &format!(
             r#"{{"mailing_to":[{{"unique_key":"h1"}}],"config":{{"dedupe_key":"migrate-42"}},"cmd":{{"Bash":{{"cmd":["echo ran >> {}"]}}}}}}"#,
             marker.display()
         ),
-    );
-    let first = env.publish(&task).remove(0);
-    env.wait_attempts(&first, 30, |a| count_ended(a) == 1).await;
-    let second = env.publish(&task).remove(0);
+    )?;
+    let first = env.publish(&task)?.remove(0);
+    env.wait_attempts(&first, 30, |a| count_ended(a) == 1)
+        .await?;
+    let second = env.publish(&task)?.remove(0);
     let attempts = env
         .wait_attempts(&second, 30, |a| count_ended(a) == 1)
-        .await;
+        .await?;
     let result = ended(&attempts[0]);
     assert_eq!(result.exit_code, 0);
     assert!(
@@ -95,27 +99,28 @@ async fn dedupe_key_runs_a_command_once_per_queue() {
         result.result
     );
     assert_eq!(
-        std::fs::read_to_string(&marker).unwrap(),
+        std::fs::read_to_string(&marker)?,
         "ran\n",
         "the command ran once"
     );
-    assert_eq!(env.queue_len("h1").await, 0);
+    assert_eq!(env.vhost.queue_len("h1").await?, 0);
+    Ok(())
 }
 
 #[tokio::test]
-async fn publisher_wait_prints_results_and_fails_on_failures() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    env.init();
-    let _h1 = env.subscriber("h1", &[]);
-    let _h2 = env.subscriber("h2", &[]);
-    let ok = env.task(
+async fn publisher_wait_prints_results_and_fails_on_failures() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
+    let _h1 = env.subscriber("h1")?;
+    let _h2 = env.subscriber("h2")?;
+    let ok = env.write(
         "ok.json",
         r#"{"mailing_to":[{"common_key":"dev"}],"cmd":{"Bash":{"cmd":["echo hi"]}}}"#,
-    );
+    )?;
     let out = env.run(
         "publisher",
         &["-o", "pub", "--wait", "30", "-t", ok.to_str().unwrap()],
-    );
+    )?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -140,14 +145,14 @@ async fn publisher_wait_prints_results_and_fails_on_failures() {
         "{stdout}"
     );
 
-    let bad = env.task(
+    let bad = env.write(
         "bad.json",
         r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"retry":1,"poke":1},"cmd":{"Bash":{"cmd":["echo no >&2; exit 3"]}}}"#,
-    );
+    )?;
     let out = env.run(
         "publisher",
         &["-o", "pub", "--wait", "30", "-t", bad.to_str().unwrap()],
-    );
+    )?;
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -156,40 +161,29 @@ async fn publisher_wait_prints_results_and_fails_on_failures() {
     );
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("publisher: error: 1 of 1 results are failures"));
+    Ok(())
 }
 
 #[tokio::test]
-async fn reply_to_sends_the_result_to_a_queue() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    env.init();
-    let conn = env.amqp().await;
-    let channel = conn.create_channel().await.unwrap();
+async fn reply_to_sends_the_result_to_a_queue() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
+    let conn = env.vhost.connect().await?;
+    let channel = conn.create_channel().await?;
     channel
         .queue_declare(
             "results".into(),
             QueueDeclareOptions::default(),
             FieldTable::default(),
         )
-        .await
-        .unwrap();
-    let _sub = env.subscriber("h1", &[]);
-    let task = env.task(
+        .await?;
+    let _sub = env.subscriber("h1")?;
+    let task = env.write(
         "rpc.json",
         r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"reply_to":"results"},"cmd":{"Bash":{"cmd":["echo answer"]}}}"#,
-    );
-    let id = env.publish(&task).remove(0);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let message = loop {
-        let got = channel
-            .basic_get("results".into(), BasicGetOptions { no_ack: true })
-            .await
-            .unwrap();
-        if let Some(message) = got {
-            break message.delivery;
-        }
-        assert!(std::time::Instant::now() < deadline, "no result came");
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    )?;
+    let id = env.publish(&task)?.remove(0);
+    let message = env.vhost.take("results", 30).await?.expect("a result came");
     assert_eq!(
         message
             .properties
@@ -198,22 +192,26 @@ async fn reply_to_sends_the_result_to_a_queue() {
             .map(|c| c.as_str()),
         Some(id.as_str())
     );
-    let reply: pqx_app::Reply = serde_json::from_slice(&message.data).unwrap();
+    let reply: pqx_app::Reply = serde_json::from_slice(&message.data)?;
     assert!(reply.success);
+    assert_eq!(reply.message_id.as_deref(), Some(id.as_str()));
     assert_eq!(reply.queue, "h1");
+    assert_eq!(reply.attempt, 1);
+    assert_eq!(reply.result, "succeeded");
     assert_eq!(reply.stdout, "answer\n");
+    let _ = conn.close(200, "".into()).await;
+    Ok(())
 }
 
 #[tokio::test]
-async fn changing_max_priority_names_the_fix() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    env.init();
-    std::fs::write(
-        env.path("init.yml"),
-        format!("{}max_priority: 5\n", common::INIT_YML),
-    )
-    .unwrap();
-    let out = env.run("initiator", &["-o", "decl_x"]);
+async fn changing_max_priority_names_the_fix() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
+    env.write(
+        "init.yml",
+        &format!("{}max_priority: 5\n", common::INIT_YML),
+    )?;
+    let out = env.run("initiator", &["-o", "decl_x"])?;
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -222,4 +220,5 @@ async fn changing_max_priority_names_the_fix() {
     );
     assert!(err.contains("x-max-priority"), "{err}");
     assert!(err.contains("rectifier -o del_que"), "{err}");
+    Ok(())
 }

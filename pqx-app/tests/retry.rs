@@ -7,110 +7,115 @@ mod common;
 
 use std::time::Duration;
 
-use common::{count_ended, ended, Db, TestEnv};
+use anyhow::Result;
+use common::{count_ended, ended, env, DbKind, Records, DLQ};
 
-async fn retries_then_dead_letters(db: Db) {
-    let env = TestEnv::new(db).await;
-    env.init();
-    let _sub = env.subscriber("h1", &[]);
-    let task = env.task(
+async fn retries_then_dead_letters(db: DbKind) -> Result<()> {
+    let env = env(db).await?;
+    env.init()?;
+    let _sub = env.subscriber("h1")?;
+    let task = env.write(
         "fail.json",
         r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"retry":2,"poke":1},"cmd":{"Bash":{"cmd":["exit 7"]}}}"#,
-    );
-    let id = env.publish(&task).remove(0);
-    let attempts = env.wait_attempts(&id, 60, |a| count_ended(a) == 3).await;
-    let numbers: Vec<_> = attempts.iter().map(|a| a.0.attempt).collect();
+    )?;
+    let id = env.publish(&task)?.remove(0);
+    let attempts = env.wait_attempts(&id, 60, |a| count_ended(a) == 3).await?;
+    let numbers: Vec<_> = attempts.iter().map(|a| a.history.attempt).collect();
     assert_eq!(numbers, vec![Some(1), Some(2), Some(3)]);
     for attempt in &attempts {
         assert_eq!(ended(attempt).exit_code, 7);
         assert_eq!(ended(attempt).result, "failed: exit code 7");
     }
-    let gap = attempts[1].0.time - ended(&attempts[0]).time;
+    let gap = attempts[1].history.time - ended(&attempts[0]).time;
     assert!(
         gap >= chrono::Duration::milliseconds(900),
         "poke is respected: {gap}"
     );
 
     let dead = env
-        .dead_letter(30)
-        .await
+        .vhost
+        .take(DLQ, 30)
+        .await?
         .expect("the message is dead-lettered after the last attempt");
     assert_eq!(
         dead.properties.message_id().as_ref().map(|m| m.as_str()),
         Some(id.as_str())
     );
+    let reason = pqx::mq::header_string(&dead.properties, pqx::mq::ERROR_HEADER);
+    assert_eq!(
+        reason.as_deref(),
+        Some("failed on attempt 3: failed: exit code 7")
+    );
     // Nothing more runs once it is dead-lettered.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(env.attempts(&id).await.len(), 3);
+    assert_eq!(env.attempts(&id).await?.len(), 3);
+    Ok(())
 }
 
 #[tokio::test]
-async fn retries_then_dead_letters_sqlite() {
-    retries_then_dead_letters(Db::Sqlite).await;
+async fn retries_then_dead_letters_sqlite() -> Result<()> {
+    retries_then_dead_letters(DbKind::Sqlite).await
 }
 
 #[tokio::test]
-async fn retries_then_dead_letters_postgres() {
-    retries_then_dead_letters(Db::Postgres).await;
+async fn retries_then_dead_letters_postgres() -> Result<()> {
+    retries_then_dead_letters(DbKind::Postgres).await
 }
 
 #[tokio::test]
-async fn retry_goes_back_only_to_the_failing_queue() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    env.init();
+async fn retry_goes_back_only_to_the_failing_queue() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
     // The same command fails on h1's machine only.
-    let _h1 = env.subscriber("h1", &[("PQX_TEST_FAIL", "1")]);
-    let _h2 = env.subscriber("h2", &[]);
-    let task = env.task(
+    let _h1 = env.subscriber_with("h1", &[], &[("PQX_TEST_FAIL", "1")])?;
+    let _h2 = env.subscriber("h2")?;
+    let task = env.write(
         "both.json",
         r#"{"mailing_to":[{"unique_key":"h1"},{"unique_key":"h2"}],"config":{"retry":2,"poke":1},
             "cmd":{"Bash":{"cmd":["test -z \"$PQX_TEST_FAIL\""]}}}"#,
-    );
-    let ids = env.publish(&task);
+    )?;
+    let ids = env.publish(&task)?;
     assert_eq!(ids.len(), 2);
     let on_h1 = env
         .wait_attempts(&ids[0], 60, |a| count_ended(a) == 3)
-        .await;
-    assert!(on_h1.iter().all(|a| a.0.queue.as_deref() == Some("h1")));
-    assert!(env.dead_letter(30).await.is_some());
-    let on_h2 = env.attempts(&ids[1]).await;
+        .await?;
+    assert!(on_h1
+        .iter()
+        .all(|a| a.history.queue.as_deref() == Some("h1")));
+    assert!(env.vhost.take(DLQ, 30).await?.is_some());
+    let on_h2 = env.attempts(&ids[1]).await?;
     assert_eq!(on_h2.len(), 1, "h2 ran it exactly once: {on_h2:#?}");
-    assert_eq!(on_h2[0].0.queue.as_deref(), Some("h2"));
+    assert_eq!(on_h2[0].history.queue.as_deref(), Some("h2"));
     assert_eq!(ended(&on_h2[0]).exit_code, 0);
+    Ok(())
 }
 
 #[tokio::test]
-async fn one_publish_to_two_queues_retries_on_the_failing_one_only() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    env.init();
-    let _h1 = env.subscriber("h1", &[("PQX_TEST_FAIL", "1")]);
-    let _h2 = env.subscriber("h2", &[]);
+async fn one_publish_to_two_queues_retries_on_the_failing_one_only() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
+    let _h1 = env.subscriber_with("h1", &[], &[("PQX_TEST_FAIL", "1")])?;
+    let _h2 = env.subscriber("h2")?;
     // common_key=dev reaches h1 and h2 with one publish: one message id, two queues.
-    let task = env.task(
+    let task = env.write(
         "dev.json",
         r#"{"mailing_to":[{"common_key":"dev"}],"config":{"retry":1,"poke":1},
             "cmd":{"Bash":{"cmd":["test -z \"$PQX_TEST_FAIL\""]}}}"#,
-    );
-    let id = env.publish(&task).remove(0);
-    let attempts = env
-        .wait_attempts(&id, 60, |a| {
-            a.iter()
-                .filter(|x| x.0.queue.as_deref() == Some("h1") && x.1.is_some())
-                .count()
-                == 2
-        })
-        .await;
-    assert!(env.dead_letter(30).await.is_some());
-    let attempts = if attempts.len() < 3 {
-        env.attempts(&id).await
-    } else {
-        attempts
-    };
-    let on = |q: &str| {
+    )?;
+    let id = env.publish(&task)?.remove(0);
+    let on = |attempts: &[pqx_app::Attempt], queue: &str| {
         attempts
             .iter()
-            .filter(|a| a.0.queue.as_deref() == Some(q))
+            .filter(|a| a.history.queue.as_deref() == Some(queue) && a.result.is_some())
             .count()
     };
-    assert_eq!((on("h1"), on("h2")), (2, 1), "{attempts:#?}");
+    let attempts = env
+        .wait_attempts(&id, 60, |a| on(a, "h1") == 2 && on(a, "h2") == 1)
+        .await?;
+    assert!(env.vhost.take(DLQ, 30).await?.is_some());
+    assert_eq!(attempts.len(), 3, "{attempts:#?}");
+    // Nothing more runs on either queue.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(env.attempts(&id).await?.len(), 3);
+    Ok(())
 }

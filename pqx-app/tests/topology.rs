@@ -5,23 +5,24 @@
 
 mod common;
 
-use common::{Db, TestEnv};
+use anyhow::Result;
+use common::{env, DbKind, Records};
 
-async fn lay_out_inspect_and_remove(db: Db) {
-    let env = TestEnv::new(db).await;
+async fn lay_out_inspect_and_remove(db: DbKind) -> Result<()> {
+    let env = env(db).await?;
 
-    let before = env.ok("inspector", &["-o", "insp"]);
+    let before = env.ok("inspector", &["-o", "insp"])?;
     assert!(before.contains("tables: missing"), "{before}");
 
-    let first = env.ok("initiator", &["-o", "init"]);
-    let second = env.ok("initiator", &["init"]);
+    let first = env.ok("initiator", &["-o", "init"])?;
+    let second = env.ok("initiator", &["init"])?;
     assert_eq!(first, second, "running initiator twice must be harmless");
     assert!(
         first.contains("queue h3 bound to pqx.test (x-match all: unique_key=h3, zone=eu)"),
         "{first}"
     );
 
-    let insp = env.ok("inspector", &["insp"]);
+    let insp = env.ok("inspector", &["insp"])?;
     assert!(
         insp.contains("tables: message_history, message_result exist"),
         "{insp}"
@@ -57,12 +58,12 @@ async fn lay_out_inspect_and_remove(db: Db) {
         "default exchanges are left out:\n{insp}"
     );
 
-    let del_que = env.ok("rectifier", &["-o", "del_que"]);
+    let del_que = env.ok("rectifier", &["-o", "del_que"])?;
     assert!(del_que.contains("deleted queue h1"), "{del_que}");
     assert!(del_que.contains("deleted queue pqx.test.dlq"), "{del_que}");
-    env.ok("rectifier", &["-o", "del_exg"]);
-    env.ok("rectifier", &["del_tbl"]);
-    let after = env.ok("inspector", &["-o", "insp"]);
+    env.ok("rectifier", &["-o", "del_exg"])?;
+    env.ok("rectifier", &["del_tbl"])?;
+    let after = env.ok("inspector", &["-o", "insp"])?;
     assert!(after.contains("tables: missing"), "{after}");
     assert!(
         !after.contains("pqx.test"),
@@ -70,44 +71,46 @@ async fn lay_out_inspect_and_remove(db: Db) {
     );
 
     // And it can all be laid out again.
-    env.init();
+    env.init()?;
+    Ok(())
 }
 
 #[tokio::test]
-async fn lay_out_inspect_and_remove_sqlite() {
-    lay_out_inspect_and_remove(Db::Sqlite).await;
+async fn lay_out_inspect_and_remove_sqlite() -> Result<()> {
+    lay_out_inspect_and_remove(DbKind::Sqlite).await
 }
 
 #[tokio::test]
-async fn lay_out_inspect_and_remove_postgres() {
-    lay_out_inspect_and_remove(Db::Postgres).await;
+async fn lay_out_inspect_and_remove_postgres() -> Result<()> {
+    lay_out_inspect_and_remove(DbKind::Postgres).await
 }
 
 #[tokio::test]
-async fn each_step_alone() {
-    let env = TestEnv::new(Db::Sqlite).await;
+async fn each_step_alone() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
     assert!(env
-        .ok("initiator", &["-o", "decl_dlx"])
+        .ok("initiator", &["-o", "decl_dlx"])?
         .contains("queue pqx.test.dlq"));
     assert!(env
-        .ok("initiator", &["-o", "decl_x"])
+        .ok("initiator", &["-o", "decl_x"])?
         .contains("queue h1 bound to pqx.test"));
     assert!(env
-        .ok("initiator", &["-o", "decl_dx"])
+        .ok("initiator", &["-o", "decl_dx"])?
         .contains("pqx.test.delayed"));
     assert!(env
-        .ok("initiator", &["-o", "crt_tbl"])
+        .ok("initiator", &["-o", "crt_tbl"])?
         .contains("tables message_history"));
-    assert!(env.store().await.tables_exist().await.unwrap());
+    assert!(env.store().await?.tables_exist().await?);
+    Ok(())
 }
 
 #[tokio::test]
-async fn changed_queue_settings_name_the_fix() {
-    let env = TestEnv::new(Db::Sqlite).await;
-    env.init();
+async fn changed_queue_settings_name_the_fix() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
     let changed = common::INIT_YML.replace("dead_message_ttl: 600", "dead_message_ttl: 60");
-    std::fs::write(env.path("init.yml"), changed).unwrap();
-    let out = env.run("initiator", &["-o", "decl_dlx"]);
+    env.write("init.yml", &changed)?;
+    let out = env.run("initiator", &["-o", "decl_dlx"])?;
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -115,30 +118,32 @@ async fn changed_queue_settings_name_the_fix() {
         "{err}"
     );
     assert!(err.contains("rectifier -o del_que"), "{err}");
+    Ok(())
 }
 
 #[tokio::test]
-async fn postgres_from_the_original_keys() {
-    let env = TestEnv::new(Db::Postgres).await;
-    let url = url::Url::parse(&env.db_url).unwrap();
+async fn postgres_from_the_original_keys() -> Result<()> {
+    let env = env(DbKind::Postgres).await?;
+    let url = url::Url::parse(&env.db.url)?;
     let conn = format!(
         "mq:\n  host: {}\n  user: {}\n  pass: {}\n  vhost: {}\n\
          db:\n  protocol: postgres\n  host: {}\n  port: {}\n  user: {}\n  pass: {}\n  db: {}\n",
         common::mq_host(),
         common::MQ_USER,
         common::MQ_PASS,
-        env.vhost,
+        env.vhost.name,
         url.host_str().unwrap(),
         url.port().unwrap_or(5432),
         url.username(),
         url.password().unwrap(),
         url.path().trim_start_matches('/'),
     );
-    std::fs::write(env.path("conn.yml"), conn).unwrap();
-    let out = env.ok("initiator", &["-o", "crt_tbl"]);
+    env.write("conn.yml", &conn)?;
+    let out = env.ok("initiator", &["-o", "crt_tbl"])?;
     assert!(
         out.contains("tables message_history, message_result in postgres://"),
         "{out}"
     );
-    assert!(env.store().await.tables_exist().await.unwrap());
+    assert!(env.store().await?.tables_exist().await?);
+    Ok(())
 }

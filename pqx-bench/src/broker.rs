@@ -13,14 +13,14 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
 
-use crate::env::Env;
+use pqx_testkit::Env;
 
 /// Publishes `n` persistent messages of `body` with confirms pipelined, then consumes and acks them;
 /// returns (published/s, consumed/s). `as_pqx` gives each message the properties pqx gives a
 /// command (its own message id, a timestamp, the routing headers) and publishes it mandatory, as
 /// the publisher does; otherwise only the body is the same.
 pub async fn raw_rates(env: &Env, body: &[u8], n: usize, as_pqx: bool) -> Result<(f64, f64)> {
-    let conn = env.amqp().await?;
+    let conn = pqx::mq::connect(&env.vhost.url(), "pqx bench").await?;
     let channel = conn.create_channel().await?;
     let queue = format!("raw-{}", uuid::Uuid::new_v4().simple());
     let durable = QueueDeclareOptions {
@@ -30,6 +30,23 @@ pub async fn raw_rates(env: &Env, body: &[u8], n: usize, as_pqx: bool) -> Result
     channel
         .queue_declare(queue.as_str().into(), durable, FieldTable::default())
         .await?;
+    let publish_rate = publish_rate(&channel, &queue, body, n, as_pqx).await?;
+    let consume_rate = consume_rate(&conn, &queue, n).await?;
+    channel
+        .queue_delete(queue.as_str().into(), Default::default())
+        .await?;
+    let _ = conn.close(200, "".into()).await;
+    Ok((publish_rate, consume_rate))
+}
+
+/// Messages/s of `n` publishes of `body` to `queue`, confirms pipelined.
+async fn publish_rate(
+    channel: &lapin::Channel,
+    queue: &str,
+    body: &[u8],
+    n: usize,
+    as_pqx: bool,
+) -> Result<f64> {
     channel
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
@@ -52,22 +69,23 @@ pub async fn raw_rates(env: &Env, body: &[u8], n: usize, as_pqx: bool) -> Result
                 .with_content_type("application/json".into()),
         };
         channel
-            .basic_publish("".into(), queue.as_str().into(), options, body, properties)
+            .basic_publish("".into(), queue.into(), options, body, properties)
             .await?;
     }
     let returned = channel.wait_for_confirms().await?;
     if !returned.is_empty() {
         bail!("{} raw messages came back", returned.len());
     }
-    let publish_rate = n as f64 / started.elapsed().as_secs_f64();
+    Ok(n as f64 / started.elapsed().as_secs_f64())
+}
 
-    let consumer_channel = conn.create_channel().await?;
-    consumer_channel
-        .basic_qos(100, BasicQosOptions::default())
-        .await?;
-    let mut consumer = consumer_channel
+/// Messages/s of consuming and acking `n` messages of `queue`.
+async fn consume_rate(conn: &lapin::Connection, queue: &str, n: usize) -> Result<f64> {
+    let channel = conn.create_channel().await?;
+    channel.basic_qos(100, BasicQosOptions::default()).await?;
+    let mut consumer = channel
         .basic_consume(
-            queue.as_str().into(),
+            queue.into(),
             "".into(),
             BasicConsumeOptions::default(),
             FieldTable::default(),
@@ -80,19 +98,14 @@ pub async fn raw_rates(env: &Env, body: &[u8], n: usize, as_pqx: bool) -> Result
             None => bail!("the raw consumer ended early"),
         };
     }
-    let consume_rate = n as f64 / started.elapsed().as_secs_f64();
-    channel
-        .queue_delete(queue.as_str().into(), Default::default())
-        .await?;
-    let _ = conn.close(200, "".into()).await;
-    Ok((publish_rate, consume_rate))
+    Ok(n as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Milliseconds from just before each of `n` publishes (one at a time, every `gap`, a pqx command
 /// with its headers, through the headers exchange to q0) to its delivery to a lapin consumer on
 /// another connection: the broker's share of publish-to-start latency.
 pub async fn raw_latencies_ms(env: &Env, body: &[u8], n: usize, gap: Duration) -> Result<Vec<f64>> {
-    let consuming = env.amqp().await?;
+    let consuming = pqx::mq::connect(&env.vhost.url(), "pqx bench").await?;
     let consumer_channel = consuming.create_channel().await?;
     let mut consumer = consumer_channel
         .basic_consume(
@@ -102,7 +115,7 @@ pub async fn raw_latencies_ms(env: &Env, body: &[u8], n: usize, gap: Duration) -
             FieldTable::default(),
         )
         .await?;
-    let publishing = env.amqp().await?;
+    let publishing = pqx::mq::connect(&env.vhost.url(), "pqx bench").await?;
     let publisher = pqx::mq::Publisher::open(&publishing).await?;
     let headers = q0_headers();
     let mut latencies = Vec::with_capacity(n);
@@ -110,9 +123,8 @@ pub async fn raw_latencies_ms(env: &Env, body: &[u8], n: usize, gap: Duration) -
         let id = uuid::Uuid::new_v4().to_string();
         let properties = pqx::mq::command_properties(&id, headers.clone(), None, None);
         let before = Instant::now();
-        publisher
-            .send("pqx.bench", "", body, properties, "q0")
-            .await?;
+        let to = pqx::mq::Destination::new("pqx.bench", "", "q0");
+        publisher.send(to, body, properties).await?;
         let delivery = match consumer.next().await {
             Some(delivery) => delivery?,
             None => bail!("the raw consumer ended early"),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
-use crate::env::process_cpu_secs;
+use pqx_testkit::process_cpu_secs;
 
 /// Spawns and waits for `n` runs of `bash -c true` on each of `parallel` threads; returns runs/s
 /// and the microseconds of CPU each run cost (the children's, as reaped).

@@ -6,15 +6,16 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use pqx::mq::{command_properties, field_table, Publisher};
+use pqx::mq::{command_properties, field_table, Destination, Publisher};
+use pqx_testkit::Env;
 
-use crate::env::Env;
+use crate::env::{wait_results, BenchEnv};
 
 /// The latencies in milliseconds of `n` commands published every `gap` to a subscriber started
 /// with `extra` arguments.
 pub async fn latencies_ms(env: &Env, n: usize, gap: Duration, extra: &[&str]) -> Result<Vec<f64>> {
-    let sub = env.subscriber(0, extra)?;
-    let conn = env.amqp().await?;
+    let sub = env.bench_subscriber(0, extra)?;
+    let conn = pqx::mq::connect(&env.vhost.url(), "pqx bench").await?;
     let publisher = Publisher::open(&conn).await?;
     let command = serde_json::json!({
         "mailing_to": [{"unique_key": "q0"}],
@@ -27,19 +28,18 @@ pub async fn latencies_ms(env: &Env, n: usize, gap: Duration, extra: &[&str]) ->
         let id = uuid::Uuid::new_v4().to_string();
         let properties = command_properties(&id, field_table(&pairs), None, None);
         let at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
-        publisher
-            .publish("pqx.bench", "", &body, properties, "q0")
-            .await?;
+        let to = Destination::new("pqx.bench", "", "q0");
+        publisher.publish(to, &body, properties).await?;
         published.insert(id, at);
         tokio::time::sleep(gap).await;
     }
     let db = env.db().await?;
-    env.wait_results(&db, n as u64, 120).await?;
-    let store = pqx_app::Store::connect(&pqx_util::DbConfig::new(env.db_url.clone())).await?;
+    wait_results(&db, n as u64, 120).await?;
+    let store = pqx_app::Store::connect(&env.db.url).await?;
     let mut latencies = Vec::with_capacity(n);
-    for (history, result) in store.attempts(None, n as u64).await? {
-        let id = history.message_id.context("no message id")?;
-        let stdout = result.and_then(|r| r.stdout).context("no stdout")?;
+    for attempt in store.attempts(None, n as u64).await? {
+        let id = attempt.history.message_id.context("no message id")?;
+        let stdout = attempt.result.and_then(|r| r.stdout).context("no stdout")?;
         let started: f64 = stdout
             .trim()
             .parse()

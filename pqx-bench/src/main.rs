@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use env::{Db, Env};
+use pqx_testkit::DbKind;
 use report::{percentile, Report};
 
 /// Measure pqx: throughput, latency, memory and routing scale.
@@ -119,7 +119,7 @@ async fn run(cli: &Cli) -> Result<Report> {
 async fn broker_and_publish(cli: &Cli, r: &mut Report) -> Result<()> {
     let n = cli.reps.max(1);
     eprintln!("2. raw broker");
-    let env = Env::new(Db::Sqlite, 1).await?;
+    let env = env::env(DbKind::Sqlite, 1).await?;
     let body = serde_json::to_vec(&serde_json::json!({
         "mailing_to": [{"unique_key": "q0"}],
         "cmd": {"Bash": {"cmd": ["true"]}},
@@ -173,9 +173,9 @@ async fn broker_and_publish(cli: &Cli, r: &mut Report) -> Result<()> {
 async fn end_to_end(cli: &Cli, r: &mut Report, floor: f64) -> Result<()> {
     let n = cli.reps.max(1);
     eprintln!("4. end to end");
-    let mut dbs = vec![(Db::Sqlite, "SQLite")];
+    let mut dbs = vec![(DbKind::Sqlite, "SQLite")];
     if !cli.no_postgres {
-        dbs.push((Db::Postgres, "PostgreSQL"));
+        dbs.push((DbKind::Postgres, "PostgreSQL"));
     }
     for (db, name) in dbs {
         for (subs, extra, label) in [
@@ -224,7 +224,7 @@ async fn latency(cli: &Cli, r: &mut Report) -> Result<()> {
     eprintln!("5. latency");
     let mut runs = Vec::new();
     for _ in 0..n {
-        let env = Env::new(Db::Sqlite, 1).await?;
+        let env = env::env(DbKind::Sqlite, 1).await?;
         runs.push(latency::latencies_ms(&env, 300, Duration::from_millis(10), &[]).await?);
     }
     let note = "publish -> the command's own start ($EPOCHREALTIME), 300 at 100/s, SQLite";
@@ -242,7 +242,7 @@ async fn latency(cli: &Cli, r: &mut Report) -> Result<()> {
     }))?;
     let mut runs = Vec::new();
     for _ in 0..n {
-        let env = Env::new(Db::Sqlite, 1).await?;
+        let env = env::env(DbKind::Sqlite, 1).await?;
         runs.push(broker::raw_latencies_ms(&env, &body, 300, Duration::from_millis(10)).await?);
     }
     let note = "lapin publish -> lapin delivery, through the headers exchange: the broker's share";
@@ -265,27 +265,19 @@ async fn memory(cli: &Cli, r: &mut Report) -> Result<()> {
     let mut idle = Vec::new();
     let mut after = Vec::new();
     for _ in 0..n {
-        let env = Env::new(Db::Sqlite, 1).await?;
+        let env = env::env(DbKind::Sqlite, 1).await?;
         let (i, a) = memory::rss_mib(&env, 1000, &[]).await?;
         idle.push(i);
         after.push(a);
     }
     let growth: Vec<f64> = after.iter().zip(&idle).map(|(a, i)| a - i).collect();
-    r.add(
-        "memory",
-        "subscriber RSS idle",
-        idle,
-        "MiB",
-        "after start, SQLite",
-    );
-    r.add(
-        "memory",
-        "subscriber RSS after 1,000 commands",
-        after,
-        "MiB",
-        "",
-    );
-    r.add("memory", "growth over 1,000 commands", growth, "MiB", "");
+    for (name, samples, note) in [
+        ("subscriber RSS idle", idle, "after start, SQLite"),
+        ("subscriber RSS after 1,000 commands", after, ""),
+        ("growth over 1,000 commands", growth, ""),
+    ] {
+        r.add("memory", name, samples, "MiB", note);
+    }
     Ok(())
 }
 

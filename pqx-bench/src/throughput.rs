@@ -6,19 +6,21 @@ use std::time::Duration;
 use anyhow::Result;
 use lapin::options::QueuePurgeOptions;
 
-use crate::env::{busy_cpu_secs, Db, Env};
+use pqx_testkit::{busy_cpu_secs, DbKind, Env};
+
+use crate::env::{env, wait_results, BenchEnv};
 
 /// Commands/s of `publisher --lines` for `n` commands to q0 (wall time of the process).
 pub async fn bulk_publish_rate(env: &Env, n: usize) -> Result<f64> {
     let file = env.tasks("bulk.jsonl", n, 0, "true")?;
-    let took = env.publish(&file)?;
+    let took = env.publish_lines(&file)?;
     purge(env, "q0").await?;
     Ok(n as f64 / took.as_secs_f64())
 }
 
 /// Empties a queue.
 pub async fn purge(env: &Env, queue: &str) -> Result<()> {
-    let conn = env.amqp().await?;
+    let conn = env.vhost.connect().await?;
     let channel = conn.create_channel().await?;
     channel
         .queue_purge(queue.into(), QueuePurgeOptions::default())
@@ -44,17 +46,22 @@ pub struct EndToEnd {
 /// subscribers (with `extra` arguments) run them; the rate is taken between the first attempt's
 /// start and the last attempt's end as recorded, so that start-up is not counted. The CPU figures
 /// cover the subscribers' whole life (start-up included) and, system-wide, the same time.
-pub async fn end_to_end(db: Db, n: usize, subscribers: usize, extra: &[&str]) -> Result<EndToEnd> {
-    let env = Env::new(db, 1).await?;
+pub async fn end_to_end(
+    db: DbKind,
+    n: usize,
+    subscribers: usize,
+    extra: &[&str],
+) -> Result<EndToEnd> {
+    let env = env(db, 1).await?;
     let file = env.tasks("e2e.jsonl", n, 0, "true")?;
-    env.publish(&file)?;
+    env.publish_lines(&file)?;
     let conn = env.db().await?;
     let busy_before = busy_cpu_secs()?;
     let mut subs = Vec::new();
     for _ in 0..subscribers {
-        subs.push(env.subscriber(0, extra)?);
+        subs.push(env.bench_subscriber(0, extra)?);
     }
-    env.wait_results(&conn, n as u64, 600).await?;
+    wait_results(&conn, n as u64, 600).await?;
     let busy = busy_cpu_secs()? - busy_before;
     let (mut own, mut children) = (0.0, 0.0);
     for sub in &subs {
@@ -97,7 +104,7 @@ async fn span_secs(conn: &sea_orm::DatabaseConnection) -> Result<f64> {
 
 /// Publish commands/s of `publisher --lines` with `queues` host queues bound to the exchange.
 pub async fn routing_rate(queues: usize, n: usize) -> Result<f64> {
-    let env = Env::new(Db::Sqlite, queues).await?;
+    let env = env(DbKind::Sqlite, queues).await?;
     let rate = bulk_publish_rate(&env, n).await?;
     Ok(rate)
 }

@@ -13,9 +13,9 @@ use crate::{Error, Result};
 pub fn expand_env(value: &str, context: &str) -> Result<String> {
     shellexpand::full(value)
         .map(|s| s.into_owned())
-        .map_err(|e| Error::Expand {
+        .map_err(|e| Error::UnsetVariable {
             context: context.to_owned(),
-            message: format!("environment variable {} is not set", e.var_name),
+            var: e.var_name,
         })
 }
 

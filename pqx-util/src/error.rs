@@ -15,9 +15,9 @@ pub enum Error {
     /// A config file is not what was expected.
     #[error("{path}: {message}")]
     BadFile { path: PathBuf, message: String },
-    /// A `${VAR}` named in a config value is not set.
-    #[error("{context}: {message}")]
-    Expand { context: String, message: String },
+    /// A `${VAR}` named in a value is not set.
+    #[error("{context}: environment variable {var} is not set")]
+    UnsetVariable { context: String, var: String },
     /// A database could not be reached or refused a statement.
     #[error("database {url}: {source}")]
     Db {
@@ -25,15 +25,17 @@ pub enum Error {
         #[source]
         source: sea_orm::DbErr,
     },
-    /// The database settings are incomplete.
-    #[error("{0}")]
-    DbConfig(String),
+    /// Nothing answers at the database server's address.
+    #[error("database {url}: cannot reach {host}:{port}: {why}")]
+    DbUnreachable {
+        url: String,
+        host: String,
+        port: u16,
+        why: String,
+    },
     /// The RabbitMQ management API could not be reached or answered with an error.
     #[error("RabbitMQ management API {url}: {message}")]
     MqApi { url: String, message: String },
-    /// Logging could not be set up.
-    #[error("logging: {0}")]
-    Log(String),
 }
 
 /// The result type of pqx-util.

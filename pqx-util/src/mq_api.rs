@@ -1,5 +1,6 @@
 //! A small client of RabbitMQ's management HTTP API: listing the exchanges, queues and bindings of a
-//! vhost (what `inspector` shows), and creating vhosts (what tests use for isolation).
+//! vhost (what `inspector` shows and the publisher routes by), and creating and deleting vhosts
+//! (what tests use for isolation).
 
 use std::time::Duration;
 
@@ -9,46 +10,47 @@ use serde::Deserialize;
 
 use crate::{Error, Result};
 
-/// Management API settings, as in conn.yml's `mq_api` section: either the original PQX's `url` +
-/// `auth` (an HTTP `Basic ...` header value), or `host`/`port`/`user`/`pass`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MqApiConfig {
-    /// The API's base URL, e.g. `http://127.0.0.1:15672/api`; wins over host and port.
-    pub url: Option<String>,
-    /// An `Authorization` header value (`Basic <base64>`); wins over user and pass.
-    pub auth: Option<String>,
-    /// Default `127.0.0.1`.
-    pub host: Option<String>,
-    /// Default 15672.
-    pub port: Option<u16>,
-    pub user: Option<String>,
-    pub pass: Option<String>,
-    /// Default `/`.
-    pub vhost: Option<String>,
+/// Where the management API is, as whom to call it, and which vhost to look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiEndpoint {
+    /// The API's base URL, e.g. `http://127.0.0.1:15672/api`.
+    pub base_url: String,
+    pub auth: ApiAuth,
+    pub vhost: String,
 }
 
-impl MqApiConfig {
-    /// Settings for the API on `host:port` with basic auth, looking at `vhost`.
+impl ApiEndpoint {
+    /// The API at `http://host:port/api` with basic auth, looking at `vhost`.
     pub fn new(host: &str, port: u16, user: &str, pass: &str, vhost: &str) -> Self {
         Self {
-            host: Some(host.to_owned()),
-            port: Some(port),
-            user: Some(user.to_owned()),
-            pass: Some(pass.to_owned()),
-            vhost: Some(vhost.to_owned()),
-            ..Self::default()
+            base_url: format!("http://{host}:{port}/api"),
+            auth: ApiAuth::Basic {
+                user: user.to_owned(),
+                pass: pass.to_owned(),
+            },
+            vhost: vhost.to_owned(),
         }
     }
+}
 
-    fn base(&self) -> String {
-        match &self.url {
-            Some(url) => url.trim_end_matches('/').to_owned(),
-            None => format!(
-                "http://{}:{}/api",
-                self.host.as_deref().unwrap_or("127.0.0.1"),
-                self.port.unwrap_or(15672)
-            ),
+/// How requests to the API authenticate.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ApiAuth {
+    /// No `Authorization` header.
+    None,
+    /// HTTP basic auth.
+    Basic { user: String, pass: String },
+    /// An `Authorization` header value as given (`Basic <base64>`, as the original PQX's `auth`).
+    Header(String),
+}
+
+// Credentials never reach a log line or an error through `{:?}`.
+impl std::fmt::Debug for ApiAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiAuth::None => f.write_str("None"),
+            ApiAuth::Basic { user, .. } => write!(f, "Basic {{ user: {user:?}, pass: *** }}"),
+            ApiAuth::Header(_) => f.write_str("Header(***)"),
         }
     }
 }
@@ -91,15 +93,15 @@ pub struct MqBinding {
 /// A client of the management API of one vhost.
 #[derive(Debug, Clone)]
 pub struct MqApi {
-    config: MqApiConfig,
+    endpoint: ApiEndpoint,
     base: String,
     http: reqwest::Client,
 }
 
 impl MqApi {
-    /// A client for `config`; nothing is sent until a call.
-    pub fn new(config: MqApiConfig) -> Result<Self> {
-        let base = config.base();
+    /// A client for `endpoint`; nothing is sent until a call.
+    pub fn new(endpoint: ApiEndpoint) -> Result<Self> {
+        let base = endpoint.base_url.trim_end_matches('/').to_owned();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()
@@ -107,12 +109,16 @@ impl MqApi {
                 url: base.clone(),
                 message: e.to_string(),
             })?;
-        Ok(Self { config, base, http })
+        Ok(Self {
+            endpoint,
+            base,
+            http,
+        })
     }
 
     /// The vhost this client looks at.
     pub fn vhost(&self) -> &str {
-        self.config.vhost.as_deref().unwrap_or("/")
+        &self.endpoint.vhost
     }
 
     fn vhost_path(&self) -> String {
@@ -124,10 +130,10 @@ impl MqApi {
             url: url.to_owned(),
             message,
         };
-        let request = match (&self.config.auth, &self.config.user) {
-            (Some(auth), _) => request.header(reqwest::header::AUTHORIZATION, auth),
-            (None, Some(user)) => request.basic_auth(user, self.config.pass.as_ref()),
-            (None, None) => request,
+        let request = match &self.endpoint.auth {
+            ApiAuth::None => request,
+            ApiAuth::Basic { user, pass } => request.basic_auth(user, Some(pass)),
+            ApiAuth::Header(value) => request.header(reqwest::header::AUTHORIZATION, value),
         };
         let response = request.send().await.map_err(|e| {
             err(format!(
@@ -201,5 +207,29 @@ impl MqApi {
         let body = serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"});
         self.send(self.http.put(&url).json(&body), &url).await?;
         Ok(())
+    }
+
+    /// Deletes the vhost with everything in it.
+    pub async fn delete_vhost(&self) -> Result<()> {
+        let url = format!("{}/vhosts/{}", self.base, self.vhost_path());
+        self.send(self.http.delete(&url), &url).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_are_not_debug_printed() {
+        let endpoint = ApiEndpoint::new("h", 1, "u", "s3cret", "v");
+        let shown = format!("{endpoint:?}");
+        assert!(
+            shown.contains("user: \"u\"") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        let header = format!("{:?}", ApiAuth::Header("Basic czNjcmV0".into()));
+        assert_eq!(header, "Header(***)");
     }
 }

@@ -1,4 +1,7 @@
-//! The error type of the pqx library: each variant says which queue, exchange or program it is about.
+//! The error types of the pqx library: [`Error`], whose variants say which queue, exchange or setting
+//! they are about, and [`InvalidField`], a value of a command or config that pqx cannot use.
+
+use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 
 /// Errors raised by the pqx library.
 #[derive(Debug, thiserror::Error)]
@@ -16,18 +19,18 @@ pub enum Error {
     /// The broker does not have an exchange or queue that the operation needs.
     #[error("{context}: {reply} (run `initiator -o init` to declare it)")]
     Missing { context: String, reply: String },
+    /// The host queue a subscriber was told to consume does not exist.
+    #[error("queue {queue} does not exist: add it to header_queues in init.yml and run `initiator -o init`")]
+    NoSuchQueue { queue: String },
     /// A mandatory publish matched no queue.
     #[error("no queue matches {target}: nothing was delivered (check header_queues in init.yml and run `initiator -o init`)")]
     Unroutable { target: String },
     /// The broker did not take a published message.
     #[error("the broker refused the message for {target} (negative publisher confirm)")]
     Nacked { target: String },
-    /// A command cannot be started as given (unset variable, no such program).
-    #[error("{0}")]
-    Command(String),
-    /// A broker setting is not what pqx needs.
-    #[error("{0}")]
-    Config(String),
+    /// A per-machine setting in the subscriber's environment is not usable.
+    #[error("{var}: {problem}")]
+    Setting { var: &'static str, problem: String },
     /// An error from pqx-util.
     #[error(transparent)]
     Util(#[from] pqx_util::Error),
@@ -45,7 +48,9 @@ impl Error {
             | lapin::ErrorKind::InvalidConnectionState(_)
             | lapin::ErrorKind::InvalidChannelState(..)
             | lapin::ErrorKind::MissingHeartbeatError => true,
-            lapin::ErrorKind::ProtocolError(e) => e.to_string().contains("CONNECTION_FORCED"),
+            lapin::ErrorKind::ProtocolError(e) => {
+                *e.kind() == AMQPErrorKind::Hard(AMQPHardError::CONNECTIONFORCED)
+            }
             _ => false,
         }
     }
@@ -54,7 +59,28 @@ impl Error {
 /// The result type of the pqx library.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Adds a description of what was being done to a lapin error.
+/// A field of a command or config file whose value pqx cannot use, named by its path
+/// (`cmd.Bash.cmd`, `config.priority`, `header_queues[1].queue`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}")]
+pub struct InvalidField {
+    pub field: String,
+    pub problem: String,
+}
+
+impl InvalidField {
+    /// `field` has a value that `problem` describes.
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// Adds a description of what was being done to a lapin error, telling a declaration that differs
+/// from what exists (PRECONDITION_FAILED) and a missing exchange or queue (NOT_FOUND) by their
+/// reply codes.
 pub(crate) trait AmqpContext<T> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T>;
 }
@@ -63,20 +89,28 @@ impl<T> AmqpContext<T> for std::result::Result<T, lapin::Error> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T> {
         self.map_err(|source| {
             let context = context();
-            let text = source.to_string();
-            if text.contains("PRECONDITION_FAILED") {
-                Error::Differs {
+            match soft_error(&source) {
+                Some(AMQPSoftError::PRECONDITIONFAILED) => Error::Differs {
                     context,
-                    reply: text,
-                }
-            } else if text.contains("NOT_FOUND") {
-                Error::Missing {
+                    reply: source.to_string(),
+                },
+                Some(AMQPSoftError::NOTFOUND) => Error::Missing {
                     context,
-                    reply: text,
-                }
-            } else {
-                Error::Amqp { context, source }
+                    reply: source.to_string(),
+                },
+                _ => Error::Amqp { context, source },
             }
         })
+    }
+}
+
+/// The channel-level reply code the broker answered with, if it was one.
+pub(crate) fn soft_error(error: &lapin::Error) -> Option<&AMQPSoftError> {
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(e) => match e.kind() {
+            AMQPErrorKind::Soft(soft) => Some(soft),
+            AMQPErrorKind::Hard(_) => None,
+        },
+        _ => None,
     }
 }

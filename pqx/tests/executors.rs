@@ -3,12 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{HttpServer, Sshd};
-use pqx::ec::{execute, CancellationToken, CmdArg, OutputStream, RunEnd, RunReport, Settings};
+use anyhow::Result;
+use pqx::exec::{execute, CancellationToken, Cmd, OutputStream, RunEnd, RunReport, Settings};
+use pqx_testkit::{all_cmdlines, free_port, HttpServer, Sshd};
 
 /// Runs a command given as JSON; returns the report and the lines handed to the log.
 async fn exec(
@@ -16,7 +15,7 @@ async fn exec(
     settings: &Settings,
     timeout: Option<Duration>,
 ) -> (RunReport, Vec<String>) {
-    let cmd: CmdArg = serde_json::from_str(json).unwrap();
+    let cmd: Cmd = serde_json::from_str(json).unwrap();
     cmd.validate().unwrap();
     let mut lines = Vec::new();
     let report = execute(
@@ -35,16 +34,6 @@ fn ssh_settings(sshd: &Sshd) -> Settings {
         ssh_config: Some(sshd.client_config()),
         ..Settings::default()
     }
-}
-
-/// Command lines of all processes, to look for secrets.
-fn all_cmdlines() -> Vec<String> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
-        .collect()
 }
 
 #[tokio::test]
@@ -86,8 +75,8 @@ async fn bash_passes_arguments_and_exit_code() {
 }
 
 #[tokio::test]
-async fn ssh_runs_with_a_key() {
-    let sshd = Sshd::start();
+async fn ssh_runs_with_a_key() -> Result<()> {
+    let sshd = Sshd::start()?;
     let json = format!(
         r#"{{"Ssh":{{"ip":"127.0.0.1","port":{},"user":"{}","cmd":["echo remote-$USER; exit 3"]}}}}"#,
         sshd.port, sshd.user
@@ -101,11 +90,12 @@ async fn ssh_runs_with_a_key() {
         sshd.log()
     );
     assert_eq!(report.stdout.text(), format!("remote-{}\n", sshd.user));
+    Ok(())
 }
 
 #[tokio::test]
-async fn ssh_without_an_accepted_key_fails_at_once() {
-    let sshd = Sshd::start();
+async fn ssh_without_an_accepted_key_fails_at_once() -> Result<()> {
+    let sshd = Sshd::start()?;
     let config = sshd.dir.path().join("no_key_config");
     std::fs::write(
         &config,
@@ -135,11 +125,12 @@ async fn ssh_without_an_accepted_key_fails_at_once() {
         "{}",
         report.summary()
     );
+    Ok(())
 }
 
 #[tokio::test]
-async fn sshpass_logs_in_with_a_password_never_shown_on_a_command_line() {
-    let sshd = Sshd::start();
+async fn sshpass_logs_in_with_a_password_never_shown_on_a_command_line() -> Result<()> {
+    let sshd = Sshd::start()?;
     let json = format!(
         r#"{{"Sshpass":{{"ip":"127.0.0.1","port":{},"user":"{}","pass":"{}","cmd":["sleep 1; echo pw-ok"]}}}}"#,
         sshd.port, sshd.user, sshd.password
@@ -168,11 +159,12 @@ async fn sshpass_logs_in_with_a_password_never_shown_on_a_command_line() {
         sshd.log()
     );
     assert_eq!(report.stdout.text(), "pw-ok\n");
+    Ok(())
 }
 
 #[tokio::test]
-async fn sshpass_with_a_wrong_password_fails() {
-    let sshd = Sshd::start();
+async fn sshpass_with_a_wrong_password_fails() -> Result<()> {
+    let sshd = Sshd::start()?;
     let json = format!(
         r#"{{"Sshpass":{{"ip":"127.0.0.1","port":{},"user":"{}","pass":"wrong-password","cmd":["true"]}}}}"#,
         sshd.port, sshd.user
@@ -186,11 +178,12 @@ async fn sshpass_with_a_wrong_password_fails() {
         "{}",
         report.summary()
     );
+    Ok(())
 }
 
 #[tokio::test]
-async fn ssh_session_is_killed_at_the_timeout() {
-    let sshd = Sshd::start();
+async fn ssh_session_is_killed_at_the_timeout() -> Result<()> {
+    let sshd = Sshd::start()?;
     let marker = format!("pqx-ssh-timeout-{}", std::process::id());
     let json = format!(
         r#"{{"Ssh":{{"ip":"127.0.0.1","port":{},"user":"{}","cmd":["sleep 60; echo {marker}"]}}}}"#,
@@ -211,6 +204,7 @@ async fn ssh_session_is_killed_at_the_timeout() {
         clients.is_empty(),
         "the ssh client outlived the timeout: {clients:?}"
     );
+    Ok(())
 }
 
 #[tokio::test]
@@ -295,44 +289,53 @@ async fn conda_python_without_conda_says_so() {
 
 #[tokio::test]
 async fn docker_exec_without_an_engine_says_so() {
-    let podman = Settings {
-        container_engine: Some("podman".into()),
+    let json = r#"{"DockerExec":{"container":"pqx-test-missing","cmd":["true"]}}"#;
+    let missing = Settings {
+        container_engine: Some("pqx-no-such-engine".into()),
         ..Settings::default()
     };
-    let json = r#"{"DockerExec":{"container":"pqx-test","cmd":["true"]}}"#;
-    let has = |p: &str| {
+    let (report, _) = exec(json, &missing, None).await;
+    assert_eq!(
+        report.summary(),
+        "failed: not started: pqx-no-such-engine is not installed (not found on PATH)"
+    );
+    assert_eq!(report.exit_code(), 127);
+    // An engine that is there but has no such container says so itself.
+    let on_path = |p: &str| {
         std::process::Command::new("which")
             .arg(p)
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if !has("podman") {
-        let (report, _) = exec(json, &podman, None).await;
-        assert_eq!(
-            report.summary(),
-            "failed: not started: podman is not installed (not found on PATH)"
-        );
-    }
-    let docker_answers = std::process::Command::new("docker")
-        .arg("info")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if has("docker") && !docker_answers {
-        let (report, _) = exec(json, &Settings::default(), Some(Duration::from_secs(30))).await;
+    if on_path("podman") {
+        let podman = Settings {
+            container_engine: Some("podman".into()),
+            ..Settings::default()
+        };
+        let (report, _) = exec(json, &podman, Some(Duration::from_secs(60))).await;
         assert!(!report.success());
         assert!(
-            report
-                .summary()
-                .contains("Cannot connect to the Docker daemon"),
+            report.summary().contains("pqx-test-missing"),
             "{}",
             report.summary()
+        );
+    }
+    // Without a setting, docker is used when it is on PATH.
+    if on_path("docker") {
+        let (report, _) = exec(json, &Settings::default(), Some(Duration::from_secs(60))).await;
+        let summary = report.summary();
+        assert!(!report.success());
+        assert!(
+            summary.contains("pqx-test-missing")
+                || summary.contains("Cannot connect to the Docker daemon"),
+            "{summary}"
         );
     }
 }
 
 #[tokio::test]
-async fn http_succeeds_on_2xx_only() {
-    let server = HttpServer::start();
+async fn http_succeeds_on_2xx_only() -> Result<()> {
+    let server = HttpServer::start()?;
     let get = |path: &str| {
         format!(
             r#"{{"Http":{{"method":"get","url":"{}"}}}}"#,
@@ -354,11 +357,12 @@ async fn http_succeeds_on_2xx_only() {
     assert_eq!(failed.summary(), "failed: HTTP 503 Service Unavailable");
     assert_eq!(failed.exit_code(), 503);
     assert_eq!(failed.stdout.text(), "status 503\n");
+    Ok(())
 }
 
 #[tokio::test]
-async fn http_sends_method_headers_and_body() {
-    let server = HttpServer::start();
+async fn http_sends_method_headers_and_body() -> Result<()> {
+    let server = HttpServer::start()?;
     let json = format!(
         r#"{{"Http":{{"method":"POST","url":"{}","headers":{{"X-Token":"${{HOME}}"}},"body":"hello"}}}}"#,
         server.url("/echo")
@@ -370,11 +374,12 @@ async fn http_sends_method_headers_and_body() {
         report.stdout.text(),
         format!("method POST\ntoken {home}\nbody hello\n")
     );
+    Ok(())
 }
 
 #[tokio::test]
-async fn http_timeout_big_body_and_refused_connection() {
-    let server = HttpServer::start();
+async fn http_timeout_big_body_and_refused_connection() -> Result<()> {
+    let server = HttpServer::start()?;
     let get = |url: String| format!(r#"{{"Http":{{"method":"GET","url":"{url}"}}}}"#);
     let (slow, _) = exec(
         &get(server.url("/slow")),
@@ -395,7 +400,7 @@ async fn http_timeout_big_body_and_refused_connection() {
         "the body is read up to 1 MiB"
     );
 
-    let port = common::free_port();
+    let port = free_port()?;
     let (refused, _) = exec(
         &get(format!("http://127.0.0.1:{port}/")),
         &Settings::default(),
@@ -408,6 +413,7 @@ async fn http_timeout_big_body_and_refused_connection() {
         "{}",
         refused.summary()
     );
+    Ok(())
 }
 
 #[test]

@@ -29,14 +29,11 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("message_history_message_id")
-                    .table("message_history")
-                    .col("message_id")
-                    .to_owned(),
-            )
+            .create_index(super::index(
+                "message_history_message_id",
+                "message_history",
+                &["message_id"],
+            ))
             .await?;
         manager
             .create_table(
@@ -59,28 +56,20 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("message_result_history_id")
-                    .table("message_result")
-                    .col("history_id")
-                    .to_owned(),
-            )
+            .create_index(super::index(
+                "message_result_history_id",
+                "message_result",
+                &["history_id"],
+            ))
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_table(Table::drop().table("message_result").if_exists().to_owned())
-            .await?;
-        manager
-            .drop_table(
-                Table::drop()
-                    .table("message_history")
-                    .if_exists()
-                    .to_owned(),
-            )
-            .await
+        for table in ["message_result", "message_history"] {
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
+        }
+        Ok(())
     }
 }

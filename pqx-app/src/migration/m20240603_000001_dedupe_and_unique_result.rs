@@ -18,45 +18,34 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("message_history_queue_dedupe_key")
-                    .table("message_history")
-                    .col("queue")
-                    .col("dedupe_key")
-                    .to_owned(),
-            )
+            .create_index(super::index(
+                "message_history_queue_dedupe_key",
+                "message_history",
+                &["queue", "dedupe_key"],
+            ))
             .await?;
+        let mut one_per_attempt = super::index(
+            "message_result_one_per_attempt",
+            "message_result",
+            &["history_id"],
+        );
         manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("message_result_one_per_attempt")
-                    .table("message_result")
-                    .col("history_id")
-                    .unique()
-                    .to_owned(),
-            )
+            .create_index(one_per_attempt.unique().to_owned())
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .drop_index(
-                Index::drop()
-                    .name("message_result_one_per_attempt")
-                    .table("message_result")
-                    .to_owned(),
-            )
+            .drop_index(super::drop_index(
+                "message_result_one_per_attempt",
+                "message_result",
+            ))
             .await?;
         manager
-            .drop_index(
-                Index::drop()
-                    .name("message_history_queue_dedupe_key")
-                    .table("message_history")
-                    .to_owned(),
-            )
+            .drop_index(super::drop_index(
+                "message_history_queue_dedupe_key",
+                "message_history",
+            ))
             .await?;
         manager
             .alter_table(

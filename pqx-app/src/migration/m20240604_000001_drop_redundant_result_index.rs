@@ -11,27 +11,13 @@ const INDEX: &str = "message_result_history_id";
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .drop_index(
-                Index::drop()
-                    .if_exists()
-                    .name(INDEX)
-                    .table("message_result")
-                    .to_owned(),
-            )
-            .await
+        let mut drop = super::drop_index(INDEX, "message_result");
+        manager.drop_index(drop.if_exists().to_owned()).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name(INDEX)
-                    .table("message_result")
-                    .col("history_id")
-                    .to_owned(),
-            )
+            .create_index(super::index(INDEX, "message_result", &["history_id"]))
             .await
     }
 }

@@ -8,6 +8,21 @@ mod m20240602_000001_result_output;
 mod m20240603_000001_dedupe_and_unique_result;
 mod m20240604_000001_drop_redundant_result_index;
 
+/// An index named `name` on `columns` of `table`, made only if it is missing.
+fn index(name: &str, table: &'static str, columns: &[&'static str]) -> IndexCreateStatement {
+    let mut index = Index::create();
+    index.if_not_exists().name(name).table(table);
+    for column in columns {
+        index.col(*column);
+    }
+    index.to_owned()
+}
+
+/// Drops index `name` of `table`.
+fn drop_index(name: &str, table: &'static str) -> IndexDropStatement {
+    Index::drop().name(name).table(table).to_owned()
+}
+
 /// All migrations, oldest first.
 #[derive(Debug)]
 pub struct Migrator;

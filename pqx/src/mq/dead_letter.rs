@@ -5,7 +5,7 @@
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
 
-use crate::mq::{carried, Publisher};
+use crate::mq::{carried, Destination, Publisher};
 use crate::Result;
 
 /// Why pqx dead-lettered a message.
@@ -34,13 +34,12 @@ pub async fn dead_letter(
     headers.insert(QUEUE_HEADER.into(), AMQPValue::LongString(queue.into()));
     // Its time in a queue is over: an expiration would only make it vanish from the dead letters.
     let properties = carried(&delivery.properties).with_headers(headers);
+    let what = format!("dead-letter exchange {exchange}");
     publisher
         .publish(
-            exchange,
-            queue,
+            Destination::new(exchange, queue, &what),
             &delivery.data,
             properties,
-            &format!("dead-letter exchange {exchange}"),
         )
         .await
 }

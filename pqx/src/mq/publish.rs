@@ -7,6 +7,26 @@ use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 use crate::error::AmqpContext;
 use crate::{Error, Result};
 
+/// Where a message is published: an exchange and routing key, and how errors name the place
+/// ("queue h1", "retry wait queue h1.retry.1000").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Destination<'a> {
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub what: &'a str,
+}
+
+impl<'a> Destination<'a> {
+    /// `routing_key` on `exchange`, named `what` in errors.
+    pub fn new(exchange: &'a str, routing_key: &'a str, what: &'a str) -> Self {
+        Self {
+            exchange,
+            routing_key,
+            what,
+        }
+    }
+}
+
 /// A channel in confirm mode.
 #[derive(Debug, Clone)]
 pub struct Publisher {
@@ -38,31 +58,24 @@ impl Publisher {
             .context(|| "closing the publishing channel".into())
     }
 
-    /// Publishes `body` and waits for the broker's confirm. `target` describes the destination in
-    /// errors ("queue h1", "mailing_to {unique_key: h1}").
+    /// Publishes `body` to `to` and waits for the broker's confirm.
     pub async fn publish(
         &self,
-        exchange: &str,
-        routing_key: &str,
+        to: Destination<'_>,
         body: &[u8],
         properties: BasicProperties,
-        target: &str,
     ) -> Result<()> {
-        let pending = self
-            .send(exchange, routing_key, body, properties, target)
-            .await?;
-        confirmed(pending, target).await
+        let pending = self.send(to, body, properties).await?;
+        confirmed(pending, to.what).await
     }
 
-    /// Publishes `body` without waiting for the confirm, so that many publishes can be in flight;
-    /// [`confirmed`] waits for one.
+    /// Publishes `body` to `to` without waiting for the confirm, so that many publishes can be in
+    /// flight; [`confirmed`] waits for one.
     pub async fn send(
         &self,
-        exchange: &str,
-        routing_key: &str,
+        to: Destination<'_>,
         body: &[u8],
         properties: BasicProperties,
-        target: &str,
     ) -> Result<PublisherConfirm> {
         let options = BasicPublishOptions {
             mandatory: true,
@@ -70,14 +83,14 @@ impl Publisher {
         };
         self.channel
             .basic_publish(
-                exchange.into(),
-                routing_key.into(),
+                to.exchange.into(),
+                to.routing_key.into(),
                 options,
                 body,
                 properties,
             )
             .await
-            .context(|| format!("publishing to {target}"))
+            .context(|| format!("publishing to {}", to.what))
     }
 }
 

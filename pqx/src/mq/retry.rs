@@ -8,11 +8,10 @@
 use std::time::Duration;
 
 use lapin::message::Delivery;
-use lapin::options::{QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 
-use crate::error::AmqpContext;
-use crate::mq::{carried, Publisher, ATTEMPT_HEADER};
+use crate::mq::topology::{bind, declare_queue};
+use crate::mq::{carried, Destination, Publisher, ATTEMPT_HEADER};
 use crate::Result;
 
 /// The wait before a retry when a task sets `retry` but no `poke`.
@@ -132,26 +131,17 @@ pub async fn schedule_retry(
         "x-dead-letter-routing-key".into(),
         AMQPValue::LongString(queue.into()),
     );
-    let channel = publisher.channel();
-    let options = QueueDeclareOptions {
-        durable: true,
-        ..QueueDeclareOptions::default()
-    };
     // Declared on each retry: that also resets the x-expires timer while the queue is in use.
-    channel
-        .queue_declare(wait_queue.as_str().into(), options, args)
-        .await
-        .context(|| format!("declaring retry wait queue {wait_queue}"))?;
-    channel
-        .queue_bind(
-            wait_queue.as_str().into(),
-            delayed_exchange.into(),
-            wait_queue.as_str().into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .context(|| format!("binding retry wait queue {wait_queue} to {delayed_exchange}"))?;
+    let channel = publisher.channel();
+    declare_queue(channel, &wait_queue, args).await?;
+    bind(
+        channel,
+        &wait_queue,
+        delayed_exchange,
+        &wait_queue,
+        FieldTable::default(),
+    )
+    .await?;
 
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     headers.insert(
@@ -159,13 +149,12 @@ pub async fn schedule_retry(
         AMQPValue::LongLongInt(i64::from(attempt)),
     );
     let properties = carried(&delivery.properties).with_headers(headers);
+    let what = format!("retry wait queue {wait_queue}");
     publisher
         .publish(
-            delayed_exchange,
-            &wait_queue,
+            Destination::new(delayed_exchange, &wait_queue, &what),
             &delivery.data,
             properties,
-            &format!("retry wait queue {wait_queue}"),
         )
         .await
 }

@@ -6,7 +6,9 @@ use lapin::options::{BasicConsumeOptions, BasicQosOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, Consumer};
 
-use crate::error::AmqpContext;
+use lapin::protocol::AMQPSoftError;
+
+use crate::error::{soft_error, AmqpContext};
 use crate::{Error, Result};
 
 /// Opens a channel and starts consuming `queue`, which must exist (initiator declares it), holding at
@@ -26,10 +28,10 @@ pub async fn subscribe(
         .queue_declare(queue.into(), passive, FieldTable::default())
         .await
     {
-        return Err(if e.to_string().contains("NOT_FOUND") {
-            Error::Config(format!(
-                "queue {queue} does not exist: add it to header_queues in init.yml and run `initiator -o init`"
-            ))
+        return Err(if soft_error(&e) == Some(&AMQPSoftError::NOTFOUND) {
+            Error::NoSuchQueue {
+                queue: queue.to_owned(),
+            }
         } else {
             Error::Amqp {
                 context: format!("checking queue {queue}"),

@@ -3,133 +3,25 @@
 //! so that it routes whatever the last routing key was) and queue; and the delayed exchange that
 //! the retry wait queues hang off. Every declaration is idempotent.
 
-use std::collections::BTreeMap;
-
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
     QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
-use serde::Deserialize;
 
 use crate::error::AmqpContext;
-use crate::mq::field_table;
-use crate::{Error, Result};
-
-/// How a host queue's pairs must match a message's headers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MatchType {
-    /// One pair in common is enough.
-    #[default]
-    Any,
-    /// Every pair of the binding must be in the message.
-    All,
-}
-
-impl MatchType {
-    /// `any` or `all`, as RabbitMQ spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MatchType::Any => "any",
-            MatchType::All => "all",
-        }
-    }
-}
-
-/// One host queue, as in init.yml's `header_queues`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeaderQueue {
-    /// The queue's name; `subscriber -q NAME` consumes it.
-    pub queue: String,
-    /// Default `any`.
-    #[serde(default)]
-    pub match_type: MatchType,
-    /// The pairs a `mailing_to` entry must carry to reach this queue.
-    pub kv: BTreeMap<String, String>,
-    /// Accepted and ignored: the original template's `- header_queue:` line parses as this key.
-    #[serde(default, rename = "header_queue")]
-    _header_queue: Option<serde::de::IgnoredAny>,
-}
-
-impl HeaderQueue {
-    /// A queue bound with `match_type` and `kv`.
-    pub fn new(
-        queue: impl Into<String>,
-        match_type: MatchType,
-        kv: BTreeMap<String, String>,
-    ) -> Self {
-        Self {
-            queue: queue.into(),
-            match_type,
-            kv,
-            _header_queue: None,
-        }
-    }
-
-    /// Whether a message with headers `pairs` reaches this queue, as the headers exchange decides.
-    pub fn matches(&self, pairs: &BTreeMap<String, String>) -> bool {
-        let has = |(k, v): (&String, &String)| pairs.get(k) == Some(v);
-        match self.match_type {
-            MatchType::Any => self.kv.iter().any(has),
-            MatchType::All => self.kv.iter().all(has),
-        }
-    }
-
-    /// Checks the queue can be bound as pqx expects.
-    pub fn validate(&self) -> std::result::Result<(), String> {
-        if self.queue.is_empty() {
-            return Err("header_queues: a queue has an empty name".into());
-        }
-        if self.kv.is_empty() {
-            return Err(format!(
-                "header_queues: queue {} has no kv pairs to match on",
-                self.queue
-            ));
-        }
-        if let Some(key) = self.kv.keys().find(|k| k.starts_with("x-")) {
-            return Err(format!(
-                "header_queues: queue {}: key {key} starts with x-, which the headers exchange ignores",
-                self.queue
-            ));
-        }
-        Ok(())
-    }
-}
-
-fn durable_exchange() -> ExchangeDeclareOptions {
-    ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    }
-}
+use crate::mq::{field_table, HeadersBinding};
+use crate::Result;
 
 /// Declares the durable headers exchange that commands are published to.
-pub async fn declare_header_exchange(channel: &Channel, name: &str) -> Result<()> {
-    channel
-        .exchange_declare(
-            name.into(),
-            ExchangeKind::Headers,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await
-        .context(|| format!("declaring headers exchange {name}"))
+pub async fn declare_headers_exchange(channel: &Channel, name: &str) -> Result<()> {
+    declare_exchange(channel, name, ExchangeKind::Headers, "headers exchange").await
 }
 
 /// Declares the durable direct exchange that retry wait queues are bound to.
 pub async fn declare_delayed_exchange(channel: &Channel, name: &str) -> Result<()> {
-    channel
-        .exchange_declare(
-            name.into(),
-            ExchangeKind::Direct,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await
-        .context(|| format!("declaring delayed exchange {name}"))
+    declare_exchange(channel, name, ExchangeKind::Direct, "delayed exchange").await
 }
 
 /// Declares the dead-letter exchange (fanout) and its queue, whose messages live `ttl_secs` seconds
@@ -140,15 +32,13 @@ pub async fn declare_dead_letter(
     queue: &str,
     ttl_secs: Option<u32>,
 ) -> Result<()> {
-    channel
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Fanout,
-            durable_exchange(),
-            FieldTable::default(),
-        )
-        .await
-        .context(|| format!("declaring dead-letter exchange {exchange}"))?;
+    declare_exchange(
+        channel,
+        exchange,
+        ExchangeKind::Fanout,
+        "dead-letter exchange",
+    )
+    .await?;
     let mut args = FieldTable::default();
     if let Some(ttl) = ttl_secs {
         args.insert(
@@ -157,28 +47,18 @@ pub async fn declare_dead_letter(
         );
     }
     declare_queue(channel, queue, args).await?;
-    channel
-        .queue_bind(
-            queue.into(),
-            exchange.into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .context(|| format!("binding dead-letter queue {queue} to {exchange}"))
+    bind(channel, queue, exchange, "", FieldTable::default()).await
 }
 
 /// Declares a host queue that dead-letters to `dead_letter_exchange` and orders by priority up to
 /// `max_priority` (none when 0), and binds it to the headers exchange with its match type and pairs.
 pub async fn declare_host_queue(
     channel: &Channel,
-    header_exchange: &str,
-    queue: &HeaderQueue,
+    headers_exchange: &str,
+    binding: &HeadersBinding,
     dead_letter_exchange: &str,
     max_priority: u8,
 ) -> Result<()> {
-    queue.validate().map_err(Error::Config)?;
     let mut args = FieldTable::default();
     args.insert(
         "x-dead-letter-exchange".into(),
@@ -190,25 +70,33 @@ pub async fn declare_host_queue(
             AMQPValue::LongLongInt(i64::from(max_priority)),
         );
     }
-    declare_queue(channel, &queue.queue, args).await?;
-    let mut binding = field_table(&queue.kv);
-    binding.insert(
+    declare_queue(channel, &binding.queue, args).await?;
+    let mut arguments = field_table(&binding.pairs);
+    arguments.insert(
         "x-match".into(),
-        AMQPValue::LongString(queue.match_type.as_str().into()),
+        AMQPValue::LongString(binding.match_type.as_str().into()),
     );
-    channel
-        .queue_bind(
-            queue.queue.as_str().into(),
-            header_exchange.into(),
-            "".into(),
-            QueueBindOptions::default(),
-            binding,
-        )
-        .await
-        .context(|| format!("binding queue {} to {header_exchange}", queue.queue))
+    bind(channel, &binding.queue, headers_exchange, "", arguments).await
 }
 
-async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Result<()> {
+async fn declare_exchange(
+    channel: &Channel,
+    name: &str,
+    kind: ExchangeKind,
+    what: &str,
+) -> Result<()> {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(name.into(), kind, options, FieldTable::default())
+        .await
+        .context(|| format!("declaring {what} {name}"))
+}
+
+/// Declares a durable queue with `args`.
+pub(crate) async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Result<()> {
     let options = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
@@ -218,6 +106,26 @@ async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Resul
         .await
         .map(|_| ())
         .context(|| format!("declaring queue {name}"))
+}
+
+/// Binds `queue` to `exchange` with `routing_key` and `arguments`.
+pub(crate) async fn bind(
+    channel: &Channel,
+    queue: &str,
+    exchange: &str,
+    routing_key: &str,
+    arguments: FieldTable,
+) -> Result<()> {
+    channel
+        .queue_bind(
+            queue.into(),
+            exchange.into(),
+            routing_key.into(),
+            QueueBindOptions::default(),
+            arguments,
+        )
+        .await
+        .context(|| format!("binding queue {queue} to {exchange}"))
 }
 
 /// Deletes a queue and the messages in it; a queue that does not exist is not an error.
@@ -234,33 +142,4 @@ pub async fn delete_exchange(channel: &Channel, name: &str) -> Result<()> {
         .exchange_delete(name.into(), ExchangeDeleteOptions::default())
         .await
         .context(|| format!("deleting exchange {name}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn any_and_all_match_like_the_exchange() {
-        let kv = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        };
-        let any = HeaderQueue::new(
-            "h1",
-            MatchType::Any,
-            kv(&[("unique_key", "h1"), ("common_key", "dev")]),
-        );
-        let all = HeaderQueue::new(
-            "h3",
-            MatchType::All,
-            kv(&[("unique_key", "h3"), ("zone", "eu")]),
-        );
-        assert!(any.matches(&kv(&[("common_key", "dev")])));
-        assert!(!any.matches(&kv(&[("common_key", "prod")])));
-        assert!(all.matches(&kv(&[("unique_key", "h3"), ("zone", "eu"), ("x", "y")])));
-        assert!(!all.matches(&kv(&[("unique_key", "h3")])));
-    }
 }

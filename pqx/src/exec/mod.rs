@@ -1,4 +1,4 @@
-//! Execution of commands: the `cmd` variants of a task ([`CmdArg`]) and how each runs. Processes are
+//! Execution of commands: the `cmd` variants of a task ([`Cmd`]) and how each runs. Processes are
 //! started with their output read line by line as it comes (and handed to the caller, which logs
 //! it), the last part of each stream kept for the record, and the consuming timeout enforced by
 //! killing the whole process tree. HTTP requests are sent directly. Either way the caller gets a
@@ -7,12 +7,18 @@
 mod cmd;
 mod http;
 mod output;
+mod process;
+mod report;
 mod run;
 mod tree;
 
-pub use cmd::{CmdArg, ProcessSpec, Settings, CONTAINER_ENGINE_VAR, SSH_CONFIG_VAR};
+pub use cmd::Cmd;
 pub use output::{Tail, MAX_LINE, TAIL_BYTES};
-pub use run::{run, OutputStream, RunEnd, RunReport};
+pub use process::{
+    CannotStart, ProcessSpec, Settings, CONTAINER_ENGINE_VAR, DEFAULT_PING_COUNT, SSH_CONFIG_VAR,
+};
+pub use report::{OutputStream, RunEnd, RunReport};
+pub use run::run;
 
 use std::time::Duration;
 
@@ -21,17 +27,29 @@ pub use tokio_util::sync::CancellationToken;
 /// Runs `cmd` on this machine to its end, until `timeout`, or until `cancel` fires, calling
 /// `on_line` for each line of output. Never fails: a command that cannot start is reported as such.
 pub async fn execute(
-    cmd: &CmdArg,
+    cmd: &Cmd,
     settings: &Settings,
     timeout: Option<Duration>,
     cancel: &CancellationToken,
     on_line: impl FnMut(OutputStream, &str),
 ) -> RunReport {
-    if let CmdArg::Http { .. } = cmd {
-        return http::send(cmd, timeout, cancel, on_line).await;
+    if let Cmd::Http {
+        method,
+        url,
+        headers,
+        body,
+    } = cmd
+    {
+        let request = http::Request {
+            method,
+            url,
+            headers,
+            body: body.as_deref(),
+        };
+        return http::send(request, timeout, cancel, on_line).await;
     }
     match cmd.to_process(settings) {
         Ok(spec) => run(&spec, timeout, cancel, on_line).await,
-        Err(e) => RunReport::not_started(e.to_string()),
+        Err(why) => RunReport::not_started(why.0),
     }
 }

@@ -1,0 +1,149 @@
+//! The config files every binary reads, `--conn` (conn.yml: broker, management API, database) and
+//! `--init` (init.yml: exchanges and queues), with the original PQX's keys. This module is their
+//! schema: `conn.rs` and `init.rs` hold every key, its default and its checks; `${VAR}` in values
+//! comes from the environment.
+
+mod conn;
+mod init;
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::de::DeserializeOwned;
+
+pub use conn::{
+    ApiSection, Conn, ConnConfig, DbSection, MqEndpoint, MqSection, DEFAULT_API_PORT,
+    DEFAULT_DB_URL, DEFAULT_MQ_HOST, DEFAULT_MQ_PORT, DEFAULT_PG_PORT, DEFAULT_VHOST,
+};
+pub use init::{HeaderQueue, InitConfig, MAX_PRIORITY};
+
+use crate::{Error, Result};
+
+/// The options every binary takes.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// conn.yml: broker, management API and database
+    #[arg(long, global = true, default_value = "conn.yml", env = "PQX_CONN")]
+    pub conn: PathBuf,
+    /// init.yml: exchanges, queues and bindings
+    #[arg(long, global = true, default_value = "init.yml", env = "PQX_INIT")]
+    pub init: PathBuf,
+}
+
+impl ConfigArgs {
+    /// Reads conn.yml and resolves where pqx connects.
+    pub fn conn(&self) -> Result<Conn> {
+        read_checked(&self.conn, |conn: ConnConfig| conn.resolve())
+    }
+
+    /// Reads and checks init.yml.
+    pub fn init(&self) -> Result<InitConfig> {
+        read_checked(&self.init, |init: InitConfig| {
+            init.validate().map(|()| init)
+        })
+    }
+}
+
+/// Reads a YAML file and turns it into what pqx uses with `check`; an error names the file.
+fn read_checked<T: DeserializeOwned, U>(
+    path: &Path,
+    check: impl FnOnce(T) -> std::result::Result<U, pqx::InvalidField>,
+) -> Result<U> {
+    let config: T = pqx_util::read_yaml(path)?;
+    check(config).map_err(|source| Error::Config {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
+    }
+
+    fn args(file: &Path) -> ConfigArgs {
+        ConfigArgs {
+            conn: file.to_owned(),
+            init: file.to_owned(),
+        }
+    }
+
+    fn init_error(text: &str) -> String {
+        let f = write(text);
+        let err = args(f.path()).init().unwrap_err().to_string();
+        let prefix = format!("{}: ", f.path().display());
+        assert!(err.starts_with(&prefix), "{err}");
+        err[prefix.len()..].to_owned()
+    }
+
+    #[test]
+    fn reads_the_original_template() {
+        let f = write(
+            r#"header_exchange: "pqx.dev.header"
+delayed_exchange: "pqx.dev.delayed"
+dead_letter_exchange: "pqx.dev.dlx"
+header_queues:
+  - header_queue:
+    queue: "h1"
+    match_type: any
+    kv: { unique_key: h1, common_key: dev }
+"#,
+        );
+        let init = args(f.path()).init().unwrap();
+        assert_eq!(init.header_queues[0].queue, "h1");
+        assert_eq!(init.delayed_exchange(), "pqx.dev.delayed");
+        assert_eq!(init.dead_letter_queue(), "pqx.dev.header.dlq");
+        assert_eq!(init.max_priority(), MAX_PRIORITY);
+    }
+
+    #[test]
+    fn bad_queues_are_named_by_position() {
+        let cases = [
+            (
+                "header_queues:\n  - {queue: h1, kv: {a: b}}\n  - {queue: h1, kv: {a: c}}\n",
+                "header_queues[1].queue: h1 is listed twice",
+            ),
+            (
+                "header_queues:\n  - {queue: x.dlq, kv: {a: b}}\n",
+                "header_queues[0].queue: x.dlq is also the dead_letter_queue",
+            ),
+            (
+                "header_queues:\n  - {queue: h1, kv: {}}\n",
+                "header_queues[0].kv: queue h1 has no pairs to match on",
+            ),
+            (
+                "header_queues:\n  - {queue: h1, kv: {x-a: b}}\n",
+                "header_queues[0].kv: key x-a starts with x-, which the headers exchange ignores",
+            ),
+            (
+                "header_queues:\n  - {queue: h1, match_type: some, kv: {a: b}}\n",
+                "header_queues[0].match_type: unknown variant `some`, expected `any` or `all`",
+            ),
+        ];
+        for (queues, want) in cases {
+            assert_eq!(init_error(&format!("header_exchange: x\n{queues}")), want);
+        }
+        assert_eq!(
+            init_error("header_exchange: \"\"\n"),
+            "header_exchange: must not be empty"
+        );
+    }
+
+    #[test]
+    fn an_unusable_db_section_names_the_file() {
+        let f = write("db:\n  protocol: postgres\n");
+        let err = args(f.path()).conn().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: db.host: required with db.protocol postgres (or give db.url)",
+                f.path().display()
+            )
+        );
+    }
+}

@@ -1,0 +1,60 @@
+//! `publisher`'s command line: the original `-o pub` next to the `pub` subcommand.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::cli::Choice;
+use crate::ConfigArgs;
+
+/// Publish commands to the machines their mailing_to names.
+#[derive(Debug, Parser)]
+#[command(name = "publisher", version, args_conflicts_with_subcommands = true)]
+pub struct PublisherCli {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    #[command(flatten)]
+    pub choice: Choice<PublisherOption>,
+    /// The task file: one command as JSON, or JSON lines with --lines or a .jsonl name (`-` reads
+    /// standard input)
+    #[arg(short, long, global = true, default_value = "task.json")]
+    pub task: PathBuf,
+    /// The task file holds one command per line
+    #[arg(long, global = true)]
+    pub lines: bool,
+    /// Seconds to keep trying while the broker cannot be reached
+    #[arg(long, global = true, default_value_t = 30)]
+    pub retry_for: u64,
+    /// Wait up to this many seconds for every command's final result, print them, and fail if any
+    /// command failed
+    #[arg(long, global = true, value_name = "SECS")]
+    pub wait: Option<u64>,
+    /// Print only a summary, not a line per publish
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+}
+
+/// What publisher does: `-o NAME` and the subcommand NAME are the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand, ValueEnum)]
+pub enum PublisherOption {
+    /// Publish the task file's commands
+    #[clap(name = "pub")]
+    Publish,
+}
+
+impl PublisherCli {
+    /// Whether the task file holds one command per line.
+    pub fn is_lines(&self) -> bool {
+        self.lines || self.task.extension().is_some_and(|e| e == "jsonl")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_original_option_and_the_subcommand_are_the_same() {
+        crate::cli::assert_same_options(&["pub"], |cli: PublisherCli| cli.choice.given());
+    }
+}

@@ -1,0 +1,116 @@
+//! `publisher -o pub -t task.json`: reads commands and publishes each once per `mailing_to` entry
+//! to the queues the headers exchange routes those headers to, or once to every host queue when
+//! `mailing_to` is empty.
+//!
+//! The task file is checked whole before anything is sent (a JSON-lines file, `--lines` or
+//! `*.jsonl`, holds many commands). The exchange's bindings are read from the management API
+//! (`routes.rs`) and each copy is published straight to its queue (`plan.rs`); without that listing
+//! the publisher publishes to the exchange, which routes by the same rules. Publishes are pipelined
+//! and each is confirmed by the broker (`send.rs`); a publish no queue takes is an error. While the
+//! broker cannot be reached the publisher keeps trying for `--retry-for` seconds, publishing again
+//! what was not confirmed (with the same message ids). `--wait` collects the results
+//! (`replies.rs`) and exits non-zero if any command failed.
+
+mod cli;
+mod plan;
+mod replies;
+mod routes;
+mod send;
+
+use std::time::{Duration, Instant};
+
+use lapin::Connection;
+use tracing::{info, warn};
+
+use crate::{Command, Conn, Error, Result};
+
+pub use cli::{PublisherCli, PublisherOption};
+pub use plan::{plan, Planned};
+pub use routes::{NoRoutes, Routes};
+
+use replies::ReplyQueue;
+use send::{connect_until, publish_all};
+
+/// Runs publisher.
+pub async fn run(cli: PublisherCli) -> Result<()> {
+    let PublisherOption::Publish = cli.choice.chosen::<PublisherCli>();
+    let commands = if cli.is_lines() {
+        Command::from_lines_file(&cli.task)?
+    } else {
+        vec![Command::from_file(&cli.task)?]
+    };
+    let conn = cli.config.conn()?;
+    let init = cli.config.init()?;
+    let routes = match commands.iter().any(|c| !c.mailing_to.is_empty()) {
+        true => routes::discover(&conn, &init.header_exchange).await,
+        false => None,
+    };
+    let planned = plan(&commands, &init, routes.as_ref())?;
+    let deadline = Instant::now() + Duration::from_secs(cli.retry_for);
+
+    let mut connection = connect_until(&conn.mq_url, deadline).await?;
+    let replies = match cli.wait {
+        Some(_) => Some(ReplyQueue::open(&connection).await?),
+        None => None,
+    };
+    let reply_to = replies.as_ref().map(|r| r.name.as_str());
+    let quiet = cli.quiet;
+    let print = |p: &Planned| {
+        if !quiet {
+            println!("published {} to {}", p.message_id, p.target)
+        }
+    };
+    let published =
+        publish_until(&conn, &mut connection, &planned, reply_to, deadline, print).await;
+    let result = match (published, replies, cli.wait) {
+        (Ok(()), Some(replies), Some(secs)) => {
+            replies.collect(&planned, Duration::from_secs(secs)).await
+        }
+        (published, _, _) => published,
+    };
+    let _ = connection.close(200, "publisher done".into()).await;
+    result
+}
+
+/// Publishes everything planned, connecting again while the broker is away (but not when results
+/// are awaited: the reply queue goes with the connection) until `deadline`.
+async fn publish_until(
+    conn: &Conn,
+    connection: &mut Connection,
+    planned: &[Planned],
+    reply_to: Option<&str>,
+    deadline: Instant,
+    mut on_published: impl FnMut(&Planned),
+) -> Result<()> {
+    let mut done = vec![false; planned.len()];
+    let mut tries = 1u32;
+    loop {
+        let sent = publish_all(connection, planned, &mut done, reply_to, &mut on_published).await;
+        match sent {
+            Ok(()) => break,
+            Err(e) if e.is_transient() && reply_to.is_none() && Instant::now() < deadline => {
+                let left = done.iter().filter(|d| !**d).count();
+                warn!(tries, left, error = %e, "the broker went away: publishing again what it did not confirm");
+                let _ = connection.close(200, "publisher reconnecting".into()).await;
+                *connection = connect_until(&conn.mq_url, deadline).await?;
+                tries += 1;
+            }
+            Err(e) => {
+                let published = done.iter().filter(|d| **d).count();
+                return Err(match published {
+                    0 => e.into(),
+                    _ => Error::PartlyPublished {
+                        published,
+                        planned: planned.len(),
+                        source: Box::new(e.into()),
+                    },
+                });
+            }
+        }
+    }
+    if tries > 1 {
+        info!(tries, "published after the broker came back");
+    }
+    info!(published = planned.len(), "all publishes confirmed");
+    Ok(())
+}

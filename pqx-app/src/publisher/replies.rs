@@ -1,0 +1,97 @@
+//! `publisher --wait`: a private queue the results come back to, and collecting them: each printed
+//! as it comes, the run failing when one failed or some did not come in time.
+
+use futures_lite::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::Connection;
+use std::time::Duration;
+use tracing::warn;
+
+use super::plan::Planned;
+use crate::{Error, Reply, Result};
+
+/// A private queue the results come back to; the broker removes it when the publisher goes.
+pub struct ReplyQueue {
+    pub name: String,
+    consumer: lapin::Consumer,
+    _channel: lapin::Channel,
+}
+
+impl ReplyQueue {
+    /// Declares the queue and consumes it.
+    pub async fn open(connection: &Connection) -> Result<Self> {
+        let channel = pqx::mq::open_channel(connection).await?;
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        let amqp = |context: &str| {
+            let context = context.to_owned();
+            move |source| pqx::Error::Amqp { context, source }
+        };
+        let queue = channel
+            .queue_declare("".into(), options, FieldTable::default())
+            .await
+            .map_err(amqp("declaring the reply queue"))?;
+        let name = queue.name().as_str().to_owned();
+        let consumer = channel
+            .basic_consume(
+                name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("consuming the reply queue"))?;
+        Ok(Self {
+            name,
+            consumer,
+            _channel: channel,
+        })
+    }
+
+    /// Prints each result as it comes, until one per queue reached came or `wait` passed.
+    pub async fn collect(mut self, planned: &[Planned], wait: Duration) -> Result<()> {
+        let total: usize = planned.iter().map(|p| p.reaches.max(1)).sum();
+        let (mut received, mut failed) = (0usize, 0usize);
+        let deadline = tokio::time::Instant::now() + wait;
+        while received < total {
+            let next = tokio::time::timeout_at(deadline, self.consumer.next()).await;
+            let delivery = match next {
+                Ok(Some(Ok(delivery))) => delivery,
+                Ok(Some(Err(source))) => {
+                    let context = "waiting for results".to_owned();
+                    return Err(pqx::Error::Amqp { context, source }.into());
+                }
+                Ok(None) | Err(_) => break,
+            };
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            let Ok(reply) = serde_json::from_slice::<Reply>(&delivery.data) else {
+                warn!("a reply that is not a pqx result: ignored");
+                continue;
+            };
+            received += 1;
+            failed += usize::from(!reply.success);
+            println!(
+                "result {} on {} (attempt {}, exit code {}): {}",
+                reply.message_id.as_deref().unwrap_or_default(),
+                reply.queue,
+                reply.attempt,
+                reply.exit_code,
+                reply.result
+            );
+        }
+        match (failed, total - received) {
+            (0, 0) => Ok(()),
+            (failed, 0) => Err(Error::ResultsFailed { failed, total }),
+            (failed, missing) => Err(Error::ResultsMissing {
+                missing,
+                total,
+                wait_secs: wait.as_secs(),
+                failed,
+            }),
+        }
+    }
+}

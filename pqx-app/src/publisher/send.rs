@@ -1,0 +1,89 @@
+//! Sending the planned publishes: pipelined, up to [`IN_FLIGHT`] waiting for their confirm at once,
+//! each marked done when the broker confirms it, so that after a lost connection only what was not
+//! confirmed is published again (with the same message id). Connecting is tried again, waiting
+//! longer each time, until a deadline.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use lapin::{Connection, PublisherConfirm};
+use pqx::mq::{confirmed, Destination, Publisher};
+use pqx_util::Backoff;
+use tracing::warn;
+
+use super::plan::Planned;
+use crate::{Error, Result};
+
+/// How many publishes may wait for their confirm at once.
+const IN_FLIGHT: usize = 8192;
+
+/// The first wait before connecting again, and the longest.
+const CONNECT_FIRST: Duration = Duration::from_millis(200);
+const CONNECT_MAX: Duration = Duration::from_secs(5);
+
+/// Connects to `url`, trying again until `deadline` while the broker cannot be reached.
+pub async fn connect_until(url: &str, deadline: Instant) -> Result<Connection> {
+    let mut backoff = Backoff::new(CONNECT_FIRST, CONNECT_MAX);
+    loop {
+        match pqx::mq::connect(url, "pqx publisher").await {
+            Ok(connection) => return Ok(connection),
+            Err(e) if e.is_transient() && Instant::now() + backoff.peek() < deadline => {
+                let wait = backoff.next_wait();
+                let tries = backoff.failures();
+                warn!(tries, retry_in_ms = wait.as_millis() as u64, error = %e, "cannot reach RabbitMQ: trying again");
+                tokio::time::sleep(wait).await;
+            }
+            Err(source) if backoff.failures() > 0 => {
+                let tries = backoff.failures() + 1;
+                return Err(Error::GaveUp { tries, source });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Publishes every planned message not yet `done`, marking each done (and calling `on_published`)
+/// when the broker confirms it.
+pub async fn publish_all(
+    connection: &Connection,
+    planned: &[Planned],
+    done: &mut [bool],
+    reply_to: Option<&str>,
+    mut on_published: impl FnMut(&Planned),
+) -> pqx::Result<()> {
+    let publisher = Publisher::open(connection).await?;
+    let mut in_flight: VecDeque<(usize, PublisherConfirm)> = VecDeque::new();
+    let result = async {
+        for (i, p) in planned.iter().enumerate() {
+            if done[i] {
+                continue;
+            }
+            if in_flight.len() >= IN_FLIGHT {
+                if let Some(oldest) = in_flight.pop_front() {
+                    on_published(settle(planned, done, oldest).await?);
+                }
+            }
+            let to = Destination::new(&p.exchange, &p.routing_key, &p.target);
+            let pending = publisher.send(to, p.body(), p.properties(reply_to)).await?;
+            in_flight.push_back((i, pending));
+        }
+        while let Some(oldest) = in_flight.pop_front() {
+            on_published(settle(planned, done, oldest).await?);
+        }
+        Ok(())
+    }
+    .await;
+    let _ = publisher.close().await;
+    result
+}
+
+/// Waits for the confirm of publish `i` and marks it done.
+async fn settle<'a>(
+    planned: &'a [Planned],
+    done: &mut [bool],
+    (i, pending): (usize, PublisherConfirm),
+) -> pqx::Result<&'a Planned> {
+    confirmed(pending, &planned[i].target).await?;
+    done[i] = true;
+    Ok(&planned[i])
+}

@@ -1,0 +1,70 @@
+//! Reading attempts back: for `inspector -o hist`, for the subscriber's look-ups before it runs a
+//! delivery (was this attempt already recorded to its end? did this dedupe key already succeed
+//! here?), and for the tests.
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+
+use super::{Attempt, Store};
+use crate::entities::{message_history, message_result};
+use crate::error::DbContext;
+use crate::Result;
+
+impl Store {
+    /// The result of attempt `attempt` of message `message_id` on `queue`, if it was recorded to
+    /// its end.
+    pub async fn ended_attempt(
+        &self,
+        message_id: &str,
+        queue: &str,
+        attempt: u32,
+    ) -> Result<Option<message_result::Model>> {
+        let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
+        let found = message_history::Entity::find()
+            .find_also_related(message_result::Entity)
+            .filter(message_history::Column::MessageId.eq(message_id))
+            .filter(message_history::Column::Queue.eq(queue))
+            .filter(message_history::Column::Attempt.eq(attempt))
+            .filter(message_result::Column::Id.is_not_null())
+            .one(&self.db)
+            .await
+            .context(|| {
+                format!(
+                    "looking up attempt {attempt} of {message_id} in {}",
+                    self.url
+                )
+            })?;
+        Ok(found.and_then(|(_, result)| result))
+    }
+
+    /// The history id of an attempt on `queue` with `dedupe_key` that succeeded, if there is one.
+    pub async fn succeeded_before(&self, queue: &str, dedupe_key: &str) -> Result<Option<i64>> {
+        let found = message_history::Entity::find()
+            .inner_join(message_result::Entity)
+            .filter(message_history::Column::Queue.eq(queue))
+            .filter(message_history::Column::DedupeKey.eq(dedupe_key))
+            .filter(message_result::Column::ExitCode.eq(0))
+            .one(&self.db)
+            .await
+            .context(|| format!("looking up dedupe_key {dedupe_key:?} in {}", self.url))?;
+        Ok(found.map(|history| history.id))
+    }
+
+    /// The newest `limit` attempts, newest first, of one message when `message_id` is given.
+    pub async fn attempts(&self, message_id: Option<&str>, limit: u64) -> Result<Vec<Attempt>> {
+        let mut query = message_history::Entity::find()
+            .find_also_related(message_result::Entity)
+            .order_by_desc(message_history::Column::Id)
+            .limit(limit);
+        if let Some(id) = message_id {
+            query = query.filter(message_history::Column::MessageId.eq(id));
+        }
+        let rows = query
+            .all(&self.db)
+            .await
+            .context(|| format!("reading attempts from {}", self.url))?;
+        Ok(rows
+            .into_iter()
+            .map(|(history, result)| Attempt { history, result })
+            .collect())
+    }
+}

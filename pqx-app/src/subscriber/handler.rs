@@ -1,0 +1,259 @@
+//! What a subscriber does with one delivery, in steps: decode it ([`Incoming`]), plan from the
+//! records ([`plan`]), run it while its start is recorded, record how it ended ([`hold`] while the
+//! database is away), and settle it ([`Settlement`]). A delivery is never acknowledged before its
+//! record is committed; a stopping subscriber hands it back to the queue.
+
+use lapin::message::Delivery;
+use pqx::exec::{execute, CancellationToken, OutputStream, RunEnd, Settings};
+use pqx::mq::Publisher;
+use tracing::{error, info, warn};
+
+use super::hold::hold;
+use super::incoming::{Ids, Incoming, Poison};
+use super::plan::{plan, Answers, Plan, Questions};
+use super::reply::Replier;
+use super::settle::{Settlement, Settler};
+use crate::{AttemptStart, Outcome, Store};
+
+/// Runs the deliveries of one host queue.
+#[derive(Debug)]
+pub struct Handler {
+    store: Store,
+    settings: Settings,
+    settler: Settler,
+    replier: Replier,
+}
+
+/// What a delivery comes to: how it is settled and, when its attempt ended, how.
+struct Verdict {
+    settlement: Settlement,
+    outcome: Option<Outcome>,
+}
+
+impl Verdict {
+    /// Back to the queue, with nothing recorded to report.
+    fn requeue() -> Self {
+        Self {
+            settlement: Settlement::Requeue,
+            outcome: None,
+        }
+    }
+}
+
+impl Handler {
+    /// A handler for `settler.queue` that records in `store` and runs commands with this machine's
+    /// `settings`.
+    pub fn new(store: Store, settler: Settler, settings: Settings) -> Self {
+        let replier = Replier {
+            queue: settler.queue.clone(),
+            host: gethostname::gethostname().to_string_lossy().into_owned(),
+        };
+        Self {
+            store,
+            settings,
+            settler,
+            replier,
+        }
+    }
+
+    /// Handles one delivery to the end; every outcome is logged, none is returned. `cancel` stops a
+    /// running command (the subscriber is stopping): the delivery then goes back to the queue.
+    pub async fn handle(
+        &self,
+        delivery: Delivery,
+        publisher: &Publisher,
+        cancel: &CancellationToken,
+    ) {
+        let decoded = Incoming::decode(&delivery);
+        let (envelope, reply_to) = match &decoded {
+            Ok(incoming) => (&incoming.envelope, incoming.reply_to()),
+            Err(rejected) => (&rejected.envelope, rejected.envelope.reply_to.as_deref()),
+        };
+        let ids = Ids {
+            queue: &self.settler.queue,
+            message_id: envelope.message_id.as_deref(),
+        };
+        let verdict = match &decoded {
+            Ok(incoming) => self.decide(incoming, ids, cancel).await,
+            Err(rejected) => reject(&rejected.reason, ids),
+        };
+        if let (true, Some(to), Some(outcome)) =
+            (verdict.settlement.is_final(), reply_to, &verdict.outcome)
+        {
+            self.replier
+                .send(publisher, to, envelope, ids, outcome)
+                .await;
+        }
+        let settlement = verdict.settlement;
+        self.settler
+            .apply(publisher, &delivery, ids, settlement)
+            .await;
+    }
+
+    /// Plans from the records, then settles from the record, skips or runs.
+    async fn decide(
+        &self,
+        incoming: &Incoming,
+        ids: Ids<'_>,
+        cancel: &CancellationToken,
+    ) -> Verdict {
+        let Some(answers) = self.look_up(incoming, ids, cancel).await else {
+            return Verdict::requeue();
+        };
+        match plan(answers) {
+            Plan::FromRecord(result) => {
+                let (queue, message_id) = (ids.queue, ids.message_id);
+                let attempt = incoming.envelope.attempt;
+                info!(queue, message_id, attempt, "redelivered, but this attempt is already recorded: settling it from the record");
+                self.verdict(incoming, ids, Outcome::from_record(result))
+            }
+            Plan::Skip { earlier } => self.skip(incoming, earlier, ids, cancel).await,
+            Plan::Run => self.run(incoming, ids, cancel).await,
+        }
+    }
+
+    /// Asks the records what the plan needs; `None` when the subscriber stopped while the database
+    /// was away.
+    async fn look_up(
+        &self,
+        incoming: &Incoming,
+        ids: Ids<'_>,
+        cancel: &CancellationToken,
+    ) -> Option<Answers> {
+        let questions = Questions::of(incoming);
+        let mut answers = Answers::default();
+        if let Some((id, attempt)) = questions.ended {
+            let ended = || self.store.ended_attempt(id, ids.queue, attempt);
+            answers.ended = hold(ids, "look up the attempt", cancel, ended).await?;
+        }
+        if let (false, Some(key)) = (answers.settled(), questions.dedupe_key) {
+            let earlier = || self.store.succeeded_before(ids.queue, key);
+            answers.succeeded_before = hold(ids, "look up the dedupe key", cancel, earlier).await?;
+        }
+        Some(answers)
+    }
+
+    /// Records the command as skipped, because attempt `earlier` already succeeded with its key.
+    async fn skip(
+        &self,
+        incoming: &Incoming,
+        earlier: i64,
+        ids: Ids<'_>,
+        cancel: &CancellationToken,
+    ) -> Verdict {
+        let key = incoming
+            .command
+            .config
+            .dedupe_key
+            .as_deref()
+            .unwrap_or_default();
+        let outcome = Outcome::skipped(key, ids.queue, earlier);
+        let start = self.start_of(incoming);
+        let record = || self.store.record_not_run(&start, &outcome);
+        if hold(ids, "record the skipped attempt", cancel, record)
+            .await
+            .is_none()
+        {
+            return Verdict::requeue();
+        }
+        let (queue, message_id) = (ids.queue, ids.message_id);
+        info!(
+            queue,
+            message_id,
+            dedupe_key = key,
+            earlier,
+            "already succeeded here: skipped"
+        );
+        Verdict {
+            settlement: Settlement::Ack,
+            outcome: Some(outcome),
+        }
+    }
+
+    /// Runs the command while its start is recorded, then records how it ended.
+    async fn run(&self, incoming: &Incoming, ids: Ids<'_>, cancel: &CancellationToken) -> Verdict {
+        let (queue, message_id) = (ids.queue, ids.message_id);
+        let command = &incoming.command;
+        let attempt = incoming.envelope.attempt;
+        info!(
+            queue,
+            message_id,
+            attempt,
+            cmd = command.cmd.kind(),
+            "running"
+        );
+        let start = self.start_of(incoming);
+        // The start is recorded while the command starts, not before: the database is not on the
+        // way from delivery to run. Either way both are done before the delivery is settled.
+        let recording = hold(ids, "record the attempt", cancel, || {
+            self.store.record_start(&start)
+        });
+        let timeout = command.config.run_timeout();
+        let on_line = |stream: OutputStream, line: &str| {
+            info!(queue, message_id, stream = stream.as_str(), "{line}");
+        };
+        let running = execute(&command.cmd, &self.settings, timeout, cancel, on_line);
+        // The run is polled first, so that the process is spawned before the insert is prepared.
+        let (report, history_id) = tokio::join!(running, recording);
+        let Some(history_id) = history_id else {
+            return Verdict::requeue();
+        };
+        let outcome = Outcome::of_run(&report);
+        let exit_code = outcome.exit_code;
+        info!(queue, message_id, attempt, exit_code, "{}", outcome.summary);
+        if report.end == RunEnd::Interrupted {
+            // Stopping: one try at the record, then the message goes back to run again elsewhere.
+            if let Err(e) = self.store.record_end(history_id, &outcome).await {
+                warn!(queue, message_id, error = %e, "cannot record the interrupted attempt");
+            }
+            return Verdict::requeue();
+        }
+        let record = || self.store.record_end(history_id, &outcome);
+        if hold(ids, "record the result", cancel, record)
+            .await
+            .is_none()
+        {
+            return Verdict::requeue();
+        }
+        self.verdict(incoming, ids, outcome)
+    }
+
+    /// How a recorded attempt is settled, by the command's retry policy.
+    fn verdict(&self, incoming: &Incoming, ids: Ids<'_>, outcome: Outcome) -> Verdict {
+        let attempt = incoming.envelope.attempt;
+        let policy = incoming.command.config.retry_policy();
+        let settlement = Settlement::after(&outcome, &policy, attempt);
+        if let Settlement::DeadLetter(_) = settlement {
+            let (queue, message_id) = (ids.queue, ids.message_id);
+            warn!(
+                queue,
+                message_id, attempt, "no retries left: dead-lettering it"
+            );
+        }
+        Verdict {
+            settlement,
+            outcome: Some(outcome),
+        }
+    }
+
+    fn start_of<'a>(&'a self, incoming: &'a Incoming) -> AttemptStart<'a> {
+        AttemptStart {
+            command: &incoming.command,
+            message_id: incoming.envelope.message_id.as_deref(),
+            queue: &self.settler.queue,
+            host: &self.replier.host,
+            attempt: incoming.envelope.attempt,
+        }
+    }
+}
+
+/// A message that is not a command goes to the dead letters with the reason.
+fn reject(poison: &Poison, ids: Ids<'_>) -> Verdict {
+    let reason = poison.to_string();
+    let (queue, message_id) = (ids.queue, ids.message_id);
+    error!(queue, message_id, %reason, "not a valid command: dead-lettering it");
+    Verdict {
+        outcome: Some(Outcome::rejected(&reason)),
+        settlement: Settlement::DeadLetter(reason),
+    }
+}

@@ -1,0 +1,91 @@
+//! Step 1 of a delivery: decoding it. Its properties say which message and attempt it is and where
+//! its result goes; its body is a command, or it is poison (dead-lettered with the reason).
+
+use lapin::message::Delivery;
+use pqx::mq::attempt_of;
+
+use crate::{Command, InvalidTask};
+
+/// What a delivery's properties say, whatever its body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// The id all attempts of one publish share; a message published by hand may have none.
+    pub message_id: Option<String>,
+    /// 1 for the first run, 2 for the first retry, ...
+    pub attempt: u32,
+    /// The broker handed it out before (a subscriber died or a channel closed before the ack).
+    pub redelivered: bool,
+    /// The queue its result goes to, as the message asks (`publisher --wait`).
+    pub reply_to: Option<String>,
+    /// What the result is correlated by: the correlation id, else the message id.
+    pub correlation_id: Option<String>,
+}
+
+/// What every log line about one delivery names: the host queue and the message id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ids<'a> {
+    pub queue: &'a str,
+    pub message_id: Option<&'a str>,
+}
+
+/// A delivery that holds a command.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub envelope: Envelope,
+    pub command: Command,
+}
+
+/// A delivery that holds no command, and why.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub envelope: Envelope,
+    pub reason: Poison,
+}
+
+/// Why a body is not a command.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Poison {
+    #[error("not a valid command: body is not UTF-8: {0}")]
+    NotUtf8(std::str::Utf8Error),
+    #[error("not a valid command: {0}")]
+    Invalid(InvalidTask),
+}
+
+impl Incoming {
+    /// Decodes a delivery (a poison one, which is rare, in a box).
+    pub fn decode(delivery: &Delivery) -> Result<Self, Box<Rejected>> {
+        let envelope = Envelope::of(delivery);
+        let command = std::str::from_utf8(&delivery.data)
+            .map_err(Poison::NotUtf8)
+            .and_then(|text| Command::from_json(text).map_err(Poison::Invalid));
+        match command {
+            Ok(command) => Ok(Self { envelope, command }),
+            Err(reason) => Err(Box::new(Rejected { envelope, reason })),
+        }
+    }
+
+    /// Where the final result goes: the message's `reply_to`, else the command's.
+    pub fn reply_to(&self) -> Option<&str> {
+        self.envelope
+            .reply_to
+            .as_deref()
+            .or(self.command.config.reply_to.as_deref())
+    }
+}
+
+impl Envelope {
+    fn of(delivery: &Delivery) -> Self {
+        let props = &delivery.properties;
+        let text = |value: &Option<lapin::types::ShortString>| {
+            value.as_ref().map(|v| v.as_str().to_owned())
+        };
+        let message_id = text(props.message_id());
+        Self {
+            attempt: attempt_of(props),
+            redelivered: delivery.redelivered,
+            reply_to: text(props.reply_to()),
+            correlation_id: text(props.correlation_id()).or_else(|| message_id.clone()),
+            message_id,
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `subscriber -q QUEUE`: consumes one host queue and runs what arrives, one command at a time
+//! (`--concurrency N`: up to N).
+//!
+//! One delivery goes through the steps of `handler.rs`: decode (`incoming.rs`), plan from the
+//! records (`plan.rs`), run while the start is recorded, record the end (`hold.rs`), settle
+//! (`settle.rs`), reply (`reply.rs`). This module is the loop around them: it outlives the broker
+//! (when the connection is lost it logs why, reconnects with a growing wait and goes on; deliveries
+//! it held go back to the queue by the broker's own rules), and it stops on SIGINT or SIGTERM: no
+//! new command is taken, the running one may finish within the grace period and is recorded and
+//! settled, then it exits 0. A second signal, or the end of the grace period, kills the running
+//! command and hands its message back to the queue.
+
+mod cli;
+mod handler;
+mod hold;
+mod incoming;
+mod plan;
+mod reply;
+mod session;
+mod settle;
+mod signals;
+
+use std::path::Path;
+use std::time::Duration;
+
+use pqx::exec::CancellationToken;
+use pqx_util::Backoff;
+use tracing::{info, warn};
+
+use crate::{Error, Result, Store};
+
+pub use cli::SubscriberCli;
+pub use handler::Handler;
+pub use settle::{Settlement, Settler};
+
+use session::Session;
+use signals::Signals;
+
+/// The first wait before connecting again, and the longest.
+const RECONNECT_FIRST: Duration = Duration::from_millis(200);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+/// How the subscriber ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stopped {
+    /// Told to stop; the running command (if any) finished and was settled.
+    Cleanly,
+    /// Told to stop twice, or the grace period ran out: the running command was killed and its
+    /// message handed back to the queue.
+    Interrupted,
+}
+
+/// Runs the subscriber until it is told to stop.
+pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
+    let conn = cli.config.conn()?;
+    let init = cli.config.init()?;
+    let settings = pqx::exec::Settings::from_env()?;
+    let store = Store::connect(&conn.db_url).await?;
+    store.ensure_tables().await?;
+    let settler = Settler {
+        queue: cli.queue.clone(),
+        delayed_exchange: init.delayed_exchange(),
+        dead_letter_exchange: init.dead_letter_exchange(),
+    };
+    let handler = Handler::new(store, settler, settings);
+    let signals = Signals::install()?;
+    stay_connected(
+        &cli,
+        &conn.mq_url,
+        &init.delayed_exchange(),
+        &handler,
+        signals,
+    )
+    .await
+}
+
+/// Consumes the queue on one connection after another until told to stop: a lost connection is
+/// logged and opened again, waiting longer after each failure.
+async fn stay_connected(
+    cli: &SubscriberCli,
+    url: &str,
+    delayed_exchange: &str,
+    handler: &Handler,
+    mut signals: Signals,
+) -> Result<Stopped> {
+    let queue = cli.queue.as_str();
+    let cancel = CancellationToken::new();
+    let grace = Duration::from_secs(cli.grace_period);
+    let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
+    let mut connected_before = false;
+    loop {
+        let opened = tokio::select! {
+            opened = Session::open(url, delayed_exchange, queue, cli.concurrency) => opened,
+            _ = signals.next() => return Ok(Stopped::Cleanly),
+        };
+        let session = match opened {
+            Ok(session) => session,
+            Err(e) if e.is_transient() || connected_before => {
+                let wait = backoff.next_wait();
+                let tries = backoff.failures();
+                warn!(queue, tries, retry_in_ms = wait.as_millis() as u64, error = %e, "cannot reach RabbitMQ: trying again");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => continue,
+                    _ = signals.next() => return Ok(Stopped::Cleanly),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if connected_before {
+            info!(queue, tries = backoff.failures(), "reconnected to RabbitMQ");
+        } else if let Some(path) = &cli.ready_file {
+            write_ready_file(path)?;
+        }
+        connected_before = true;
+        backoff.reset();
+        info!(queue, "subscribed, waiting for commands");
+        let served = session.serve(handler, &mut signals, &cancel, grace).await;
+        session.close().await;
+        match served {
+            Ok(stopped) => {
+                info!(queue, "stopped");
+                return Ok(stopped);
+            }
+            Err(why) => {
+                warn!(queue, reason = %why, "lost the connection to RabbitMQ: reconnecting")
+            }
+        }
+    }
+}
+
+/// Says the subscriber consumes its queue: the file holds its pid.
+fn write_ready_file(path: &Path) -> Result<()> {
+    std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| Error::ReadyFile {
+        path: path.to_owned(),
+        source,
+    })
+}

@@ -1,0 +1,141 @@
+//! Step 2 of a delivery: deciding what to do with a command before running it, from what the
+//! records say. Pure: the look-ups are made by the handler, in the order [`Questions`] gives.
+//!
+//! - A redelivered message whose attempt is already recorded to its end is settled from the
+//!   record, not run again (so that no attempt is recorded twice).
+//! - A command whose `dedupe_key` already succeeded on this queue is skipped.
+//! - Anything else runs.
+
+use crate::entities::message_result;
+
+use super::incoming::Incoming;
+
+/// What the records must be asked, in this order, before a delivery is decided on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Questions<'a> {
+    /// Whether this attempt of this message ended already (asked of redeliveries only: a first
+    /// delivery cannot have been recorded).
+    pub ended: Option<(&'a str, u32)>,
+    /// Whether a command with this key already succeeded on the queue.
+    pub dedupe_key: Option<&'a str>,
+}
+
+/// What the records answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Answers {
+    /// The result of this attempt, if it is recorded.
+    pub ended: Option<message_result::Model>,
+    /// The history id of an earlier attempt with the same dedupe key that succeeded.
+    pub succeeded_before: Option<i64>,
+}
+
+/// What to do with the command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Settle it as the recorded attempt ended.
+    FromRecord(message_result::Model),
+    /// Record it as skipped, because attempt `earlier` already did it.
+    Skip { earlier: i64 },
+    /// Run it.
+    Run,
+}
+
+impl<'a> Questions<'a> {
+    /// The questions for `incoming`.
+    pub fn of(incoming: &'a Incoming) -> Self {
+        let envelope = &incoming.envelope;
+        Self {
+            ended: match (&envelope.message_id, envelope.redelivered) {
+                (Some(id), true) => Some((id.as_str(), envelope.attempt)),
+                _ => None,
+            },
+            dedupe_key: incoming.command.config.dedupe_key.as_deref(),
+        }
+    }
+}
+
+impl Answers {
+    /// Whether the later questions need no answer: the attempt is settled from the record.
+    pub fn settled(&self) -> bool {
+        self.ended.is_some()
+    }
+}
+
+/// What to do, given the answers.
+pub fn plan(answers: Answers) -> Plan {
+    match answers {
+        Answers {
+            ended: Some(result),
+            ..
+        } => Plan::FromRecord(result),
+        Answers {
+            succeeded_before: Some(earlier),
+            ..
+        } => Plan::Skip { earlier },
+        _ => Plan::Run,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subscriber::incoming::Envelope;
+    use crate::Command;
+
+    fn incoming(redelivered: bool, message_id: Option<&str>, dedupe: Option<&str>) -> Incoming {
+        let mut command =
+            Command::from_json(r#"{"mailing_to":[],"cmd":{"Bash":{"cmd":["true"]}}}"#).unwrap();
+        command.config.dedupe_key = dedupe.map(str::to_owned);
+        Incoming {
+            envelope: Envelope {
+                message_id: message_id.map(str::to_owned),
+                attempt: 2,
+                redelivered,
+                reply_to: None,
+                correlation_id: None,
+            },
+            command,
+        }
+    }
+
+    fn result(exit_code: i32) -> message_result::Model {
+        message_result::Model {
+            id: 7,
+            history_id: 3,
+            exit_code,
+            result: "recorded".into(),
+            time: chrono::DateTime::UNIX_EPOCH,
+            stdout: None,
+            stderr: None,
+        }
+    }
+
+    #[test]
+    fn only_redeliveries_with_an_id_ask_for_the_record() {
+        let first = incoming(false, Some("m"), None);
+        assert_eq!(Questions::of(&first).ended, None);
+        let again = incoming(true, Some("m"), None);
+        assert_eq!(Questions::of(&again).ended, Some(("m", 2)));
+        let anonymous = incoming(true, None, None);
+        assert_eq!(Questions::of(&anonymous).ended, None);
+        let keyed = incoming(false, None, Some("k"));
+        assert_eq!(Questions::of(&keyed).dedupe_key, Some("k"));
+    }
+
+    #[test]
+    fn the_record_wins_then_the_dedupe_key_then_it_runs() {
+        let both = Answers {
+            ended: Some(result(1)),
+            succeeded_before: Some(5),
+        };
+        assert!(both.settled());
+        assert_eq!(plan(both), Plan::FromRecord(result(1)));
+        let earlier = Answers {
+            ended: None,
+            succeeded_before: Some(5),
+        };
+        assert!(!earlier.settled());
+        assert_eq!(plan(earlier), Plan::Skip { earlier: 5 });
+        assert_eq!(plan(Answers::default()), Plan::Run);
+    }
+}

@@ -1,0 +1,140 @@
+//! One connection of a subscriber: the consumer of its host queue and a channel to publish retries,
+//! dead letters and replies on, and the loop that runs deliveries, up to `--concurrency` at once,
+//! until the subscriber is told to stop or the connection is lost.
+
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use lapin::options::BasicCancelOptions;
+use lapin::{Channel, Connection, Consumer};
+use pqx::exec::CancellationToken;
+use pqx::mq::{declare_delayed_exchange, subscribe, Publisher};
+use tracing::{info, warn};
+
+use super::handler::Handler;
+use super::signals::Signals;
+use super::Stopped;
+
+/// Why a session ended without being told to.
+#[derive(Debug, thiserror::Error)]
+pub enum Lost {
+    #[error("{0}")]
+    Consumer(lapin::Error),
+    #[error("the broker cancelled the consumer (was the queue deleted?)")]
+    Cancelled,
+}
+
+pub struct Session {
+    concurrency: usize,
+    connection: Connection,
+    channel: Channel,
+    consumer: Consumer,
+    publisher: Publisher,
+    tag: String,
+}
+
+impl Session {
+    /// Connects to `url` and consumes `queue`, declaring the delayed exchange its retries need.
+    pub async fn open(
+        url: &str,
+        delayed_exchange: &str,
+        queue: &str,
+        concurrency: u16,
+    ) -> pqx::Result<Self> {
+        let connection = pqx::mq::connect(url, &format!("pqx subscriber {queue}")).await?;
+        let publisher = Publisher::open(&connection).await?;
+        declare_delayed_exchange(publisher.channel(), delayed_exchange).await?;
+        let tag = format!("pqx-{}-{}", queue, std::process::id());
+        let (channel, consumer) = subscribe(&connection, queue, &tag, concurrency).await?;
+        Ok(Self {
+            concurrency: usize::from(concurrency),
+            connection,
+            channel,
+            consumer,
+            publisher,
+            tag,
+        })
+    }
+
+    /// Runs deliveries until told to stop (Ok) or the connection is lost (Err; the commands
+    /// running then are let finish first). After the first stop request no delivery is taken and
+    /// the running ones have `grace` to finish; a second request, or the end of the grace period,
+    /// cancels them.
+    pub async fn serve(
+        &self,
+        handler: &Handler,
+        signals: &mut Signals,
+        cancel: &CancellationToken,
+        grace: Duration,
+    ) -> Result<Stopped, Lost> {
+        let mut consumer = self.consumer.clone();
+        let mut running = FuturesUnordered::new();
+        let mut stopping = false;
+        let mut lost = None;
+        let mut deadline = None;
+        loop {
+            let taking = !stopping && lost.is_none() && running.len() < self.concurrency;
+            tokio::select! {
+                delivery = consumer.next(), if taking => match delivery {
+                    Some(Ok(delivery)) => running.push(handler.handle(delivery, &self.publisher, cancel)),
+                    Some(Err(e)) => lost = Some(Lost::Consumer(e)),
+                    None => lost = Some(Lost::Cancelled),
+                },
+                Some(()) = running.next(), if !running.is_empty() => {}
+                _ = signals.next() => {
+                    if stopping {
+                        warn!("second signal: killing the running commands, their messages go back to the queue");
+                        cancel.cancel();
+                    } else {
+                        stopping = true;
+                        deadline = self.stop_taking(running.len(), grace).await;
+                    }
+                }
+                _ = pqx_util::sleep_until(deadline) => {
+                    warn!("grace period over: killing the running commands, their messages go back to the queue");
+                    cancel.cancel();
+                    deadline = None;
+                }
+            }
+            if running.is_empty() {
+                if cancel.is_cancelled() {
+                    return Ok(Stopped::Interrupted);
+                }
+                if stopping {
+                    return Ok(Stopped::Cleanly);
+                }
+                if let Some(why) = lost.take() {
+                    return Err(why);
+                }
+            }
+        }
+    }
+
+    /// Cancels the consumer, so that no more deliveries come while the last ones finish; returns
+    /// when the grace period of the `running` ones ends.
+    async fn stop_taking(&self, running: usize, grace: Duration) -> Option<tokio::time::Instant> {
+        let deadline = (running > 0).then(|| {
+            info!(
+                grace_secs = grace.as_secs(),
+                running, "stopping after the running commands"
+            );
+            tokio::time::Instant::now() + grace
+        });
+        let tag = self.tag.as_str().into();
+        let _ = self
+            .channel
+            .basic_cancel(tag, BasicCancelOptions::default())
+            .await;
+        deadline
+    }
+
+    pub async fn close(&self) {
+        // Any of these may fail when the broker is gone; there is nothing to settle either way.
+        let _ = self.channel.close(200, "subscriber stopped".into()).await;
+        let _ = self.publisher.close().await;
+        let _ = self
+            .connection
+            .close(200, "subscriber stopped".into())
+            .await;
+    }
+}

@@ -1,0 +1,196 @@
+//! The real RabbitMQ the tests use: the main node, or the second node the fault tests stop and
+//! start (`scripts/services.sh --second-node`), and a vhost of a test's own on either, created
+//! through the management API and deleted with everything in it on drop.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use lapin::message::Delivery;
+use lapin::options::{BasicGetOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use pqx_util::{ApiEndpoint, MqApi};
+
+use crate::{unique, Deadline};
+
+/// The user and password `scripts/services.sh` creates.
+pub const MQ_USER: &str = "pqx";
+pub const MQ_PASS: &str = "pqx";
+
+/// A RabbitMQ node: its AMQP and management ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Broker {
+    pub amqp_port: u16,
+    pub api_port: u16,
+}
+
+/// The main node.
+pub const MAIN: Broker = Broker {
+    amqp_port: 5672,
+    api_port: 15672,
+};
+
+/// The second node, which the fault tests stop and start.
+pub const NODE2: Broker = Broker {
+    amqp_port: 5673,
+    api_port: 15673,
+};
+
+/// The broker's host: `PQX_TEST_MQ_HOST`, default 127.0.0.1.
+pub fn mq_host() -> String {
+    std::env::var("PQX_TEST_MQ_HOST").unwrap_or_else(|_| "127.0.0.1".into())
+}
+
+/// The second node's Erlang node name: `PQX_TEST_NODE2`, default pqx-node2@<short hostname>.
+pub fn node2_name() -> Result<String> {
+    if let Ok(name) = std::env::var("PQX_TEST_NODE2") {
+        return Ok(name);
+    }
+    let out = Command::new("hostname").arg("-s").output()?;
+    Ok(format!(
+        "pqx-node2@{}",
+        String::from_utf8_lossy(&out.stdout).trim()
+    ))
+}
+
+/// `rabbitmqctl -n <second node> <action>` (stop_app or start_app), which must succeed.
+pub fn node2_ctl(action: &str) -> Result<()> {
+    let out = Command::new("rabbitmqctl")
+        .args(["-q", "-n", &node2_name()?, action])
+        .output()
+        .context("running rabbitmqctl")?;
+    if !out.status.success() {
+        bail!(
+            "rabbitmqctl {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+impl Broker {
+    fn api(&self, vhost: &str) -> Result<MqApi> {
+        let endpoint = ApiEndpoint::new(&mq_host(), self.api_port, MQ_USER, MQ_PASS, vhost);
+        Ok(MqApi::new(endpoint)?)
+    }
+}
+
+/// A vhost of one test's own, where the `pqx` user may do everything; deleted on drop.
+pub struct Vhost {
+    pub name: String,
+    pub broker: Broker,
+}
+
+impl Vhost {
+    /// Creates a uniquely named vhost on `broker`.
+    pub async fn create(broker: Broker) -> Result<Self> {
+        let name = unique("pqx_test");
+        broker
+            .api(&name)?
+            .create_vhost(MQ_USER)
+            .await
+            .with_context(|| format!("creating vhost {name}"))?;
+        Ok(Self { name, broker })
+    }
+
+    /// The AMQP URL of this vhost.
+    pub fn url(&self) -> String {
+        format!(
+            "amqp://{MQ_USER}:{MQ_PASS}@{}:{}/{}",
+            mq_host(),
+            self.broker.amqp_port,
+            self.name
+        )
+    }
+
+    /// A connection to this vhost, for looking at queues directly.
+    pub async fn connect(&self) -> Result<Connection> {
+        Connection::connect(&self.url(), ConnectionProperties::default())
+            .await
+            .with_context(|| format!("connecting to vhost {}", self.name))
+    }
+
+    /// How many messages wait in `queue`.
+    pub async fn queue_len(&self, queue: &str) -> Result<u32> {
+        let conn = self.connect().await?;
+        let channel = conn.create_channel().await?;
+        let options = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let found = channel
+            .queue_declare(queue.into(), options, FieldTable::default())
+            .await
+            .with_context(|| format!("looking at queue {queue}"))?;
+        let _ = conn.close(200, "".into()).await;
+        Ok(found.message_count())
+    }
+
+    /// Takes the next message from `queue`, polling up to `secs`.
+    pub async fn take(&self, queue: &str, secs: u64) -> Result<Option<Delivery>> {
+        let conn = self.connect().await?;
+        let taken = take(&conn.create_channel().await?, queue, secs).await;
+        let _ = conn.close(200, "".into()).await;
+        taken
+    }
+
+    /// Takes every message from `queue` until none comes for `idle_secs`; returns how many there
+    /// were.
+    pub async fn drain(&self, queue: &str, idle_secs: u64) -> Result<usize> {
+        let conn = self.connect().await?;
+        let channel = conn.create_channel().await?;
+        let mut count = 0;
+        while take(&channel, queue, idle_secs).await?.is_some() {
+            count += 1;
+        }
+        let _ = conn.close(200, "".into()).await;
+        Ok(count)
+    }
+}
+
+/// The next message of `queue`, polling up to `secs`.
+async fn take(channel: &lapin::Channel, queue: &str, secs: u64) -> Result<Option<Delivery>> {
+    let deadline = Deadline::after_secs(secs);
+    loop {
+        let got = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .with_context(|| format!("taking a message from {queue}"))?;
+        if let Some(message) = got {
+            return Ok(Some(message.delivery));
+        }
+        if deadline.passed() {
+            return Ok(None);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        let (broker, name) = (self.broker, self.name.clone());
+        // Drop cannot wait on the test's runtime: the request runs on a runtime of its own. A node
+        // whose app was just restarted may not answer for a moment: it is tried a few times.
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            let api = broker.api(&name).ok()?;
+            runtime.block_on(async {
+                for _ in 0..20 {
+                    if api.delete_vhost().await.is_ok() {
+                        return Some(());
+                    }
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                None
+            })
+        })
+        .join();
+        if !matches!(deleted, Ok(Some(()))) {
+            eprintln!("pqx-testkit: could not delete vhost {}", self.name);
+        }
+    }
+}

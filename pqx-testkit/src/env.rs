@@ -1,0 +1,156 @@
+//! One test's (or one benchmark run's) world: a vhost, a database and a working directory holding
+//! conn.yml for them, where the five binaries run as an operator runs them. Removed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{mq_host, unique, Broker, DbKind, Subscriber, TestDb, Vhost, MQ_PASS, MQ_USER};
+
+/// A working directory, vhost and database of one's own, and the binaries to run in it.
+pub struct Env {
+    pub vhost: Vhost,
+    pub db: TestDb,
+    /// The working directory: config files, the SQLite file, logs.
+    pub dir: tempfile::TempDir,
+    bins: PathBuf,
+    log_filter: String,
+}
+
+impl Env {
+    /// A new vhost on `broker` and a database of `db`, with conn.yml naming both; the binaries are
+    /// in `bins`.
+    pub async fn new(bins: &Path, broker: Broker, db: DbKind) -> Result<Self> {
+        for binary in [
+            "initiator",
+            "inspector",
+            "publisher",
+            "rectifier",
+            "subscriber",
+        ] {
+            if !bins.join(binary).is_file() {
+                bail!(
+                    "{} is missing: build the binaries first",
+                    bins.join(binary).display()
+                );
+            }
+        }
+        let dir = tempfile::tempdir()?;
+        let vhost = Vhost::create(broker).await?;
+        let db = TestDb::create(db, dir.path())?;
+        let env = Self {
+            vhost,
+            db,
+            dir,
+            bins: bins.to_owned(),
+            log_filter: "info".into(),
+        };
+        env.write_conn(&env.db.url, broker.amqp_port)?;
+        Ok(env)
+    }
+
+    /// The `RUST_LOG` the binaries run with (default `info`).
+    pub fn with_log_filter(mut self, filter: &str) -> Self {
+        self.log_filter = filter.to_owned();
+        self
+    }
+
+    /// A path in the working directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes a file (a task file, init.yml) in the working directory; returns its path.
+    pub fn write(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.path(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// Writes conn.yml for this vhost, with `db_url` and the broker on `mq_port`.
+    pub fn write_conn(&self, db_url: &str, mq_port: u16) -> Result<()> {
+        let conn = format!(
+            "mq:\n  host: {host}\n  port: {mq_port}\n  user: {MQ_USER}\n  pass: {MQ_PASS}\n  vhost: {vhost}\n\
+             mq_api:\n  host: {host}\n  port: {api_port}\n  user: {MQ_USER}\n  pass: {MQ_PASS}\n  vhost: {vhost}\n\
+             db:\n  url: \"{db_url}\"\n",
+            host = mq_host(),
+            vhost = self.vhost.name,
+            api_port = self.vhost.broker.api_port,
+        );
+        self.write("conn.yml", &conn).map(|_| ())
+    }
+
+    /// A binary, to run in the working directory with its logs there.
+    pub fn command(&self, binary: &str) -> Command {
+        let mut cmd = Command::new(self.bins.join(binary));
+        cmd.current_dir(self.dir.path())
+            .env("PQX_LOG_DIR", self.path("logs"))
+            .env("RUST_LOG", &self.log_filter)
+            .env_remove("PQX_CONN")
+            .env_remove("PQX_INIT")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs a binary to its end.
+    pub fn run(&self, binary: &str, args: &[&str]) -> Result<Output> {
+        self.command(binary)
+            .args(args)
+            .output()
+            .with_context(|| format!("running {binary}"))
+    }
+
+    /// Runs a binary that must succeed; returns its stdout.
+    pub fn ok(&self, binary: &str, args: &[&str]) -> Result<String> {
+        let out = self.run(binary, args)?;
+        if !out.status.success() {
+            bail!(
+                "{binary} {args:?} failed: {}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// `initiator -o init`.
+    pub fn init(&self) -> Result<()> {
+        self.ok("initiator", &["-o", "init"]).map(|_| ())
+    }
+
+    /// Publishes a task file; returns the message ids, one per publish.
+    pub fn publish(&self, task: &Path) -> Result<Vec<String>> {
+        let task = task.to_str().context("task file path")?;
+        let out = self.ok("publisher", &["-o", "pub", "-t", task])?;
+        Ok(out
+            .lines()
+            .filter_map(|l| l.strip_prefix("published "))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Starts `subscriber -q queue`; returns once it consumes.
+    pub fn subscriber(&self, queue: &str) -> Result<Subscriber> {
+        self.subscriber_with(queue, &[], &[])
+    }
+
+    /// Starts `subscriber -q queue` with more arguments and environment; returns once it
+    /// consumes.
+    pub fn subscriber_with(
+        &self,
+        queue: &str,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> Result<Subscriber> {
+        let name = unique(&format!("subscriber-{queue}"));
+        let mut command = self.command("subscriber");
+        command
+            .args(["-q", queue])
+            .args(args)
+            .envs(vars.iter().copied());
+        let ready = self.path(&format!("{name}.ready"));
+        Subscriber::start(command, self.path(&format!("{name}.log")), Some(ready))
+    }
+}

@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Subcommand, ValueEnum};
 
+/// The longest wait any option takes, in seconds: 7 days (the broker's consumer timeout as
+/// scripts/services.sh sets it).
+pub const MAX_SECS: u64 = 7 * 24 * 3600;
+
 /// What a binary is to do, given either way: `-o NAME` (the original PQX's form) or the subcommand
 /// `NAME` (with its own `--help`). The options are one enum `O` deriving both `Subcommand` and
 /// `ValueEnum`, each variant named once with `#[clap(name = "...")]`.
@@ -42,7 +46,11 @@ pub fn finish(binary: &str, result: crate::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{binary}: error: {e}");
+            // One line, whatever the error quotes (a file's content, a broker's reply).
+            eprintln!(
+                "{binary}: error: {}",
+                pqx_util::escape_control(&e.to_string())
+            );
             ExitCode::FAILURE
         }
     }

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use pqx::exec::Cmd;
+use pqx::mq::{check_header_pairs, MAX_NAME_BYTES, MAX_TTL_MS};
 use pqx::InvalidField;
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,7 @@ use crate::{Error, Result};
 #[serde(deny_unknown_fields)]
 pub struct Command {
     /// Each entry is one publish whose headers are the entry's pairs; empty means every host queue.
+    #[serde(deserialize_with = "pqx_util::unique_keys::vec_of_maps")]
     pub mailing_to: Vec<BTreeMap<String, String>>,
     #[serde(default)]
     pub config: TaskConfig,
@@ -76,7 +78,7 @@ impl Command {
         let command: Command = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let at = e.path().to_string();
             let inner = e.into_inner();
-            if at == "." || inner.is_syntax() || inner.is_eof() {
+            if at == "." {
                 InvalidTask::Syntax(inner.to_string())
             } else {
                 InvalidTask::Field(InvalidField::new(at, inner.to_string()))
@@ -124,21 +126,8 @@ impl Command {
     /// Checks what serde cannot: no empty or reserved header keys, a runnable cmd, values in range.
     pub fn validate(&self) -> std::result::Result<(), InvalidField> {
         for (i, entry) in self.mailing_to.iter().enumerate() {
-            let field = format!("mailing_to[{i}]");
-            if entry.is_empty() {
-                return Err(InvalidField::new(
-                    field,
-                    "is empty (give at least one pair, such as {\"unique_key\": \"h1\"})",
-                ));
-            }
-            if let Some(key) = entry.keys().find(|k| k.is_empty() || k.starts_with("x-")) {
-                return Err(InvalidField::new(
-                    field,
-                    format!(
-                        "key {key:?} is not allowed (keys must be non-empty and not start with x-)"
-                    ),
-                ));
-            }
+            validate_pairs(entry)
+                .map_err(|problem| InvalidField::new(format!("mailing_to[{i}]"), problem))?;
         }
         self.config.validate()?;
         self.cmd.validate()
@@ -153,6 +142,14 @@ impl Command {
     pub fn mailing_to_json(&self) -> String {
         serde_json::to_string(&self.mailing_to).unwrap_or_default()
     }
+}
+
+/// Why the pairs of one `mailing_to` entry cannot be message headers, if they cannot.
+fn validate_pairs(pairs: &BTreeMap<String, String>) -> std::result::Result<(), String> {
+    if pairs.is_empty() {
+        return Err("is empty (give at least one pair, such as {\"unique_key\": \"h1\"})".into());
+    }
+    check_header_pairs(pairs)
 }
 
 impl TaskConfig {
@@ -182,25 +179,43 @@ impl TaskConfig {
                 format!("{b} is out of range: expected a factor from 1 to 100"),
             );
         }
+        let max_expiration = MAX_TTL_MS / 1000;
+        if let Some(secs) = self
+            .waiting_timeout
+            .filter(|s| u64::from(*s) > max_expiration)
+        {
+            return invalid(
+                "waiting_timeout",
+                format!(
+                    "{secs} is out of range: expected 1 to {max_expiration} seconds \
+                     (the broker's longest expiration)"
+                ),
+            );
+        }
         for (key, value) in [
             ("dedupe_key", &self.dedupe_key),
             ("reply_to", &self.reply_to),
         ] {
-            if value.as_deref() == Some("") {
-                return invalid(key, "must not be empty".into());
+            match value.as_deref() {
+                Some("") => return invalid(key, "must not be empty".into()),
+                Some(v) if v.len() > MAX_NAME_BYTES => {
+                    let problem =
+                        format!("{} bytes is too long: at most {MAX_NAME_BYTES}", v.len());
+                    return invalid(key, problem);
+                }
+                _ => {}
             }
         }
         Ok(())
     }
 }
 
+/// The largest task file read: RabbitMQ's default largest message.
+pub const MAX_TASK_BYTES: u64 = 128 << 20;
+
 fn read_task(path: &Path) -> Result<String> {
-    let text = if path == Path::new("-") {
-        std::io::read_to_string(std::io::stdin())
-    } else {
-        std::fs::read_to_string(path)
-    };
-    text.map_err(|e| task_error(path, TaskProblem::Unreadable(e)))
+    pqx_util::read_text(path, MAX_TASK_BYTES)
+        .map_err(|e| task_error(path, TaskProblem::Unreadable(e)))
 }
 
 fn task_error(path: &Path, problem: TaskProblem) -> Error {
@@ -325,6 +340,44 @@ mod tests {
     fn empty_mailing_to_entry_is_named() {
         let err = error_of(r#"[{"unique_key":"h1"},{}]"#, "{}");
         assert!(err.starts_with("mailing_to[1]: is empty"), "{err}");
+    }
+
+    #[test]
+    fn errors_name_their_field_whatever_the_input() {
+        let cases = [
+            (r#"{"mailing_to":[],"cmd":1}"#, "cmd: "),
+            (r#"{"mailing_to":[],"cmd":{"Bash":1}}"#, "cmd.Bash: "),
+            (
+                r#"{"mailing_to":[{"a":"1","a":"2"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
+                "mailing_to",
+            ),
+            (
+                r#"{"mailing_to":[],"cmd":{"Http":{"method":"GET","url":"u","headers":{"A":"1","A":"2"}}}}"#,
+                "cmd.Http.headers",
+            ),
+        ];
+        for (json, field) in cases {
+            let err = Command::from_json(json).unwrap_err().to_string();
+            assert!(err.starts_with(field), "{json}: {err}");
+        }
+        let err = Command::from_json(
+            r#"{"mailing_to":[{"a":"1","a":"2"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains(r#"key "a" is given twice"#), "{err}");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.json");
+        std::fs::write(
+            &path,
+            "\u{feff}{\"mailing_to\":[],\"cmd\":{\"Bash\":{\"cmd\":[\"true\"]}}}",
+        )
+        .unwrap();
+        assert!(Command::from_file(&path).is_ok());
     }
 
     #[test]

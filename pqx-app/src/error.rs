@@ -26,6 +26,13 @@ pub enum Error {
         #[source]
         source: sea_orm::DbErr,
     },
+    /// The subscriber cannot write its records.
+    #[error("database {url}: cannot write there ({source}): the subscriber would run commands it cannot record")]
+    ReadOnly {
+        url: String,
+        #[source]
+        source: sea_orm::DbErr,
+    },
     /// The tables are not there.
     #[error("the tables message_history and message_result do not exist in {url}: run `initiator -o crt_tbl` (or `-o init`)")]
     NoTables { url: String },
@@ -96,7 +103,7 @@ pub enum InvalidTask {
 #[derive(Debug, thiserror::Error)]
 pub enum TaskProblem {
     #[error("cannot read: {0}")]
-    Unreadable(#[source] std::io::Error),
+    Unreadable(#[source] pqx_util::ReadText),
     #[error(transparent)]
     Invalid(InvalidTask),
     /// A line of a JSON-lines file.
@@ -108,6 +115,43 @@ pub enum TaskProblem {
     },
     #[error("no commands in it")]
     Empty,
+}
+
+impl Error {
+    /// Whether the database refused the data itself (a value out of range, too long for an
+    /// index, against a constraint): writing the same again would fail again, so it is not worth
+    /// holding a delivery for, unlike an outage.
+    pub fn is_refused_data(&self) -> bool {
+        let Error::Db { source, .. } = self else {
+            return false;
+        };
+        let runtime = match source {
+            sea_orm::DbErr::Exec(e) | sea_orm::DbErr::Query(e) => e,
+            _ => return false,
+        };
+        let sea_orm::RuntimeErr::SqlxError(e) = runtime else {
+            return false;
+        };
+        let sea_orm::sqlx::Error::Database(db) = e.as_ref() else {
+            return false;
+        };
+        let Some(code) = db.code() else {
+            return false;
+        };
+        if db
+            .try_downcast_ref::<sea_orm::sqlx::sqlite::SqliteError>()
+            .is_some()
+        {
+            // SQLite's TOOBIG, CONSTRAINT, MISMATCH, RANGE: primary codes, in the low byte.
+            let primary = code.parse::<u32>().map(|c| c & 0xff);
+            matches!(primary, Ok(18 | 19 | 20 | 25))
+        } else {
+            // PostgreSQL's SQLSTATE classes: data exception, integrity constraint, program limit.
+            ["22", "23", "54"]
+                .iter()
+                .any(|class| code.starts_with(class))
+        }
+    }
 }
 
 /// The result type of pqx-app.

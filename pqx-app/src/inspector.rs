@@ -4,7 +4,7 @@
 use chrono::SecondsFormat;
 use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
-use pqx_util::MqApi;
+use pqx_util::{escape_control, escape_control_lines, MqApi};
 
 use crate::cli::Choice;
 use crate::{Attempt, ConfigArgs, Result, Store};
@@ -20,8 +20,8 @@ pub struct InspectorCli {
     /// With hist: only the attempts of this message id
     #[arg(long, global = true)]
     pub message_id: Option<String>,
-    /// With hist: how many attempts to show, newest first
-    #[arg(long, global = true, default_value_t = 20)]
+    /// With hist: how many attempts to show, newest first (at most 1,000,000)
+    #[arg(long, global = true, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub limit: u64,
     /// With hist: also print what each attempt wrote to stdout and stderr (its last 64 KiB)
     #[arg(long, global = true)]
@@ -77,34 +77,34 @@ pub async fn run(cli: InspectorCli) -> Result<()> {
 /// exchange left out.
 pub async fn topology(api: &MqApi) -> Result<String> {
     let own = |name: &str| !name.is_empty() && !name.starts_with("amq.");
-    let mut out = format!("vhost: {}\n", api.vhost());
+    let mut out = format!("vhost: {}\n", escape_control(api.vhost()));
 
     let mut exchanges = table(["exchange", "type", "durable"]);
     for x in api.exchanges().await?.into_iter().filter(|x| own(&x.name)) {
-        exchanges.add_row([x.name, x.kind, x.durable.to_string()]);
+        exchanges.add_row(shown([x.name, x.kind, x.durable.to_string()]));
     }
     out.push_str(&format!("{exchanges}\n"));
 
     let mut queues = table(["queue", "messages", "consumers", "arguments"]);
     for q in api.queues().await? {
         let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
-        queues.add_row([
+        queues.add_row(shown([
             q.name,
             count(q.messages),
             count(q.consumers),
             serde_json::Value::Object(q.arguments).to_string(),
-        ]);
+        ]));
     }
     out.push_str(&format!("{queues}\n"));
 
     let mut bindings = table(["source", "destination", "routing key", "arguments"]);
     for b in api.bindings().await?.into_iter().filter(|b| own(&b.source)) {
-        bindings.add_row([
+        bindings.add_row(shown([
             b.source,
             format!("{} {}", b.destination_type, b.destination),
             b.routing_key,
             serde_json::Value::Object(b.arguments).to_string(),
-        ]);
+        ]));
     }
     out.push_str(&format!("{bindings}\n"));
     Ok(out)
@@ -136,7 +136,7 @@ fn attempts_table(attempts: &[Attempt]) -> String {
                 "running, or stopped before it ended".into(),
             ),
         };
-        t.add_row([
+        t.add_row(shown([
             history.id.to_string(),
             show(&history.message_id),
             show(&history.queue),
@@ -146,7 +146,7 @@ fn attempts_table(attempts: &[Attempt]) -> String {
             ended,
             exit,
             summary,
-        ]);
+        ]));
     }
     format!("{t}\n")
 }
@@ -160,10 +160,12 @@ fn attempts_output(attempts: &[Attempt]) -> String {
             if text.is_empty() {
                 continue;
             }
+            // What a command printed, shown so that it cannot drive the operator's terminal.
             out.push_str(&format!(
-                "--- attempt {} ({}) {name}\n{text}",
+                "--- attempt {} ({}) {name}\n{}",
                 history.id,
-                history.attempt.unwrap_or(1)
+                history.attempt.unwrap_or(1),
+                escape_control_lines(text)
             ));
             if !text.ends_with('\n') {
                 out.push('\n');
@@ -171,6 +173,12 @@ fn attempts_output(attempts: &[Attempt]) -> String {
         }
     }
     out
+}
+
+/// A row of a table, its cells shown with control characters escaped: they come from commands,
+/// task files and the broker.
+fn shown<const N: usize>(cells: [String; N]) -> [String; N] {
+    cells.map(|cell| escape_control(&cell).into_owned())
 }
 
 fn table<const N: usize>(header: [&str; N]) -> Table {

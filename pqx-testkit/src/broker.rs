@@ -153,9 +153,12 @@ impl Vhost {
 async fn take(channel: &lapin::Channel, queue: &str, secs: u64) -> Result<Option<Delivery>> {
     let deadline = Deadline::after_secs(secs);
     loop {
-        let got = channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+        // A message the client cannot receive (larger than its frames) closes the connection
+        // rather than failing the call: bounded, so that a test fails instead of hanging.
+        let get = channel.basic_get(queue.into(), BasicGetOptions { no_ack: true });
+        let got = tokio::time::timeout(Duration::from_secs(10), get)
             .await
+            .with_context(|| format!("no answer taking a message from {queue}"))?
             .with_context(|| format!("taking a message from {queue}"))?;
         if let Some(message) = got {
             return Ok(Some(message.delivery));

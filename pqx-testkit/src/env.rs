@@ -81,9 +81,25 @@ impl Env {
         self.write("conn.yml", &conn).map(|_| ())
     }
 
+    /// The path of one of the binaries.
+    pub fn binary(&self, binary: &str) -> PathBuf {
+        self.bins.join(binary)
+    }
+
     /// A binary, to run in the working directory with its logs there.
     pub fn command(&self, binary: &str) -> Command {
-        let mut cmd = Command::new(self.bins.join(binary));
+        self.command_as(self.binary(binary), &[])
+    }
+
+    /// `program` with `args` first (a wrapper such as `setpriv ... subscriber`), run as
+    /// [`Env::command`] runs a binary.
+    pub fn command_as(
+        &self,
+        program: impl AsRef<std::ffi::OsStr>,
+        args: &[&std::ffi::OsStr],
+    ) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
         cmd.current_dir(self.dir.path())
             .env("PQX_LOG_DIR", self.path("logs"))
             .env("RUST_LOG", &self.log_filter)

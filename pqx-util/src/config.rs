@@ -1,30 +1,23 @@
-//! Reading YAML config files. Values may name environment variables as `${VAR}` (or `$VAR`), so that
-//! secrets stay in the environment; a variable that is not set is an error naming the file and variable.
+//! Reading YAML config files. Values may name environment variables as `${VAR}` (or `$VAR`; `$$` is
+//! a literal `$`), so that secrets stay in the environment; a variable that is not set is an error
+//! naming the file and key.
 
 use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
-use crate::{Error, Result};
+use crate::text::read_text;
+use crate::{expand_env, Error, Result};
 
-/// Expands `$VAR`, `${VAR}` and a leading `~` in `value` from the process environment.
-///
-/// `context` names where the value came from (a file and key, a task field) for the error message.
-pub fn expand_env(value: &str, context: &str) -> Result<String> {
-    shellexpand::full(value)
-        .map(|s| s.into_owned())
-        .map_err(|e| Error::UnsetVariable {
-            context: context.to_owned(),
-            var: e.var_name,
-        })
-}
+/// The largest config file read.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// Reads a YAML file into `T`, expanding environment variables in every string value first.
 ///
 /// Unknown keys are rejected when `T` says so (`#[serde(deny_unknown_fields)]`); the error names the
 /// file, the key path and what was expected.
 pub fn read_yaml<T: DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::ReadFile {
+    let text = read_text(path, MAX_CONFIG_BYTES).map_err(|source| Error::ReadFile {
         path: path.to_owned(),
         source,
     })?;

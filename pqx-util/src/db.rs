@@ -6,21 +6,7 @@ use std::time::Duration;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
-use crate::{Error, Result};
-
-/// The URL with its password replaced by `***`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let Some((auth, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_owned(),
-    }
-}
+use crate::{redact_url, Error, Result};
 
 /// Connects to the database at `url`.
 pub async fn connect_db(url: &str) -> Result<DatabaseConnection> {
@@ -89,23 +75,5 @@ async fn probe(url: &str, shown: &str) -> Result<()> {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(unreachable(e.to_string())),
         Err(_) => Err(unreachable("no answer in 5s".into())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn password_is_redacted() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:1/d"),
-            "postgres://u:***@h:1/d"
-        );
-        assert_eq!(redact_url("postgres://u@h:1/d"), "postgres://u@h:1/d");
-        assert_eq!(
-            redact_url("sqlite://pqx.db?mode=rwc"),
-            "sqlite://pqx.db?mode=rwc"
-        );
     }
 }

@@ -6,18 +6,28 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A config file could not be read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {}: {source}", path.display())]
     ReadFile {
         path: PathBuf,
         #[source]
-        source: std::io::Error,
+        source: crate::ReadText,
     },
     /// A config file is not what was expected.
-    #[error("{path}: {message}")]
+    #[error("{}: {message}", path.display())]
     BadFile { path: PathBuf, message: String },
-    /// A `${VAR}` named in a value is not set.
-    #[error("{context}: environment variable {var} is not set")]
-    UnsetVariable { context: String, var: String },
+    /// A variable named in a value is not set: named only in its `${VAR}` form, since after a
+    /// bare `$` may come part of a password.
+    #[error("{context}: {}", match var {
+        Some(var) => format!("environment variable {var} is not set"),
+        None => "a $ is followed by a name that is not a set environment variable (write $$ for a literal $)".to_owned(),
+    })]
+    UnsetVariable {
+        context: String,
+        var: Option<String>,
+    },
+    /// A `${` without its `}`.
+    #[error("{context}: a ${{ has no closing }} (write $$ for a literal $)")]
+    UnclosedVariable { context: String },
     /// A database could not be reached or refused a statement.
     #[error("database {url}: {source}")]
     Db {

@@ -1,7 +1,9 @@
 //! Logging: human-readable lines on stderr and the same in daily files under `./logs` (or
-//! `PQX_LOG_DIR`), as the original PQX did. `RUST_LOG` sets the filter (default `info`).
+//! `PQX_LOG_DIR`), as the original PQX did. `RUST_LOG` sets the filter (default `info`). A log
+//! directory pqx makes is readable by its owner only (0700).
 
 use std::io::IsTerminal;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
@@ -34,6 +36,13 @@ pub fn init_logging(app: &str) -> LogGuard {
         .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .with_filter(filter());
+    // The logs hold what commands print: a directory made here is its owner's only.
+    if !dir.exists() {
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir);
+    }
     let appender = RollingFileAppender::builder()
         .rotation(Rotation::DAILY)
         .filename_prefix(app)

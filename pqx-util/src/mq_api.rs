@@ -8,10 +8,10 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::{Error, Result};
+use crate::{redact_url, Error, Result};
 
 /// Where the management API is, as whom to call it, and which vhost to look at.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ApiEndpoint {
     /// The API's base URL, e.g. `http://127.0.0.1:15672/api`.
     pub base_url: String,
@@ -30,6 +30,17 @@ impl ApiEndpoint {
             },
             vhost: vhost.to_owned(),
         }
+    }
+}
+
+// Credentials never reach a log line or an error through `{:?}`.
+impl std::fmt::Debug for ApiEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiEndpoint")
+            .field("base_url", &redact_url(&self.base_url))
+            .field("auth", &self.auth)
+            .field("vhost", &self.vhost)
+            .finish()
     }
 }
 
@@ -53,6 +64,10 @@ impl std::fmt::Debug for ApiAuth {
             ApiAuth::Header(_) => f.write_str("Header(***)"),
         }
     }
+}
+
+fn encode(segment: &str) -> String {
+    utf8_percent_encode(segment, NON_ALPHANUMERIC).to_string()
 }
 
 /// An exchange as the management API lists it.
@@ -106,7 +121,7 @@ impl MqApi {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| Error::MqApi {
-                url: base.clone(),
+                url: redact_url(&base),
                 message: e.to_string(),
             })?;
         Ok(Self {
@@ -127,7 +142,7 @@ impl MqApi {
 
     async fn send(&self, request: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response> {
         let err = |message: String| Error::MqApi {
-            url: url.to_owned(),
+            url: redact_url(url),
             message,
         };
         let request = match &self.endpoint.auth {
@@ -137,7 +152,8 @@ impl MqApi {
         };
         let response = request.send().await.map_err(|e| {
             err(format!(
-                "cannot connect: {e} (is the management plugin enabled?)"
+                "cannot connect: {} (is the management plugin enabled?)",
+                e.without_url()
             ))
         })?;
         let status = response.status();
@@ -145,7 +161,8 @@ impl MqApi {
             return Ok(response);
         }
         let body = response.text().await.unwrap_or_default();
-        Err(err(format!("{status}: {}", body.trim())))
+        let body: String = body.trim().chars().take(300).collect();
+        Err(err(format!("{status}: {}", crate::escape_control(&body))))
     }
 
     async fn get<T: DeserializeOwned>(&self, what: &str) -> Result<T> {
@@ -156,8 +173,8 @@ impl MqApi {
     async fn get_url<T: DeserializeOwned>(&self, url: String) -> Result<T> {
         let response = self.send(self.http.get(&url), &url).await?;
         response.json().await.map_err(|e| Error::MqApi {
-            url,
-            message: format!("unexpected answer: {e}"),
+            url: redact_url(&url),
+            message: format!("unexpected answer: {}", e.without_url()),
         })
     }
 
@@ -196,16 +213,42 @@ impl MqApi {
 
     /// Creates the vhost and gives `user` all permissions on it.
     pub async fn create_vhost(&self, user: &str) -> Result<()> {
-        let vhost = self.vhost_path();
-        let url = format!("{}/vhosts/{vhost}", self.base);
+        let url = format!("{}/vhosts/{}", self.base, self.vhost_path());
         self.send(self.http.put(&url), &url).await?;
-        let url = format!(
-            "{}/permissions/{vhost}/{}",
-            self.base,
-            utf8_percent_encode(user, NON_ALPHANUMERIC)
-        );
-        let body = serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"});
+        self.set_permissions(user, ".*", ".*", ".*").await
+    }
+
+    /// Creates (or updates) user `name` with `password` and no tags.
+    pub async fn create_user(&self, name: &str, password: &str) -> Result<()> {
+        let url = format!("{}/users/{}", self.base, encode(name));
+        let body = serde_json::json!({"password": password, "tags": ""});
         self.send(self.http.put(&url).json(&body), &url).await?;
+        Ok(())
+    }
+
+    /// Gives `user` these permissions (regular expressions of names) on this vhost.
+    pub async fn set_permissions(
+        &self,
+        user: &str,
+        configure: &str,
+        write: &str,
+        read: &str,
+    ) -> Result<()> {
+        let url = format!(
+            "{}/permissions/{}/{}",
+            self.base,
+            self.vhost_path(),
+            encode(user)
+        );
+        let body = serde_json::json!({"configure": configure, "write": write, "read": read});
+        self.send(self.http.put(&url).json(&body), &url).await?;
+        Ok(())
+    }
+
+    /// Deletes user `name`.
+    pub async fn delete_user(&self, name: &str) -> Result<()> {
+        let url = format!("{}/users/{}", self.base, encode(name));
+        self.send(self.http.delete(&url), &url).await?;
         Ok(())
     }
 

@@ -28,6 +28,9 @@ pub enum Error {
     /// The broker did not take a published message.
     #[error("the broker refused the message for {target} (negative publisher confirm)")]
     Nacked { target: String },
+    /// A message, with the headers pqx must add, does not fit in one frame of the connection.
+    #[error("the message for {target} does not fit in one frame with the headers pqx adds")]
+    DoesNotFit { target: String },
     /// A per-machine setting in the subscriber's environment is not usable.
     #[error("{var}: {problem}")]
     Setting { var: &'static str, problem: String },
@@ -78,29 +81,34 @@ impl InvalidField {
     }
 }
 
-/// Adds a description of what was being done to a lapin error, telling a declaration that differs
-/// from what exists (PRECONDITION_FAILED) and a missing exchange or queue (NOT_FOUND) by their
-/// reply codes.
+/// Adds a description of what was being done to a lapin error, telling a missing exchange or queue
+/// (NOT_FOUND) by its reply code; for a declaration also one that differs from what exists
+/// (PRECONDITION_FAILED with "inequivalent arg"): only then is removing it the fix.
 pub(crate) trait AmqpContext<T> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T>;
+    fn declaring(self, context: impl FnOnce() -> String) -> Result<T>;
 }
 
 impl<T> AmqpContext<T> for std::result::Result<T, lapin::Error> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| {
-            let context = context();
-            match soft_error(&source) {
-                Some(AMQPSoftError::PRECONDITIONFAILED) => Error::Differs {
-                    context,
-                    reply: source.to_string(),
-                },
-                Some(AMQPSoftError::NOTFOUND) => Error::Missing {
-                    context,
-                    reply: source.to_string(),
-                },
-                _ => Error::Amqp { context, source },
-            }
-        })
+        self.map_err(|source| classify(source, context(), false))
+    }
+
+    fn declaring(self, context: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|source| classify(source, context(), true))
+    }
+}
+
+fn classify(source: lapin::Error, context: String, declaring: bool) -> Error {
+    let reply = source.to_string();
+    match soft_error(&source) {
+        Some(AMQPSoftError::PRECONDITIONFAILED)
+            if declaring && reply.contains("inequivalent arg") =>
+        {
+            Error::Differs { context, reply }
+        }
+        Some(AMQPSoftError::NOTFOUND) => Error::Missing { context, reply },
+        _ => Error::Amqp { context, source },
     }
 }
 
@@ -112,5 +120,48 @@ pub(crate) fn soft_error(error: &lapin::Error) -> Option<&AMQPSoftError> {
             AMQPErrorKind::Hard(_) => None,
         },
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lapin::protocol::AMQPError;
+
+    use super::*;
+
+    fn refused(text: &str) -> lapin::Error {
+        let kind = AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED);
+        lapin::Error::from(lapin::ErrorKind::ProtocolError(AMQPError::new(
+            kind,
+            text.into(),
+        )))
+    }
+
+    #[test]
+    fn only_a_differing_declaration_gets_the_rectifier_hint() {
+        let differs = Err::<(), _>(refused(
+            "PRECONDITION_FAILED - inequivalent arg 'x-max-priority' for queue 'h1'",
+        ));
+        let err = differs
+            .declaring(|| "declaring queue h1".into())
+            .unwrap_err();
+        assert!(matches!(err, Error::Differs { .. }), "{err}");
+        assert!(err.to_string().contains("rectifier -o del_que"), "{err}");
+        for (text, declaring) in [
+            ("PRECONDITION_FAILED - invalid arg 'x-message-ttl'", true),
+            (
+                "PRECONDITION_FAILED - inequivalent arg 'x-max-priority'",
+                false,
+            ),
+        ] {
+            let result = Err::<(), _>(refused(text));
+            let err = match declaring {
+                true => result.declaring(|| "declaring queue h1".into()),
+                false => result.context(|| "publishing to queue h1".into()),
+            }
+            .unwrap_err();
+            assert!(matches!(err, Error::Amqp { .. }), "{err}");
+            assert!(!err.to_string().contains("rectifier"), "{err}");
+        }
     }
 }

@@ -2,12 +2,12 @@
 //! PQX's keys. Every key is optional; each default is stated once, here.
 
 use lapin::uri::AMQPUri;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
 use pqx::InvalidField;
 use pqx_util::{ApiAuth, ApiEndpoint};
 use serde::Deserialize;
 
-/// The broker's host when conn.yml names none.
+/// The management API's host when `mq_api` names none.
 pub const DEFAULT_MQ_HOST: &str = "127.0.0.1";
 /// The broker's AMQP port when conn.yml names none.
 pub const DEFAULT_MQ_PORT: u16 = 5672;
@@ -27,9 +27,8 @@ pub const DEFAULT_PG_PORT: u16 = 5432;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnConfig {
-    /// The broker.
-    #[serde(default)]
-    pub mq: MqSection,
+    /// The broker: required, as a `url` or a `host` with the rest.
+    pub mq: Option<MqSection>,
     /// The management API, for inspector, rectifier and the publisher's routing (default: the
     /// broker's host, user, password and vhost on port [`DEFAULT_API_PORT`]).
     pub mq_api: Option<ApiSection>,
@@ -52,26 +51,33 @@ pub struct Conn {
 }
 
 impl ConnConfig {
-    /// Resolves the sections into where pqx connects; fails when the database section names no
-    /// database pqx can use.
+    /// Resolves the sections into where pqx connects; fails, naming the key, on a section that
+    /// names nothing pqx can connect to.
     pub fn resolve(&self) -> Result<Conn, InvalidField> {
+        let mq = self.mq.as_ref().ok_or_else(|| {
+            InvalidField::new(
+                "mq",
+                "missing: give mq.url, or mq.host with mq.user, mq.pass and mq.vhost \
+                 (see config/conn.yml.template)",
+            )
+        })?;
+        let endpoint = mq.endpoint()?;
+        let api = match &self.mq_api {
+            Some(api) => api.endpoint()?,
+            None => ApiEndpoint::new(
+                &endpoint.host,
+                DEFAULT_API_PORT,
+                &endpoint.user,
+                &endpoint.pass,
+                &endpoint.vhost,
+            ),
+        };
         Ok(Conn {
-            mq_url: self.mq.url(),
-            mq_vhost: self.mq.endpoint().vhost,
-            api: self.api_endpoint(),
+            mq_url: mq.url(&endpoint),
+            mq_vhost: endpoint.vhost,
+            api,
             db_url: self.db.url()?,
         })
-    }
-
-    /// The management API to use: `mq_api`, or else the broker's.
-    fn api_endpoint(&self) -> ApiEndpoint {
-        match &self.mq_api {
-            Some(api) => api.endpoint(),
-            None => {
-                let mq = self.mq.endpoint();
-                ApiEndpoint::new(&mq.host, DEFAULT_API_PORT, &mq.user, &mq.pass, &mq.vhost)
-            }
-        }
     }
 }
 
@@ -81,7 +87,7 @@ impl ConnConfig {
 pub struct MqSection {
     /// A full AMQP URL (`amqp://user:pass@127.0.0.1:5672/vhost`); wins over the parts.
     pub url: Option<String>,
-    /// Default [`DEFAULT_MQ_HOST`].
+    /// Required without a url.
     pub host: Option<String>,
     /// Default [`DEFAULT_MQ_PORT`].
     pub port: Option<u16>,
@@ -112,45 +118,54 @@ impl MqSection {
         }
     }
 
-    /// The AMQP URL to connect to: `url` as given, or one made of the parts.
-    pub fn url(&self) -> String {
+    /// The AMQP URL to connect to: `url` as given, or one made of the parts of `endpoint`.
+    fn url(&self, endpoint: &MqEndpoint) -> String {
         if let Some(url) = &self.url {
             return url.clone();
         }
-        let mq = self.endpoint();
         let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
         format!(
             "amqp://{}:{}@{}:{}/{}",
-            enc(&mq.user),
-            enc(&mq.pass),
-            mq.host,
-            mq.port,
-            enc(&mq.vhost)
+            enc(&endpoint.user),
+            enc(&endpoint.pass),
+            endpoint.host,
+            endpoint.port,
+            enc(&endpoint.vhost)
         )
     }
 
-    /// The host, port, user, password and vhost: from the URL when there is one that parses.
-    pub fn endpoint(&self) -> MqEndpoint {
-        if let Some(Ok(uri)) = self.url.as_deref().map(str::parse::<AMQPUri>) {
+    /// The host, port, user, password and vhost, from the URL when there is one; a URL that does
+    /// not parse is an error, never a fallback to defaults.
+    pub fn endpoint(&self) -> Result<MqEndpoint, InvalidField> {
+        if let Some(url) = &self.url {
+            let uri = url.parse::<AMQPUri>().map_err(|e| {
+                let why = e.replace(url.as_str(), &pqx_util::redact_url(url));
+                InvalidField::new("mq.url", format!("not an AMQP URL: {why}"))
+            })?;
             let user = uri.authority.userinfo;
-            return MqEndpoint {
+            return Ok(MqEndpoint {
                 host: uri.authority.host,
                 port: uri.authority.port,
                 user: user.username,
                 pass: user.password,
                 vhost: uri.vhost,
-            };
+            });
         }
+        let host = self
+            .host
+            .clone()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| InvalidField::new("mq.host", "required without mq.url"))?;
         let or = |value: &Option<String>, default: &str| {
             value.clone().unwrap_or_else(|| default.to_owned())
         };
-        MqEndpoint {
-            host: or(&self.host, DEFAULT_MQ_HOST),
+        Ok(MqEndpoint {
+            host,
             port: self.port.unwrap_or(DEFAULT_MQ_PORT),
             user: or(&self.user, DEFAULT_MQ_USER),
             pass: or(&self.pass, DEFAULT_MQ_PASS),
             vhost: or(&self.vhost, DEFAULT_VHOST),
-        }
+        })
     }
 }
 
@@ -158,7 +173,8 @@ impl MqSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSection {
-    /// The API's base URL, e.g. `http://127.0.0.1:15672/api`; wins over host and port.
+    /// The API's base URL, e.g. `http://127.0.0.1:15672/api`; wins over host and port. User info
+    /// in it (`http://user:pass@host...`) is used as basic auth.
     pub url: Option<String>,
     /// An `Authorization` header value (`Basic <base64>`); wins over user and pass.
     pub auth: Option<String>,
@@ -175,30 +191,51 @@ pub struct ApiSection {
 
 impl ApiSection {
     /// The API this section names.
-    pub fn endpoint(&self) -> ApiEndpoint {
-        let base_url = self.url.clone().unwrap_or_else(|| {
-            format!(
+    pub fn endpoint(&self) -> Result<ApiEndpoint, InvalidField> {
+        let (mut user, mut pass) = (self.user.clone(), self.pass.clone());
+        let base_url = match &self.url {
+            Some(url) => {
+                let mut parsed = url::Url::parse(url)
+                    .map_err(|e| InvalidField::new("mq_api.url", format!("not a URL: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    return Err(InvalidField::new(
+                        "mq_api.url",
+                        "expected http:// or https://",
+                    ));
+                }
+                // Credentials in the URL would be shown wherever the URL is: they become basic
+                // auth instead.
+                if !parsed.username().is_empty() {
+                    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+                    user = Some(decode(parsed.username()));
+                    pass = parsed.password().map(decode);
+                    let _ = parsed.set_username("");
+                    let _ = parsed.set_password(None);
+                }
+                parsed.as_str().trim_end_matches('/').to_owned()
+            }
+            None => format!(
                 "http://{}:{}/api",
                 self.host.as_deref().unwrap_or(DEFAULT_MQ_HOST),
                 self.port.unwrap_or(DEFAULT_API_PORT)
-            )
-        });
-        let auth = match (&self.auth, &self.user) {
+            ),
+        };
+        let auth = match (&self.auth, user) {
             (Some(header), _) => ApiAuth::Header(header.clone()),
             (None, Some(user)) => ApiAuth::Basic {
-                user: user.clone(),
-                pass: self.pass.clone().unwrap_or_default(),
+                user,
+                pass: pass.unwrap_or_default(),
             },
             (None, None) => ApiAuth::None,
         };
-        ApiEndpoint {
+        Ok(ApiEndpoint {
             base_url,
             auth,
             vhost: self
                 .vhost
                 .clone()
                 .unwrap_or_else(|| DEFAULT_VHOST.to_owned()),
-        }
+        })
     }
 }
 
@@ -224,7 +261,7 @@ impl DbSection {
     /// The URL to connect to.
     pub fn url(&self) -> Result<String, InvalidField> {
         if let Some(url) = &self.url {
-            return Ok(url.clone());
+            return check_db_url(url).map(|()| url.clone());
         }
         let Some(protocol) = self.protocol.as_deref() else {
             return Ok(DEFAULT_DB_URL.to_owned());
@@ -259,25 +296,41 @@ impl DbSection {
     }
 }
 
+/// Whether `url` names a database pqx can use: SQLite, or PostgreSQL with a valid address.
+fn check_db_url(url: &str) -> Result<(), InvalidField> {
+    let bad = |problem: String| InvalidField::new("db.url", problem);
+    if url.starts_with("sqlite:") {
+        return Ok(());
+    }
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(bad(
+            "expected sqlite://FILE?mode=rwc or postgres://USER:PASS@HOST:PORT/DB".into(),
+        ));
+    }
+    url::Url::parse(url)
+        .map(|_| ())
+        .map_err(|e| bad(format!("not a URL: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn resolve(yaml: &str) -> Result<Conn, String> {
+        let config: ConnConfig = serde_yaml::from_str(yaml).unwrap();
+        config.resolve().map_err(|e| e.to_string())
+    }
+
     #[test]
     fn mq_parts_make_an_escaped_url_with_defaults() {
-        let mq = MqSection {
-            host: Some("localhost".into()),
-            port: Some(5677),
-            user: Some("dev".into()),
-            pass: Some("p/ss".into()),
-            vhost: Some("devhost".into()),
-            ..MqSection::default()
-        };
-        assert_eq!(mq.url(), "amqp://dev:p%2Fss@localhost:5677/devhost");
-        assert_eq!(
-            MqSection::default().url(),
-            "amqp://guest:guest@127.0.0.1:5672/%2F"
-        );
+        let conn =
+            resolve("mq: {host: localhost, port: 5677, user: dev, pass: p/ss, vhost: devhost}")
+                .unwrap();
+        assert_eq!(conn.mq_url, "amqp://dev:p%2Fss@localhost:5677/devhost");
+        let conn = resolve("mq: {host: h}").unwrap();
+        assert_eq!(conn.mq_url, "amqp://guest:guest@h:5672/%2F");
+        assert_eq!(conn.mq_vhost, "/");
+        assert_eq!(conn.db_url, DEFAULT_DB_URL);
     }
 
     #[test]
@@ -286,9 +339,8 @@ mod tests {
             host: Some("ignored".into()),
             ..MqSection::from_url("amqp://dev:p%2Fss@broker:5677/ops%2Fa")
         };
-        let endpoint = mq.endpoint();
         assert_eq!(
-            endpoint,
+            mq.endpoint().unwrap(),
             MqEndpoint {
                 host: "broker".into(),
                 port: 5677,
@@ -297,31 +349,61 @@ mod tests {
                 vhost: "ops/a".into(),
             }
         );
-        assert_eq!(MqSection::default().endpoint().vhost, "/");
+    }
+
+    #[test]
+    fn a_broker_is_required_and_a_bad_url_is_named_without_its_password() {
+        let missing = "mq: missing: give mq.url, or mq.host with mq.user, mq.pass and mq.vhost (see config/conn.yml.template)";
+        assert_eq!(resolve("{}").unwrap_err(), missing);
+        assert_eq!(
+            resolve("db: {url: \"sqlite://x.db\"}").unwrap_err(),
+            missing
+        );
+        assert_eq!(
+            resolve("mq: {}").unwrap_err(),
+            "mq.host: required without mq.url"
+        );
+        for url in [
+            "amqp://u:s3cret@h:99999/v",
+            "amqp://u:s3cret@h/v?heartbeat=abc",
+            "http://u:s3cret@h/v",
+            "amqp://u:s3cret@",
+        ] {
+            let err = resolve(&format!("mq: {{url: \"{url}\"}}")).unwrap_err();
+            assert!(err.starts_with("mq.url: not an AMQP URL: "), "{url}: {err}");
+            assert!(!err.contains("s3cret"), "{url}: {err}");
+        }
     }
 
     #[test]
     fn api_defaults_follow_the_broker_unless_given() {
-        let conn = ConnConfig {
-            mq: MqSection::from_url("amqp://ops:pw@broker:5672/fleet"),
-            ..ConnConfig::default()
-        };
+        let conn = resolve("mq: {url: \"amqp://ops:pw@broker:5672/fleet\"}").unwrap();
         assert_eq!(
-            conn.api_endpoint(),
+            conn.api,
             ApiEndpoint::new("broker", 15672, "ops", "pw", "fleet")
         );
-        let given = ConnConfig {
-            mq_api: Some(ApiSection {
-                url: Some("http://api:1/api".into()),
-                auth: Some("Basic eA==".into()),
-                ..ApiSection::default()
-            }),
-            ..conn
-        };
-        let endpoint = given.api_endpoint();
-        assert_eq!(endpoint.base_url, "http://api:1/api");
-        assert_eq!(endpoint.auth, ApiAuth::Header("Basic eA==".into()));
-        assert_eq!(endpoint.vhost, "/");
+        let given =
+            resolve("mq: {host: h}\nmq_api: {url: \"http://api:1/api\", auth: \"Basic eA==\"}")
+                .unwrap();
+        assert_eq!(given.api.base_url, "http://api:1/api");
+        assert_eq!(given.api.auth, ApiAuth::Header("Basic eA==".into()));
+        assert_eq!(given.api.vhost, "/");
+    }
+
+    #[test]
+    fn api_url_credentials_become_basic_auth() {
+        let conn = resolve("mq: {host: h}\nmq_api: {url: \"http://ops:s%40cret@api:15672/api/\"}")
+            .unwrap();
+        assert_eq!(conn.api.base_url, "http://api:15672/api");
+        assert_eq!(
+            conn.api.auth,
+            ApiAuth::Basic {
+                user: "ops".into(),
+                pass: "s@cret".into()
+            }
+        );
+        let err = resolve("mq: {host: h}\nmq_api: {url: \"ftp://api/\"}").unwrap_err();
+        assert_eq!(err, "mq_api.url: expected http:// or https://");
     }
 
     #[test]
@@ -344,6 +426,25 @@ mod tests {
             db.url().unwrap(),
             "postgres://dev:p%40ss%20word@127.0.0.1:5433/pqx"
         );
+    }
+
+    #[test]
+    fn db_url_must_name_a_database_pqx_can_use() {
+        let db = |url: &str| DbSection {
+            url: Some(url.into()),
+            ..DbSection::default()
+        };
+        assert!(db("sqlite://pqx.db?mode=rwc").url().is_ok());
+        assert!(db("postgres://u:p@h:5432/d").url().is_ok());
+        assert_eq!(
+            db("mysql://u:p@h/d").url().unwrap_err().to_string(),
+            "db.url: expected sqlite://FILE?mode=rwc or postgres://USER:PASS@HOST:PORT/DB"
+        );
+        let err = db("postgres://u:s3cret@h:99999/d")
+            .url()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "db.url: not a URL: invalid port number");
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use pqx::mq::{HeadersBinding, MatchType};
+use pqx::mq::{
+    check_header_pairs, HeadersBinding, MatchType, MAX_HOST_QUEUE_BYTES, MAX_NAME_BYTES, MAX_TTL_MS,
+};
 use pqx::InvalidField;
 use serde::Deserialize;
 
@@ -90,38 +92,70 @@ impl InitConfig {
             .unwrap_or_else(|| format!("{}.{suffix}", self.header_exchange))
     }
 
-    /// Checks that every queue can be bound as pqx expects: named once, with pairs to match on,
-    /// none of them an `x-` key (which the headers exchange ignores), none the dead-letter queue.
+    /// Checks that every name pqx declares or derives is one the broker takes (at most 255 bytes,
+    /// no control characters; host queues short enough for their `<queue>.retry.<ms>` wait
+    /// queues), that every queue can be bound as pqx expects (named once, with pairs to match on,
+    /// none of them an `x-` key, none the dead-letter queue), and that TTLs are in the broker's
+    /// range.
     pub fn validate(&self) -> Result<(), InvalidField> {
-        if self.header_exchange.is_empty() {
-            return Err(InvalidField::new("header_exchange", "must not be empty"));
+        let names = [
+            ("header_exchange", self.header_exchange.clone()),
+            ("delayed_exchange", self.delayed_exchange()),
+            ("dead_letter_exchange", self.dead_letter_exchange()),
+            ("dead_letter_queue", self.dead_letter_queue()),
+        ];
+        for (key, name) in &names {
+            check_name(name, MAX_NAME_BYTES).map_err(|problem| InvalidField::new(*key, problem))?;
         }
-        let dead_letter_queue = self.dead_letter_queue();
+        let max_ttl = MAX_TTL_MS / 1000;
+        if let Some(ttl) = self.dead_message_ttl.filter(|t| u64::from(*t) > max_ttl) {
+            return Err(InvalidField::new(
+                "dead_message_ttl",
+                format!("{ttl} is out of range: expected 0 to {max_ttl} seconds (the broker's longest TTL)"),
+            ));
+        }
+        let dead_letter_queue = &names[3].1;
         let mut seen = BTreeSet::new();
         for (i, entry) in self.header_queues.iter().enumerate() {
             let at = |key: &str, problem: String| {
                 InvalidField::new(format!("header_queues[{i}].{key}"), problem)
             };
             let name = &entry.queue;
-            if name.is_empty() {
-                return Err(at("queue", "must not be empty".into()));
-            }
+            check_name(name, MAX_HOST_QUEUE_BYTES).map_err(|p| at("queue", p))?;
             if !seen.insert(name.as_str()) {
                 return Err(at("queue", format!("{name} is listed twice")));
             }
-            if *name == dead_letter_queue {
+            if name == dead_letter_queue {
                 return Err(at("queue", format!("{name} is also the dead_letter_queue")));
             }
-            if entry.kv.is_empty() {
-                return Err(at("kv", format!("queue {name} has no pairs to match on")));
-            }
-            if let Some(key) = entry.kv.keys().find(|k| k.starts_with("x-")) {
-                return Err(at(
-                    "kv",
-                    format!("key {key} starts with x-, which the headers exchange ignores"),
-                ));
-            }
+            check_pairs(name, &entry.kv).map_err(|p| at("kv", p))?;
         }
         Ok(())
     }
+}
+
+/// Why `name` cannot be an exchange or queue name of at most `max` bytes, if it cannot.
+pub(crate) fn check_name(name: &str, max: usize) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > max {
+        let shown: String = name.chars().take(40).collect();
+        return Err(format!(
+            "{shown}... is {} bytes long: at most {max}",
+            name.len()
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("{:?} holds control characters", name));
+    }
+    Ok(())
+}
+
+/// Why a host queue's pairs cannot be bound (and sent as a command's headers), if they cannot.
+fn check_pairs(queue: &str, kv: &BTreeMap<String, String>) -> Result<(), String> {
+    if kv.is_empty() {
+        return Err(format!("queue {queue} has no pairs to match on"));
+    }
+    check_header_pairs(kv)
 }

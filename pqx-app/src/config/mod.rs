@@ -15,6 +15,7 @@ pub use conn::{
     ApiSection, Conn, ConnConfig, DbSection, MqEndpoint, MqSection, DEFAULT_API_PORT,
     DEFAULT_DB_URL, DEFAULT_MQ_HOST, DEFAULT_MQ_PORT, DEFAULT_PG_PORT, DEFAULT_VHOST,
 };
+pub(crate) use init::check_name;
 pub use init::{HeaderQueue, InitConfig, MAX_PRIORITY};
 
 use crate::{Error, Result};
@@ -118,7 +119,7 @@ header_queues:
             ),
             (
                 "header_queues:\n  - {queue: h1, kv: {x-a: b}}\n",
-                "header_queues[0].kv: key x-a starts with x-, which the headers exchange ignores",
+                "header_queues[0].kv: key \"x-a\" starts with x-, which the headers exchange ignores",
             ),
             (
                 "header_queues:\n  - {queue: h1, match_type: some, kv: {a: b}}\n",
@@ -135,8 +136,17 @@ header_queues:
     }
 
     #[test]
+    fn duplicate_keys_are_refused_and_a_byte_order_mark_is_not_an_error() {
+        let err =
+            init_error("header_exchange: x\nheader_queues:\n  - {queue: h1, kv: {a: b, a: c}}\n");
+        assert!(err.contains("duplicate entry with key \"a\""), "{err}");
+        let f = write("\u{feff}header_exchange: x\n");
+        assert_eq!(args(f.path()).init().unwrap().header_exchange, "x");
+    }
+
+    #[test]
     fn an_unusable_db_section_names_the_file() {
-        let f = write("db:\n  protocol: postgres\n");
+        let f = write("mq:\n  host: h\ndb:\n  protocol: postgres\n");
         let err = args(f.path()).conn().unwrap_err().to_string();
         assert_eq!(
             err,

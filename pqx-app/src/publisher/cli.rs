@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::cli::Choice;
+use crate::cli::{Choice, MAX_SECS};
 use crate::ConfigArgs;
 
 /// Publish commands to the machines their mailing_to names.
@@ -22,12 +22,12 @@ pub struct PublisherCli {
     /// The task file holds one command per line
     #[arg(long, global = true)]
     pub lines: bool,
-    /// Seconds to keep trying while the broker cannot be reached
-    #[arg(long, global = true, default_value_t = 30)]
+    /// Seconds to keep trying while the broker cannot be reached (at most 7 days)
+    #[arg(long, global = true, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=MAX_SECS))]
     pub retry_for: u64,
-    /// Wait up to this many seconds for every command's final result, print them, and fail if any
-    /// command failed
-    #[arg(long, global = true, value_name = "SECS")]
+    /// Wait up to this many seconds (at most 7 days) for every command's final result, print
+    /// them, and fail if any command failed
+    #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub wait: Option<u64>,
     /// Print only a summary, not a line per publish
     #[arg(long, short = 'q', global = true)]

@@ -57,7 +57,11 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
     let quiet = cli.quiet;
     let print = |p: &Planned| {
         if !quiet {
-            println!("published {} to {}", p.message_id, p.target)
+            println!(
+                "published {} to {}",
+                p.message_id,
+                pqx_util::escape_control(&p.target)
+            )
         }
     };
     let published =

@@ -74,13 +74,15 @@ impl ReplyQueue {
             };
             received += 1;
             failed += usize::from(!reply.success);
+            // A reply is another machine's word, and its result a command's output.
+            let shown = |text: &str| pqx_util::escape_control(text).into_owned();
             println!(
                 "result {} on {} (attempt {}, exit code {}): {}",
-                reply.message_id.as_deref().unwrap_or_default(),
-                reply.queue,
+                shown(reply.message_id.as_deref().unwrap_or_default()),
+                shown(&reply.queue),
                 reply.attempt,
                 reply.exit_code,
-                reply.result
+                shown(&reply.result)
             );
         }
         match (failed, total - received) {

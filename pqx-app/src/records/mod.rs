@@ -1,11 +1,15 @@
 //! The records: one `message_history` row when an attempt starts and one `message_result` row when it
 //! ends, in SQLite or PostgreSQL. This module connects and manages the tables (through the
-//! migrations); `write.rs` records attempts, `read.rs` reads them back.
+//! migrations); `write.rs` records attempts, `read.rs` reads them back. Text is stored as it is but
+//! for NUL, which PostgreSQL's text cannot hold: it is stored as `\0`, in both databases alike, and
+//! looked up the same way.
 
 mod read;
 mod write;
 
-use sea_orm::DatabaseConnection;
+use std::borrow::Cow;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use sea_orm_migration::{MigratorTrait, SchemaManager};
 
 use crate::entities::{message_history, message_result};
@@ -38,9 +42,20 @@ pub struct Attempt {
     pub result: Option<message_result::Model>,
 }
 
+/// `text` as the records keep it: NUL as `\0`.
+pub(crate) fn storable(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') {
+        Cow::Owned(text.replace('\0', "\\0"))
+    } else {
+        Cow::Borrowed(text)
+    }
+}
+
 impl Store {
-    /// Connects to the database at `url`.
+    /// Connects to the database at `url`; a SQLite file that does not exist yet is made readable
+    /// by its owner only, since it will hold what commands print.
     pub async fn connect(url: &str) -> Result<Self> {
+        create_private_sqlite_file(url);
         let db = pqx_util::connect_db(url).await?;
         Ok(Self {
             db,
@@ -82,6 +97,23 @@ impl Store {
         Ok(true)
     }
 
+    /// Fails unless an attempt can be recorded: a row is written and rolled back, so that a
+    /// read-only database, missing privileges or a directory SQLite cannot write its journal in
+    /// are found before any command runs.
+    pub async fn ensure_writable(&self) -> Result<()> {
+        let read_only = |source| Error::ReadOnly {
+            url: self.url.clone(),
+            source,
+        };
+        let txn = self.db.begin().await.map_err(read_only)?;
+        let probe = sea_orm::Statement::from_string(
+            txn.get_database_backend(),
+            "INSERT INTO message_history (mailing_to, cmd, time) VALUES ('[]', '{}', CURRENT_TIMESTAMP)",
+        );
+        txn.execute_raw(probe).await.map_err(read_only)?;
+        txn.rollback().await.map_err(read_only)
+    }
+
     /// Fails with the command that fixes it when the tables are missing.
     pub async fn ensure_tables(&self) -> Result<()> {
         if self.tables_exist().await? {
@@ -91,5 +123,35 @@ impl Store {
                 url: self.url.clone(),
             })
         }
+    }
+}
+
+/// Makes the file of a `sqlite://` URL, empty and private (0600), when it does not exist: SQLite
+/// then keeps those permissions for it and gives them to its journal files.
+fn create_private_sqlite_file(url: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Some(rest) = url.strip_prefix("sqlite://") else {
+        return;
+    };
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path.starts_with(':') {
+        return;
+    }
+    // Failing here is not an error: connecting says why the database cannot be opened.
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_is_stored_escaped() {
+        assert_eq!(storable("a\0b\0"), "a\\0b\\0");
+        assert!(matches!(storable("plain"), Cow::Borrowed(_)));
     }
 }

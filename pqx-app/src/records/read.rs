@@ -4,7 +4,7 @@
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use super::{Attempt, Store};
+use super::{storable, Attempt, Store};
 use crate::entities::{message_history, message_result};
 use crate::error::DbContext;
 use crate::Result;
@@ -21,8 +21,8 @@ impl Store {
         let attempt = i32::try_from(attempt).unwrap_or(i32::MAX);
         let found = message_history::Entity::find()
             .find_also_related(message_result::Entity)
-            .filter(message_history::Column::MessageId.eq(message_id))
-            .filter(message_history::Column::Queue.eq(queue))
+            .filter(message_history::Column::MessageId.eq(storable(message_id)))
+            .filter(message_history::Column::Queue.eq(storable(queue)))
             .filter(message_history::Column::Attempt.eq(attempt))
             .filter(message_result::Column::Id.is_not_null())
             .one(&self.db)
@@ -40,8 +40,8 @@ impl Store {
     pub async fn succeeded_before(&self, queue: &str, dedupe_key: &str) -> Result<Option<i64>> {
         let found = message_history::Entity::find()
             .inner_join(message_result::Entity)
-            .filter(message_history::Column::Queue.eq(queue))
-            .filter(message_history::Column::DedupeKey.eq(dedupe_key))
+            .filter(message_history::Column::Queue.eq(storable(queue)))
+            .filter(message_history::Column::DedupeKey.eq(storable(dedupe_key)))
             .filter(message_result::Column::ExitCode.eq(0))
             .one(&self.db)
             .await
@@ -56,7 +56,7 @@ impl Store {
             .order_by_desc(message_history::Column::Id)
             .limit(limit);
         if let Some(id) = message_id {
-            query = query.filter(message_history::Column::MessageId.eq(id));
+            query = query.filter(message_history::Column::MessageId.eq(storable(id)));
         }
         let rows = query
             .all(&self.db)

@@ -6,7 +6,7 @@ use chrono::Utc;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveModelTrait, DbErr, EntityTrait, Set};
 
-use super::{AttemptStart, Store};
+use super::{storable, AttemptStart, Store};
 use crate::entities::{message_history, message_result};
 use crate::error::DbContext;
 use crate::{Outcome, Result};
@@ -16,18 +16,21 @@ impl Store {
     pub async fn record_start(&self, start: &AttemptStart<'_>) -> Result<i64> {
         let config = &start.command.config;
         let row = message_history::ActiveModel {
-            mailing_to: Set(start.command.mailing_to_json()),
+            mailing_to: Set(storable(&start.command.mailing_to_json()).into_owned()),
             retry: Set(config.retry.map(i16::from)),
             poke: Set(config.poke.map(i32::from)),
             waiting_timeout: Set(config.waiting_timeout.map(i64::from)),
             consuming_timeout: Set(config.consuming_timeout.map(i64::from)),
-            cmd: Set(start.command.redacted_cmd_json()),
+            cmd: Set(storable(&start.command.redacted_cmd_json()).into_owned()),
             time: Set(Utc::now()),
-            message_id: Set(start.message_id.map(str::to_owned)),
-            queue: Set(Some(start.queue.to_owned())),
-            host: Set(Some(start.host.to_owned())),
+            message_id: Set(start.message_id.map(|id| storable(id).into_owned())),
+            queue: Set(Some(storable(start.queue).into_owned())),
+            host: Set(Some(storable(start.host).into_owned())),
             attempt: Set(i32::try_from(start.attempt).ok()),
-            dedupe_key: Set(config.dedupe_key.clone()),
+            dedupe_key: Set(config
+                .dedupe_key
+                .as_deref()
+                .map(|k| storable(k).into_owned())),
             ..Default::default()
         };
         let row = row
@@ -43,10 +46,10 @@ impl Store {
         let row = message_result::ActiveModel {
             history_id: Set(history_id),
             exit_code: Set(outcome.exit_code),
-            result: Set(outcome.summary.clone()),
+            result: Set(storable(&outcome.summary).into_owned()),
             time: Set(outcome.ended_at),
-            stdout: Set(Some(outcome.stdout.clone())),
-            stderr: Set(Some(outcome.stderr.clone())),
+            stdout: Set(Some(storable(&outcome.stdout).into_owned())),
+            stderr: Set(Some(storable(&outcome.stderr).into_owned())),
             ..Default::default()
         };
         let on_conflict = OnConflict::column(message_result::Column::HistoryId)

@@ -13,10 +13,11 @@ pub struct SubscriberCli {
     #[command(flatten)]
     pub config: ConfigArgs,
     /// The host queue to consume (one of header_queues in init.yml)
-    #[arg(short, long)]
+    #[arg(short, long, value_parser = host_queue)]
     pub queue: String,
-    /// Seconds a running command may go on after SIGINT/SIGTERM before it is killed
-    #[arg(long, default_value_t = 30)]
+    /// Seconds a running command may go on after SIGINT/SIGTERM before it is killed (at most 7
+    /// days)
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=crate::cli::MAX_SECS))]
     pub grace_period: u64,
     /// How many commands may run at once
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -25,4 +26,10 @@ pub struct SubscriberCli {
     /// health checks and tests that wait for it to be ready
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+}
+
+/// A host queue name: short enough for its wait queues `<queue>.retry.<ms>`.
+fn host_queue(name: &str) -> Result<String, String> {
+    crate::config::check_name(name, pqx::mq::MAX_HOST_QUEUE_BYTES)?;
+    Ok(name.to_owned())
 }

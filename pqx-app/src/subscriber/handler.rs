@@ -8,7 +8,7 @@ use pqx::exec::{execute, CancellationToken, OutputStream, RunEnd, Settings};
 use pqx::mq::Publisher;
 use tracing::{error, info, warn};
 
-use super::hold::hold;
+use super::hold::{hold, Held};
 use super::incoming::{Ids, Incoming, Poison};
 use super::plan::{plan, Answers, Plan, Questions};
 use super::reply::Replier;
@@ -36,6 +36,27 @@ impl Verdict {
         Self {
             settlement: Settlement::Requeue,
             outcome: None,
+        }
+    }
+
+    /// Settled so, with nothing recorded to report.
+    fn settled(settlement: Settlement) -> Self {
+        Self {
+            settlement,
+            outcome: None,
+        }
+    }
+}
+
+impl Settlement {
+    /// What a held record operation that did not succeed comes to: the subscriber is stopping
+    /// (back to the queue), or the database refuses the data (to the dead letters: holding it
+    /// would stall the queue for ever).
+    fn unless_done<T>(held: Held<T>, what: &str) -> Result<T, Self> {
+        match held {
+            Held::Done(value) => Ok(value),
+            Held::Stopped => Err(Settlement::Requeue),
+            Held::Refused(e) => Err(Settlement::DeadLetter(format!("cannot {what}: {e}"))),
         }
     }
 }
@@ -97,8 +118,9 @@ impl Handler {
         ids: Ids<'_>,
         cancel: &CancellationToken,
     ) -> Verdict {
-        let Some(answers) = self.look_up(incoming, ids, cancel).await else {
-            return Verdict::requeue();
+        let answers = match self.look_up(incoming, ids, cancel).await {
+            Ok(answers) => answers,
+            Err(settlement) => return Verdict::settled(settlement),
         };
         match plan(answers) {
             Plan::FromRecord(result) => {
@@ -112,25 +134,27 @@ impl Handler {
         }
     }
 
-    /// Asks the records what the plan needs; `None` when the subscriber stopped while the database
-    /// was away.
+    /// Asks the records what the plan needs.
     async fn look_up(
         &self,
         incoming: &Incoming,
         ids: Ids<'_>,
         cancel: &CancellationToken,
-    ) -> Option<Answers> {
+    ) -> Result<Answers, Settlement> {
         let questions = Questions::of(incoming);
         let mut answers = Answers::default();
         if let Some((id, attempt)) = questions.ended {
+            let what = "look up the attempt";
             let ended = || self.store.ended_attempt(id, ids.queue, attempt);
-            answers.ended = hold(ids, "look up the attempt", cancel, ended).await?;
+            answers.ended = Settlement::unless_done(hold(ids, what, cancel, ended).await, what)?;
         }
         if let (false, Some(key)) = (answers.settled(), questions.dedupe_key) {
+            let what = "look up the dedupe key";
             let earlier = || self.store.succeeded_before(ids.queue, key);
-            answers.succeeded_before = hold(ids, "look up the dedupe key", cancel, earlier).await?;
+            let held = hold(ids, what, cancel, earlier).await;
+            answers.succeeded_before = Settlement::unless_done(held, what)?;
         }
-        Some(answers)
+        Ok(answers)
     }
 
     /// Records the command as skipped, because attempt `earlier` already succeeded with its key.
@@ -149,12 +173,12 @@ impl Handler {
             .unwrap_or_default();
         let outcome = Outcome::skipped(key, ids.queue, earlier);
         let start = self.start_of(incoming);
+        let what = "record the skipped attempt";
         let record = || self.store.record_not_run(&start, &outcome);
-        if hold(ids, "record the skipped attempt", cancel, record)
-            .await
-            .is_none()
+        if let Err(settlement) =
+            Settlement::unless_done(hold(ids, what, cancel, record).await, what)
         {
-            return Verdict::requeue();
+            return Verdict::settled(settlement);
         }
         let (queue, message_id) = (ids.queue, ids.message_id);
         info!(
@@ -190,17 +214,30 @@ impl Handler {
         });
         let timeout = command.config.run_timeout();
         let on_line = |stream: OutputStream, line: &str| {
+            // What a command prints must not rewrite the terminal or log of whoever reads it.
+            let line = pqx_util::escape_control(line);
             info!(queue, message_id, stream = stream.as_str(), "{line}");
         };
         let running = execute(&command.cmd, &self.settings, timeout, cancel, on_line);
         // The run is polled first, so that the process is spawned before the insert is prepared.
-        let (report, history_id) = tokio::join!(running, recording);
-        let Some(history_id) = history_id else {
-            return Verdict::requeue();
-        };
+        let (report, started) = tokio::join!(running, recording);
         let outcome = Outcome::of_run(&report);
+        let history_id = match started {
+            Held::Done(id) => id,
+            Held::Stopped => return Verdict::requeue(),
+            // It ran: running it again would not mend the record.
+            Held::Refused(e) => {
+                return Verdict {
+                    settlement: Settlement::DeadLetter(format!(
+                        "ran, but its start cannot be recorded: {e}"
+                    )),
+                    outcome: Some(outcome),
+                }
+            }
+        };
         let exit_code = outcome.exit_code;
-        info!(queue, message_id, attempt, exit_code, "{}", outcome.summary);
+        let summary = pqx_util::escape_control(&outcome.summary);
+        info!(queue, message_id, attempt, exit_code, "{summary}");
         if report.end == RunEnd::Interrupted {
             // Stopping: one try at the record, then the message goes back to run again elsewhere.
             if let Err(e) = self.store.record_end(history_id, &outcome).await {
@@ -208,14 +245,53 @@ impl Handler {
             }
             return Verdict::requeue();
         }
-        let record = || self.store.record_end(history_id, &outcome);
-        if hold(ids, "record the result", cancel, record)
-            .await
-            .is_none()
-        {
+        if !self.record_end(history_id, &outcome, ids, cancel).await {
             return Verdict::requeue();
         }
         self.verdict(incoming, ids, outcome)
+    }
+
+    /// Records how attempt `history_id` ended, holding while the database is away; false when the
+    /// subscriber is stopping first.
+    async fn record_end(
+        &self,
+        history_id: i64,
+        outcome: &Outcome,
+        ids: Ids<'_>,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let record = || self.store.record_end(history_id, outcome);
+        match hold(ids, "record the result", cancel, record).await {
+            Held::Done(()) => true,
+            Held::Stopped => false,
+            Held::Refused(e) => {
+                self.record_without_output(history_id, outcome, &e, ids)
+                    .await;
+                true
+            }
+        }
+    }
+
+    /// Records how an attempt ended without what it printed, when the database refuses that: the
+    /// attempt then at least has its exit code and summary.
+    async fn record_without_output(
+        &self,
+        history_id: i64,
+        outcome: &Outcome,
+        refused: &crate::Error,
+        ids: Ids<'_>,
+    ) {
+        let note = format!("[pqx: not stored, the database refused it: {refused}]");
+        let plain = Outcome {
+            summary: outcome.summary.chars().take(200).collect(),
+            stdout: note.clone(),
+            stderr: note,
+            ..outcome.clone()
+        };
+        if let Err(e) = self.store.record_end(history_id, &plain).await {
+            let (queue, message_id) = (ids.queue, ids.message_id);
+            error!(queue, message_id, error = %e, "cannot record the result at all; settling it anyway");
+        }
     }
 
     /// How a recorded attempt is settled, by the command's retry policy.

@@ -49,12 +49,20 @@ pub enum Poison {
     NotUtf8(std::str::Utf8Error),
     #[error("not a valid command: {0}")]
     Invalid(InvalidTask),
+    /// Its properties do not fit in pqx's frames: it was taken on a connection with large ones.
+    #[error("its properties take {0} bytes: more than fit in the {frame} frames pqx subscribers use", frame = pqx_util::human_bytes(u64::from(pqx::mq::FRAME_MAX)))]
+    TooLarge(usize),
 }
 
 impl Incoming {
     /// Decodes a delivery (a poison one, which is rare, in a box).
     pub fn decode(delivery: &Delivery) -> Result<Self, Box<Rejected>> {
         let envelope = Envelope::of(delivery);
+        if !pqx::mq::fits_in_a_frame(&delivery.properties) {
+            let size = pqx::mq::properties_size(&delivery.properties).unwrap_or(usize::MAX);
+            let reason = Poison::TooLarge(size);
+            return Err(Box::new(Rejected { envelope, reason }));
+        }
         let command = std::str::from_utf8(&delivery.data)
             .map_err(Poison::NotUtf8)
             .and_then(|text| Command::from_json(text).map_err(Poison::Invalid));

@@ -33,7 +33,7 @@ pub use cli::SubscriberCli;
 pub use handler::Handler;
 pub use settle::{Settlement, Settler};
 
-use session::Session;
+use session::{Frames, Lost, Session};
 use signals::Signals;
 
 /// The first wait before connecting again, and the longest.
@@ -57,6 +57,7 @@ pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
     let settings = pqx::exec::Settings::from_env()?;
     let store = Store::connect(&conn.db_url).await?;
     store.ensure_tables().await?;
+    store.ensure_writable().await?;
     let settler = Settler {
         queue: cli.queue.clone(),
         delayed_exchange: init.delayed_exchange(),
@@ -88,9 +89,10 @@ async fn stay_connected(
     let grace = Duration::from_secs(cli.grace_period);
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
     let mut connected_before = false;
+    let mut frames = Frames::Small;
     loop {
         let opened = tokio::select! {
-            opened = Session::open(url, delayed_exchange, queue, cli.concurrency) => opened,
+            opened = Session::open(url, delayed_exchange, queue, cli.concurrency, frames) => opened,
             _ = signals.next() => return Ok(Stopped::Cleanly),
         };
         let session = match opened {
@@ -116,14 +118,34 @@ async fn stay_connected(
         info!(queue, "subscribed, waiting for commands");
         let served = session.serve(handler, &mut signals, &cancel, grace).await;
         session.close().await;
-        match served {
-            Ok(stopped) => {
-                info!(queue, "stopped");
-                return Ok(stopped);
-            }
-            Err(why) => {
-                warn!(queue, reason = %why, "lost the connection to RabbitMQ: reconnecting")
-            }
+        frames = match next_frames(queue, served) {
+            Ok(frames) => frames,
+            Err(stopped) => return Ok(stopped),
+        };
+    }
+}
+
+/// The frames the next session asks for, after one that was lost; or how the subscriber stopped.
+fn next_frames(
+    queue: &str,
+    served: std::result::Result<Stopped, Lost>,
+) -> std::result::Result<Frames, Stopped> {
+    match served {
+        Ok(stopped) => {
+            info!(queue, "stopped");
+            Err(stopped)
+        }
+        Err(why) if why.needs_large_frames() => {
+            warn!(queue, reason = %why, "a message too large for pqx's frames: taking it with large frames, to dead-letter it");
+            Ok(Frames::Large)
+        }
+        Err(why @ Lost::TookLargeMessage) => {
+            info!(queue, reason = %why, "back to pqx's frames");
+            Ok(Frames::Small)
+        }
+        Err(why) => {
+            warn!(queue, reason = %why, "lost the connection to RabbitMQ: reconnecting");
+            Ok(Frames::Small)
         }
     }
 }

@@ -22,9 +22,30 @@ pub enum Lost {
     Consumer(lapin::Error),
     #[error("the broker cancelled the consumer (was the queue deleted?)")]
     Cancelled,
+    #[error("the message too large for pqx's frames was taken with large ones")]
+    TookLargeMessage,
+}
+
+impl Lost {
+    /// Whether a message too large for pqx's frames closed the connection: the next session takes
+    /// one delivery with large frames, so that it can be dead-lettered instead of delivered again
+    /// and again.
+    pub fn needs_large_frames(&self) -> bool {
+        matches!(self, Lost::Consumer(e) if pqx::mq::is_frame_too_large(e))
+    }
+}
+
+/// The frames a session asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frames {
+    /// pqx's own: small buffers for messages of a few KiB.
+    Small,
+    /// Large enough for any message the broker holds, for one delivery.
+    Large,
 }
 
 pub struct Session {
+    frames: Frames,
     concurrency: usize,
     connection: Connection,
     channel: Channel,
@@ -40,13 +61,22 @@ impl Session {
         delayed_exchange: &str,
         queue: &str,
         concurrency: u16,
+        frames: Frames,
     ) -> pqx::Result<Self> {
-        let connection = pqx::mq::connect(url, &format!("pqx subscriber {queue}")).await?;
+        let name = format!("pqx subscriber {queue}");
+        let (connection, concurrency) = match frames {
+            Frames::Small => (pqx::mq::connect(url, &name).await?, concurrency),
+            Frames::Large => {
+                let large = pqx::mq::LARGE_FRAME_MAX;
+                (pqx::mq::connect_with_frame_max(url, &name, large).await?, 1)
+            }
+        };
         let publisher = Publisher::open(&connection).await?;
         declare_delayed_exchange(publisher.channel(), delayed_exchange).await?;
         let tag = format!("pqx-{}-{}", queue, std::process::id());
         let (channel, consumer) = subscribe(&connection, queue, &tag, concurrency).await?;
         Ok(Self {
+            frames,
             concurrency: usize::from(concurrency),
             connection,
             channel,
@@ -72,11 +102,20 @@ impl Session {
         let mut stopping = false;
         let mut lost = None;
         let mut deadline = None;
+        let mut taken = 0usize;
         loop {
+            // With large frames, one delivery only: then back to pqx's own.
+            let done_with_large = self.frames == Frames::Large && taken > 0;
+            if done_with_large && lost.is_none() {
+                lost = Some(Lost::TookLargeMessage);
+            }
             let taking = !stopping && lost.is_none() && running.len() < self.concurrency;
             tokio::select! {
                 delivery = consumer.next(), if taking => match delivery {
-                    Some(Ok(delivery)) => running.push(handler.handle(delivery, &self.publisher, cancel)),
+                    Some(Ok(delivery)) => {
+                        taken += 1;
+                        running.push(handler.handle(delivery, &self.publisher, cancel));
+                    }
                     Some(Err(e)) => lost = Some(Lost::Consumer(e)),
                     None => lost = Some(Lost::Cancelled),
                 },

@@ -56,8 +56,10 @@ pub struct Settler {
 
 impl Settler {
     /// Applies `settlement` to `delivery`. A retry or dead letter is confirmed by the broker before
-    /// the delivery is acknowledged; one that cannot be published hands the delivery back (retry)
-    /// or rejects it, which dead-letters it without the reason.
+    /// the delivery is acknowledged. A retry that cannot be published hands the delivery back, but
+    /// one that can never be (too large for a frame with its attempt header) is dead-lettered; a
+    /// dead letter that cannot be published rejects the delivery, which the broker dead-letters
+    /// itself, without the reason.
     pub async fn apply(
         &self,
         publisher: &Publisher,
@@ -65,43 +67,68 @@ impl Settler {
         ids: Ids<'_>,
         settlement: Settlement,
     ) {
-        let (queue, message_id) = (ids.queue, ids.message_id);
         match settlement {
             Settlement::Ack => ack(delivery, ids).await,
             Settlement::Requeue => requeue(delivery, ids).await,
             Settlement::Retry { attempt, delay } => {
-                let delayed = &self.delayed_exchange;
-                match schedule_retry(publisher, delayed, &self.queue, delivery, attempt, delay)
-                    .await
-                {
-                    Ok(()) => {
-                        let delay_ms = delay.as_millis() as u64;
-                        info!(
-                            queue,
-                            message_id,
-                            next_attempt = attempt,
-                            delay_ms,
-                            "retry scheduled"
-                        );
-                        ack(delivery, ids).await;
-                    }
-                    Err(e) => {
-                        error!(queue, message_id, error = %e, "cannot schedule the retry");
-                        requeue(delivery, ids).await;
-                    }
-                }
+                self.retry(publisher, delivery, ids, attempt, delay).await
             }
             Settlement::DeadLetter(reason) => {
-                let exchange = &self.dead_letter_exchange;
-                match dead_letter(publisher, exchange, &self.queue, delivery, &reason).await {
-                    Ok(()) => ack(delivery, ids).await,
-                    Err(e) => {
-                        warn!(queue, message_id, error = %e, "cannot publish to the dead-letter exchange: rejecting instead");
-                        let options = BasicRejectOptions { requeue: false };
-                        if let Err(e) = delivery.reject(options).await {
-                            lost_channel(ids, &e);
-                        }
-                    }
+                self.dead_letter(publisher, delivery, ids, &reason).await
+            }
+        }
+    }
+
+    async fn retry(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        ids: Ids<'_>,
+        attempt: u32,
+        delay: Duration,
+    ) {
+        let (queue, message_id) = (ids.queue, ids.message_id);
+        let delayed = &self.delayed_exchange;
+        match schedule_retry(publisher, delayed, &self.queue, delivery, attempt, delay).await {
+            Ok(()) => {
+                let delay_ms = delay.as_millis() as u64;
+                info!(
+                    queue,
+                    message_id,
+                    next_attempt = attempt,
+                    delay_ms,
+                    "retry scheduled"
+                );
+                ack(delivery, ids).await;
+            }
+            Err(e @ pqx::Error::DoesNotFit { .. }) => {
+                error!(queue, message_id, error = %e, "cannot schedule the retry: dead-lettering it");
+                let reason = format!("cannot be retried as attempt {attempt}: {e}");
+                self.dead_letter(publisher, delivery, ids, &reason).await;
+            }
+            Err(e) => {
+                error!(queue, message_id, error = %e, "cannot schedule the retry");
+                requeue(delivery, ids).await;
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        ids: Ids<'_>,
+        reason: &str,
+    ) {
+        let exchange = &self.dead_letter_exchange;
+        match dead_letter(publisher, exchange, &self.queue, delivery, reason).await {
+            Ok(()) => ack(delivery, ids).await,
+            Err(e) => {
+                let (queue, message_id) = (ids.queue, ids.message_id);
+                warn!(queue, message_id, error = %e, "cannot publish to the dead-letter exchange: rejecting instead");
+                let options = BasicRejectOptions { requeue: false };
+                if let Err(e) = delivery.reject(options).await {
+                    lost_channel(ids, &e);
                 }
             }
         }

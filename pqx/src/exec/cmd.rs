@@ -66,7 +66,11 @@ pub enum Cmd {
         /// GET, POST, PUT, ... (case does not matter).
         method: String,
         url: String,
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        #[serde(
+            default,
+            skip_serializing_if = "BTreeMap::is_empty",
+            deserialize_with = "pqx_util::unique_keys::map"
+        )]
         headers: BTreeMap<String, String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         body: Option<String>,
@@ -88,9 +92,31 @@ impl Cmd {
         }
     }
 
-    /// A copy fit for records and logs: secrets replaced by `***`.
+    /// A copy fit for records and logs: secrets replaced by `***` (an Sshpass password, Http
+    /// headers that carry credentials, credentials written into an Http URL).
     pub fn redacted(&self) -> Cmd {
         match self {
+            Cmd::Http {
+                method,
+                url,
+                headers,
+                body,
+            } => Cmd::Http {
+                method: method.clone(),
+                url: pqx_util::redact_url(url),
+                headers: headers
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = if is_credential_header(name) {
+                            "***".to_owned()
+                        } else {
+                            value.clone()
+                        };
+                        (name.clone(), value)
+                    })
+                    .collect(),
+                body: body.clone(),
+            },
             Cmd::Sshpass {
                 ip,
                 user,
@@ -148,6 +174,17 @@ impl Cmd {
     pub(crate) fn invalid(&self, field: &str, problem: impl Into<String>) -> InvalidField {
         InvalidField::new(format!("cmd.{}.{field}", self.kind()), problem)
     }
+}
+
+/// Whether an HTTP header carries a credential, to be redacted like a password.
+fn is_credential_header(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    matches!(
+        name.as_str(),
+        "authorization" | "proxy-authorization" | "cookie"
+    ) || ["token", "secret", "api-key", "apikey", "password"]
+        .iter()
+        .any(|part| name.contains(part))
 }
 
 #[cfg(test)]
@@ -231,5 +268,18 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains(r#""pass":"***""#), "{shown}");
         assert!(shown.contains(r#""port":2222"#), "{shown}");
+    }
+
+    #[test]
+    fn http_credentials_are_redacted() {
+        let cmd: Cmd = serde_json::from_str(
+            r#"{"Http":{"method":"GET","url":"https://u:hunter2@h/x?token=hunter2&a=1",
+                "headers":{"Authorization":"Bearer hunter2","X-Api-Key":"hunter2","Accept":"text/plain"}}}"#,
+        )
+        .unwrap();
+        let shown = serde_json::to_string(&cmd.redacted()).unwrap();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains(r#""Accept":"text/plain""#), "{shown}");
+        assert!(shown.contains("token=***&a=1"), "{shown}");
     }
 }

@@ -52,9 +52,11 @@ pub(super) async fn send(
             Tail::default(),
         ),
         Some(Some(Err(why))) => {
+            // The URL as written, never as expanded: a `${TOKEN}` in it stays on this machine.
             let method = request.method.to_uppercase();
+            let url = pqx_util::redact_url(request.url);
             (
-                RunEnd::NotStarted(format!("{method} {}: {why}", request.url)),
+                RunEnd::NotStarted(format!("{method} {url}: {why}")),
                 Tail::default(),
             )
         }
@@ -68,7 +70,7 @@ async fn exchange(
     request: reqwest::RequestBuilder,
     on_line: &mut impl FnMut(OutputStream, &str),
 ) -> Result<(RunEnd, Tail), CannotStart> {
-    let mut response = request.send().await.map_err(|e| chain(&e))?;
+    let mut response = request.send().await.map_err(|e| chain(&e.without_url()))?;
     let status = response.status();
     let end = RunEnd::Http {
         status: status.as_u16(),
@@ -81,7 +83,11 @@ async fn exchange(
         tail.push_line(line);
     };
     let mut read = 0usize;
-    while let Some(chunk) = response.chunk().await.map_err(|e| chain(&e))? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| chain(&e.without_url()))?
+    {
         let room = MAX_BODY.saturating_sub(read);
         if chunk.len() > room {
             splitter.push(&chunk[..room], &mut pass_on);

@@ -5,6 +5,7 @@ mod binding;
 mod connect;
 mod dead_letter;
 mod headers;
+mod limits;
 mod properties;
 mod publish;
 mod retry;
@@ -12,12 +13,20 @@ mod subscribe;
 mod topology;
 
 pub use binding::{HeadersBinding, MatchType};
-pub use connect::{connect, open_channel, FRAME_MAX};
+pub use connect::{
+    connect, connect_with_frame_max, is_frame_too_large, open_channel, FRAME_MAX, LARGE_FRAME_MAX,
+};
 pub use dead_letter::{dead_letter, ERROR_HEADER, QUEUE_HEADER};
 pub use headers::{attempt_of, field_table, header_string, ATTEMPT_HEADER};
+pub use limits::{
+    check_header_pairs, fits_in_a_frame, headers_size, properties_size, MAX_COMMAND_HEADERS_BYTES,
+    MAX_HOST_QUEUE_BYTES, MAX_NAME_BYTES, MAX_TTL_MS,
+};
 pub use properties::{carried, command_properties};
 pub use publish::{confirmed, Destination, Publisher};
-pub use retry::{schedule_retry, wait_queue_name, RetryDecision, RetryPolicy, DEFAULT_POKE_SECS};
+pub use retry::{
+    schedule_retry, wait_queue_name, RetryDecision, RetryPolicy, DEFAULT_POKE_SECS, MAX_RETRY_DELAY,
+};
 pub use subscribe::subscribe;
 pub use topology::{
     declare_dead_letter, declare_delayed_exchange, declare_headers_exchange, declare_host_queue,

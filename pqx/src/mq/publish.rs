@@ -5,6 +5,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 
 use crate::error::AmqpContext;
+use crate::mq::limits::fits_in;
 use crate::{Error, Result};
 
 /// Where a message is published: an exchange and routing key, and how errors name the place
@@ -31,6 +32,7 @@ impl<'a> Destination<'a> {
 #[derive(Debug, Clone)]
 pub struct Publisher {
     channel: Channel,
+    frame_max: u32,
 }
 
 impl Publisher {
@@ -41,7 +43,14 @@ impl Publisher {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .context(|| "turning on publisher confirms".into())?;
-        Ok(Self { channel })
+        let frame_max = connection.configuration().frame_max();
+        Ok(Self { channel, frame_max })
+    }
+
+    /// Whether a message with `properties` can be sent on this connection: its content header
+    /// must fit in one frame, or the broker closes the connection.
+    pub fn fits(&self, properties: &BasicProperties) -> bool {
+        fits_in(properties, self.frame_max)
     }
 
     /// The channel, for declarations that go with publishing.

@@ -10,15 +10,20 @@ use std::time::Duration;
 use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
 
+use crate::mq::dead_letter::without_death_history;
 use crate::mq::topology::{bind, declare_queue};
-use crate::mq::{carried, Destination, Publisher, ATTEMPT_HEADER};
-use crate::Result;
+use crate::mq::{carried, Destination, Publisher, ATTEMPT_HEADER, MAX_TTL_MS};
+use crate::{Error, Result};
 
 /// The wait before a retry when a task sets `retry` but no `poke`.
 pub const DEFAULT_POKE_SECS: u16 = 10;
 
 /// How long an unused wait queue outlives its longest possible message.
 const WAIT_QUEUE_SLACK_MS: u64 = 60_000;
+
+/// The longest wait before a retry: its wait queue's `x-expires` (the wait and the slack) must be
+/// a TTL the broker takes.
+pub const MAX_RETRY_DELAY: Duration = Duration::from_millis(MAX_TTL_MS - WAIT_QUEUE_SLACK_MS);
 
 /// What becomes of a delivery once its attempt is recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,7 +83,10 @@ impl RetryPolicy {
         let exponent = i32::try_from(attempt.saturating_sub(2)).unwrap_or(i32::MAX);
         let secs = self.poke.as_secs_f64() * self.backoff.powi(exponent);
         // Whole milliseconds, so that equal delays share one wait queue.
-        let delay = Duration::from_millis((secs * 1000.0).round().min(f64::from(u32::MAX)) as u64);
+        let ms = (secs * 1000.0)
+            .round()
+            .min(MAX_RETRY_DELAY.as_millis() as f64);
+        let delay = Duration::from_millis(ms as u64);
         match self.max_poke {
             Some(max) => delay.min(max),
             None => delay,
@@ -143,13 +151,19 @@ pub async fn schedule_retry(
     )
     .await?;
 
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    // The broker's x-death history of earlier waits would grow with every retry: the attempt
+    // header says all a retry needs.
+    let headers = delivery.properties.headers().clone().unwrap_or_default();
+    let mut headers = without_death_history(&headers);
     headers.insert(
         ATTEMPT_HEADER.into(),
         AMQPValue::LongLongInt(i64::from(attempt)),
     );
     let properties = carried(&delivery.properties).with_headers(headers);
     let what = format!("retry wait queue {wait_queue}");
+    if !publisher.fits(&properties) {
+        return Err(Error::DoesNotFit { target: what });
+    }
     publisher
         .publish(
             Destination::new(delayed_exchange, &wait_queue, &what),
@@ -187,6 +201,11 @@ mod tests {
         assert_eq!(delays, vec![2, 6, 18, 40, 40]);
         let half = RetryPolicy::new(1).with_poke(Some(1)).with_backoff(1.5);
         assert_eq!(half.delay_before(3), Duration::from_millis(1500));
+        let huge = RetryPolicy::new(255)
+            .with_poke(Some(u16::MAX))
+            .with_backoff(100.0)
+            .with_max_poke(Some(u32::MAX));
+        assert_eq!(huge.delay_before(255), MAX_RETRY_DELAY);
     }
 
     #[test]

@@ -92,7 +92,7 @@ async fn declare_exchange(
     channel
         .exchange_declare(name.into(), kind, options, FieldTable::default())
         .await
-        .context(|| format!("declaring {what} {name}"))
+        .declaring(|| format!("declaring {what} {name}"))
 }
 
 /// Declares a durable queue with `args`.
@@ -105,7 +105,7 @@ pub(crate) async fn declare_queue(channel: &Channel, name: &str, args: FieldTabl
         .queue_declare(name.into(), options, args)
         .await
         .map(|_| ())
-        .context(|| format!("declaring queue {name}"))
+        .declaring(|| format!("declaring queue {name}"))
 }
 
 /// Binds `queue` to `exchange` with `routing_key` and `arguments`.

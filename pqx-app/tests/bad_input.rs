@@ -143,7 +143,10 @@ async fn options_and_config_files() -> Result<()> {
         "env-conn.yml: key mq.pass: environment variable PQX_TEST_UNSET_SECRET is not set"
     );
 
-    env.write("pg-conn.yml", "db:\n  protocol: postgres\n  host: h\n")?;
+    env.write(
+        "pg-conn.yml",
+        "mq:\n  host: h\ndb:\n  protocol: postgres\n  host: h\n",
+    )?;
     let out = env.run("initiator", &["--conn", "pg-conn.yml", "-o", "crt_tbl"])?;
     assert_eq!(
         error_line(&out, "initiator", 1),
@@ -303,5 +306,67 @@ async fn poison_messages_are_dead_lettered_and_the_subscriber_goes_on() -> Resul
     )?;
     let id = env.publish(&good)?.remove(0);
     env.wait_attempts(&id, 30, |a| count_ended(a) == 1).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn malformed_broker_settings_are_config_errors_at_once() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
+    let task = env.write(
+        "t.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
+    )?;
+    let task = task.to_str().unwrap();
+    let db = format!("db:\n  url: \"{}\"\n", env.db.url);
+    let cases = [
+        (String::new(), "mq: missing"),
+        (db.clone(), "mq: missing"),
+        (
+            format!("mq: {{}}\n{db}"),
+            "mq.host: required without mq.url",
+        ),
+        (
+            format!("mq:\n  url: \"amqp://pqx:pqx@127.0.0.1:99999/v\"\n{db}"),
+            "mq.url: not an AMQP URL: invalid port number",
+        ),
+        (
+            format!("mq:\n  url: \"amqp://pqx:pqx@127.0.0.1/v?heartbeat=abc\"\n{db}"),
+            "mq.url: not an AMQP URL: ",
+        ),
+        (
+            format!("mq:\n  url: \"127.0.0.1:5672\"\n{db}"),
+            "mq.url: not an AMQP URL: ",
+        ),
+        (
+            format!("mq:\n  host: h\nmq_api:\n  url: \"localhost:15672\"\n{db}"),
+            "mq_api.url: expected http:// or https://",
+        ),
+        (
+            "mq:\n  host: h\ndb:\n  url: \"mysql://u@h/d\"\n".to_owned(),
+            "db.url: expected sqlite://FILE?mode=rwc or postgres://",
+        ),
+    ];
+    let runs: [(&str, Vec<&str>); 5] = [
+        ("initiator", vec!["-o", "init"]),
+        ("inspector", vec!["-o", "insp"]),
+        ("rectifier", vec!["-o", "del_que"]),
+        ("publisher", vec!["-o", "pub", "-t", task]),
+        ("subscriber", vec!["-q", "h1"]),
+    ];
+    for (conn, expected) in &cases {
+        env.write("conn.yml", conn)?;
+        for (binary, args) in &runs {
+            let started = std::time::Instant::now();
+            let out = env.run(binary, args)?;
+            let line = error_line(&out, binary, 1);
+            assert!(line.starts_with("conn.yml: "), "{binary} {conn}: {line}");
+            assert!(line.contains(expected), "{binary} {conn}: {line}");
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "at once: {binary}"
+            );
+        }
+    }
     Ok(())
 }

@@ -327,7 +327,8 @@ impl Handler {
 fn reject(poison: &Poison, ids: Ids<'_>) -> Verdict {
     let reason = poison.to_string();
     let (queue, message_id) = (ids.queue, ids.message_id);
-    error!(queue, message_id, %reason, "not a valid command: dead-lettering it");
+    let shown = pqx_util::escape_control(&reason);
+    error!(queue, message_id, reason = %shown, "not a valid command: dead-lettering it");
     Verdict {
         outcome: Some(Outcome::rejected(&reason)),
         settlement: Settlement::DeadLetter(reason),

@@ -138,7 +138,12 @@ impl Env {
     /// Publishes a task file; returns the message ids, one per publish.
     pub fn publish(&self, task: &Path) -> Result<Vec<String>> {
         let task = task.to_str().context("task file path")?;
-        let out = self.ok("publisher", &["-o", "pub", "-t", task])?;
+        self.publish_with(&["-o", "pub", "-t", task])
+    }
+
+    /// Runs `publisher args`, which must succeed; returns the message ids it printed.
+    pub fn publish_with(&self, args: &[&str]) -> Result<Vec<String>> {
+        let out = self.ok("publisher", args)?;
         Ok(out
             .lines()
             .filter_map(|l| l.strip_prefix("published "))

@@ -12,8 +12,10 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
 
-/// Our info lines, and only warnings from the migration runner, which narrates every step.
-const DEFAULT_FILTER: &str = "info,sea_orm_migration=warn";
+/// Our info lines, and only warnings from the migration runner, which narrates every step, and
+/// from PostgreSQL's notices ("relation ... already exists, skipping": what an idempotent
+/// migration expects, not news).
+const DEFAULT_FILTER: &str = "info,sea_orm_migration=warn,sqlx::postgres::notice=warn";
 
 /// Keeps the file writer flushing; drop it last, at the end of `main`.
 #[derive(Debug)]

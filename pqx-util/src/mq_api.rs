@@ -105,6 +105,19 @@ pub struct MqBinding {
     pub arguments: serde_json::Map<String, serde_json::Value>,
 }
 
+/// What `/api/overview` says, of what pqx needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqOverview {
+    #[serde(default)]
+    pub exchange_types: Vec<MqExchangeType>,
+}
+
+/// An exchange type the broker knows (the plugins loaded add theirs).
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqExchangeType {
+    pub name: String,
+}
+
 /// A client of the management API of one vhost.
 #[derive(Debug, Clone)]
 pub struct MqApi {
@@ -178,6 +191,16 @@ impl MqApi {
         })
     }
 
+    /// The broker's exchange types: `x-delayed-message` when the delayed-message plugin is loaded.
+    pub async fn exchange_types(&self) -> Result<Vec<String>> {
+        let overview: MqOverview = self.get_url(format!("{}/overview", self.base)).await?;
+        Ok(overview
+            .exchange_types
+            .into_iter()
+            .map(|t| t.name)
+            .collect())
+    }
+
     /// The vhost's exchanges, including the default `amq.*` ones.
     pub async fn exchanges(&self) -> Result<Vec<MqExchange>> {
         self.get("exchanges").await
@@ -198,6 +221,13 @@ impl MqApi {
             self.base,
             self.vhost_path()
         );
+        self.get_url(url).await
+    }
+
+    /// One queue of the vhost.
+    pub async fn queue(&self, name: &str) -> Result<MqQueue> {
+        let name = utf8_percent_encode(name, NON_ALPHANUMERIC);
+        let url = format!("{}/queues/{}/{name}", self.base, self.vhost_path());
         self.get_url(url).await
     }
 

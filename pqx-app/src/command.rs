@@ -134,13 +134,13 @@ impl Command {
     }
 
     /// The command as JSON with secrets redacted, for records and logs.
-    pub fn redacted_cmd_json(&self) -> String {
-        serde_json::to_string(&self.cmd.redacted()).unwrap_or_default()
+    pub fn redacted_cmd_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.cmd.redacted()).unwrap_or_default()
     }
 
     /// The `mailing_to` list as JSON, for records.
-    pub fn mailing_to_json(&self) -> String {
-        serde_json::to_string(&self.mailing_to).unwrap_or_default()
+    pub fn mailing_to_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.mailing_to).unwrap_or_default()
     }
 }
 
@@ -398,6 +398,6 @@ mod tests {
             r#"{"mailing_to":[],"cmd":{"Sshpass":{"ip":"127.0.0.1","user":"u","pass":"hunter2","cmd":["true"]}}}"#,
         )
         .unwrap();
-        assert!(!c.redacted_cmd_json().contains("hunter2"));
+        assert!(!c.redacted_cmd_json().to_string().contains("hunter2"));
     }
 }

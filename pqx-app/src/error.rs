@@ -46,6 +46,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The broker holds exchanges or queues of init.yml's names that pqx cannot work with (each
+    /// said on a line of its own before).
+    #[error("initiator changed nothing: {count} of the exchanges and queues init.yml names differ from what pqx can work with (above); remove them with rectifier (`-o del_exg`, or `-o del_que`, which drops their messages), or name others in init.yml")]
+    Conflicts { count: usize },
     /// A command with an empty `mailing_to` has no host queue to go to.
     #[error(
         "mailing_to is empty and init.yml lists no header_queues: there is nowhere to send it"

@@ -7,7 +7,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use pqx_util::{escape_control, escape_control_lines, MqApi};
 
 use crate::cli::Choice;
-use crate::{Attempt, ConfigArgs, Result, Store};
+use crate::{Attempt, ConfigArgs, PositionalConn, Result, Store};
 
 /// Look at the tables, the broker's topology and the recorded attempts.
 #[derive(Debug, Parser)]
@@ -15,6 +15,8 @@ use crate::{Attempt, ConfigArgs, Result, Store};
 pub struct InspectorCli {
     #[command(flatten)]
     pub config: ConfigArgs,
+    #[command(flatten)]
+    pub positional: PositionalConn,
     #[command(flatten)]
     pub choice: Choice<InspectorOption>,
     /// With hist: only the attempts of this message id
@@ -42,7 +44,8 @@ pub enum InspectorOption {
 /// Runs inspector.
 pub async fn run(cli: InspectorCli) -> Result<()> {
     let option = cli.choice.chosen::<InspectorCli>();
-    let conn = cli.config.conn()?;
+    let config = cli.config.with(&cli.positional);
+    let conn = config.conn()?;
     let store = Store::connect(&conn.db_url).await?;
     match option {
         InspectorOption::Topology => {
@@ -128,7 +131,7 @@ fn attempts_table(attempts: &[Attempt]) -> String {
             Some(r) => (
                 r.time.to_rfc3339_opts(SecondsFormat::Millis, true),
                 r.exit_code.to_string(),
-                r.result.clone(),
+                r.summary().into_owned(),
             ),
             None => (
                 String::new(),

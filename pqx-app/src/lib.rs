@@ -22,9 +22,9 @@ pub mod subscriber;
 
 pub use command::{Command, TaskConfig};
 pub use config::{
-    ApiSection, ConfigArgs, Conn, ConnConfig, DbSection, HeaderQueue, InitConfig, MqEndpoint,
-    MqSection, DEFAULT_API_PORT, DEFAULT_DB_URL, DEFAULT_MQ_HOST, DEFAULT_MQ_PORT, DEFAULT_PG_PORT,
-    DEFAULT_VHOST, MAX_PRIORITY,
+    ApiSection, ConfigArgs, Conn, ConnConfig, DbSection, DeadMessageTtl, HeaderQueue, InitConfig,
+    MqEndpoint, MqSection, PositionalConn, DEFAULT_API_PORT, DEFAULT_DB_URL, DEFAULT_MQ_HOST,
+    DEFAULT_MQ_PORT, DEFAULT_PG_PORT, DEFAULT_VHOST, MAX_PRIORITY,
 };
 pub use error::{Error, InvalidTask, Result, TaskProblem};
 pub use outcome::{Outcome, Reply};

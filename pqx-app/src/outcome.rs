@@ -56,7 +56,7 @@ impl Outcome {
         Self {
             success: result.exit_code == 0,
             exit_code: result.exit_code,
-            summary: result.result,
+            summary: result.summary().into_owned(),
             stdout: result.stdout.unwrap_or_default(),
             stderr: result.stderr.unwrap_or_default(),
             ended_at: result.time,

@@ -7,7 +7,7 @@ use pqx_util::MqApi;
 use tracing::warn;
 
 use crate::cli::Choice;
-use crate::{ConfigArgs, Conn, Result, Store};
+use crate::{ConfigArgs, Conn, PositionalConn, Result, Store};
 
 /// Remove the queues, exchanges or tables that initiator made.
 #[derive(Debug, Parser)]
@@ -16,13 +16,15 @@ pub struct RectifierCli {
     #[command(flatten)]
     pub config: ConfigArgs,
     #[command(flatten)]
+    pub positional: PositionalConn,
+    #[command(flatten)]
     pub choice: Choice<RectifierOption>,
 }
 
 /// What rectifier does: `-o NAME` and the subcommand NAME are the same.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Subcommand, ValueEnum)]
 pub enum RectifierOption {
-    /// Delete the host queues, their retry wait queues and the dead-letter queue, with their messages
+    /// Delete the host queues, their retry wait queues, the dead-letter queue and the original PQX's retry queue, with their messages
     #[clap(name = "del_que")]
     DeleteQueues,
     /// Delete the headers, delayed and dead-letter exchanges
@@ -36,7 +38,8 @@ pub enum RectifierOption {
 /// Runs rectifier; prints a line per thing it removed.
 pub async fn run(cli: RectifierCli) -> Result<()> {
     let option = cli.choice.chosen::<RectifierCli>();
-    let conn = cli.config.conn()?;
+    let config = cli.config.with(&cli.positional);
+    let conn = config.conn()?;
     if option == RectifierOption::DeleteTables {
         let store = Store::connect(&conn.db_url).await?;
         store.drop_tables().await?;
@@ -46,7 +49,7 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
         );
         return Ok(());
     }
-    let init = cli.config.init()?;
+    let init = config.init()?;
     let connection = pqx::mq::connect(&conn.mq_url, "pqx rectifier").await?;
     let channel = pqx::mq::open_channel(&connection).await?;
     let result: Result<()> = async {
@@ -56,6 +59,7 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
                     init.header_queues.iter().map(|q| q.queue.clone()).collect();
                 queues.extend(wait_queues(&conn, &queues).await);
                 queues.push(init.dead_letter_queue());
+                queues.push(init.original_retry_queue());
                 for queue in queues {
                     let dropped = delete_queue(&channel, &queue).await?;
                     println!("deleted queue {queue} ({dropped} messages dropped)");

@@ -22,7 +22,7 @@ async fn captured_output_is_recorded_and_shown() -> Result<()> {
     let result = ended(&attempts[0]);
     assert_eq!(result.stdout.as_deref(), Some("out1\nout2\n"));
     assert_eq!(result.stderr.as_deref(), Some("err1\n"));
-    assert_eq!(result.result, "failed: exit code 1: err1");
+    assert_eq!(result.summary(), "failed: exit code 1: err1");
 
     let shown = env.ok(
         "inspector",
@@ -56,16 +56,20 @@ async fn sshpass_passwords_stay_out_of_records_and_logs() -> Result<()> {
     for id in &ids {
         let attempts = env.wait_attempts(id, 60, |a| count_ended(a) == 1).await?;
         let history = &attempts[0].history;
-        assert!(history.cmd.contains(r#""pass":"***""#), "{}", history.cmd);
+        assert!(
+            history.cmd.to_string().contains(r#""pass":"***""#),
+            "{}",
+            history.cmd
+        );
         let result = ended(&attempts[0]);
         assert!(
-            result.result.contains("Connection refused"),
+            result.summary().contains("Connection refused"),
             "{}",
-            result.result
+            result.summary()
         );
         for secret in [&from_env, &literal] {
-            assert!(!history.cmd.contains(secret.as_str()));
-            assert!(!result.result.contains(secret.as_str()));
+            assert!(!history.cmd.to_string().contains(secret.as_str()));
+            assert!(!result.summary().contains(secret.as_str()));
             assert!(!result
                 .stderr
                 .as_deref()
@@ -114,7 +118,7 @@ async fn conda_python_runs_conda_as_documented() -> Result<()> {
     let id = env.publish(&task)?.remove(0);
     let attempts = env.wait_attempts(&id, 30, |a| count_ended(a) == 1).await?;
     let result = ended(&attempts[0]);
-    assert_eq!(result.result, "succeeded");
+    assert_eq!(result.summary(), "succeeded");
     let want = format!(
         "args: run -n py310 --live-stream python -u job.py\ncwd: {}\n",
         work.display()
@@ -162,7 +166,7 @@ async fn subscriber_settings_are_checked_and_used() -> Result<()> {
     let id = env.publish(&task)?.remove(0);
     let attempts = env.wait_attempts(&id, 30, |a| count_ended(a) == 1).await?;
     assert_eq!(
-        ended(&attempts[0]).result,
+        ended(&attempts[0]).summary(),
         "failed: not started: DockerExec needs docker or podman on PATH; neither was found"
     );
     assert_eq!(ended(&attempts[0]).exit_code, 127);

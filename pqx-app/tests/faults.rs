@@ -53,7 +53,7 @@ async fn sigkill_mid_run_runs_it_again_and_records_both_attempts() -> Result<()>
         attempts[0].result.is_none(),
         "the killed attempt has no result"
     );
-    assert_eq!(ended(&attempts[1]).result, "succeeded");
+    assert_eq!(ended(&attempts[1]).summary(), "succeeded");
     assert_eq!(env.vhost.queue_len("h1").await?, 0);
     Ok(())
 }
@@ -73,7 +73,7 @@ async fn sigterm_finishes_the_running_command_then_exits_0() -> Result<()> {
     assert_eq!(sub.wait_exit(30)?, Some(0), "{}", sub.log());
     let attempts = env.attempts(&id).await?;
     assert_eq!(attempts.len(), 1);
-    assert_eq!(ended(&attempts[0]).result, "succeeded");
+    assert_eq!(ended(&attempts[0]).summary(), "succeeded");
     assert!(env.attempts(&later).await?.is_empty());
     assert_eq!(
         env.vhost.queue_len("h1").await?,
@@ -99,7 +99,7 @@ async fn second_signal_interrupts_and_the_message_comes_back() -> Result<()> {
     assert!(started.elapsed() < Duration::from_secs(20));
     let attempts = env.attempts(&id).await?;
     assert_eq!(ended(&attempts[0]).exit_code, 130);
-    assert!(ended(&attempts[0]).result.contains("interrupted"));
+    assert!(ended(&attempts[0]).summary().contains("interrupted"));
     assert_eq!(
         env.vhost.queue_len("h1").await?,
         1,
@@ -149,7 +149,7 @@ async fn database_outage_holds_the_delivery_until_the_record_is_written() -> Res
     proxy.restore();
     let attempts = env.wait_attempts(&id, 60, |a| count_ended(a) == 1).await?;
     assert_eq!(attempts.len(), 1, "recorded once: {attempts:#?}");
-    assert_eq!(ended(&attempts[0]).result, "succeeded");
+    assert_eq!(ended(&attempts[0]).summary(), "succeeded");
     sub.wait_log("the database answers again", 30).await?;
     let deadline = Deadline::after_secs(10);
     while env.vhost.queue_len("h1").await? != 0 {
@@ -176,7 +176,7 @@ async fn broker_restart_while_idle() -> Result<()> {
     sub.wait_log("reconnected to RabbitMQ", 60).await?;
     let id = publish(&env, QUICK)?;
     let attempts = env.wait_attempts(&id, 30, |a| count_ended(a) == 1).await?;
-    assert_eq!(ended(&attempts[0]).result, "succeeded");
+    assert_eq!(ended(&attempts[0]).summary(), "succeeded");
     Ok(())
 }
 
@@ -194,7 +194,7 @@ async fn broker_restart_while_running_records_the_attempt_once() -> Result<()> {
     node2_ctl("stop_app")?;
     node2_ctl("start_app")?;
     let attempts = env.wait_attempts(&id, 60, |a| count_ended(a) == 1).await?;
-    assert_eq!(ended(&attempts[0]).result, "succeeded");
+    assert_eq!(ended(&attempts[0]).summary(), "succeeded");
     sub.wait_log("reconnected to RabbitMQ", 60).await?;
     // The unacknowledged message came back and was settled from the record, not run again.
     sub.wait_log("already recorded: settling it from the record", 30)

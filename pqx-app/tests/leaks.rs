@@ -170,7 +170,7 @@ async fn a_literal_dollar_is_written_twice() -> Result<()> {
     );
     let id = env.publish(&env.write("ssh.json", &task)?)?.remove(0);
     let attempts = env.wait_attempts(&id, 30, |a| count_ended(a) == 1).await?;
-    let result = &attempts[0].result.as_ref().unwrap().result;
+    let result = &attempts[0].result.as_ref().unwrap().summary();
     assert_eq!(
         result,
         "failed: not started: cmd.Sshpass.pass: a $ is followed by a name that is not a set environment variable (write $$ for a literal $)"

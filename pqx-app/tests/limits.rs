@@ -153,19 +153,19 @@ async fn task_names_and_values_are_checked_before_publishing() -> Result<()> {
 async fn ttls_are_checked_and_the_rectifier_hint_is_given_only_for_differing_arguments(
 ) -> Result<()> {
     let env = env(DbKind::Sqlite).await?;
-    let max = pqx::mq::MAX_TTL_MS / 1000;
-    for ttl in [max + 1, u64::from(u32::MAX)] {
+    let max = pqx::mq::MAX_TTL_MS;
+    for ttl in [(max + 1).to_string(), "50d".to_owned()] {
         env.write(
             "init.yml",
-            &INIT_YML.replace("dead_message_ttl: 600", &format!("dead_message_ttl: {ttl}")),
+            &INIT_YML.replace("dead_message_ttl: 10m", &format!("dead_message_ttl: {ttl}")),
         )?;
         let line = refused(&env.run("initiator", &["-o", "decl_dlx"])?, "initiator", 1);
-        assert!(line.ends_with(&format!("dead_message_ttl: {ttl} is out of range: expected 0 to {max} seconds (the broker's longest TTL)")), "{line}");
+        assert!(line.contains(&format!("dead_message_ttl: {ttl} is out of range: at most {max} ms (49.7 days, the broker's longest TTL)")), "{line}");
         assert!(!line.contains("rectifier"), "{line}");
     }
     env.write(
         "init.yml",
-        &INIT_YML.replace("dead_message_ttl: 600", &format!("dead_message_ttl: {max}")),
+        &INIT_YML.replace("dead_message_ttl: 10m", &format!("dead_message_ttl: {max}")),
     )?;
     env.ok("initiator", &["-o", "decl_dlx"])?;
     Ok(())

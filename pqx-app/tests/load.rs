@@ -128,7 +128,7 @@ async fn ten_thousand_commands_reconcile() -> Result<()> {
     let mut by_command: HashMap<usize, Vec<(String, i32, i32)>> = HashMap::new();
     let mut wrong_queue = 0;
     for (history, result) in &rows {
-        let cmd: serde_json::Value = serde_json::from_str(&history.cmd)?;
+        let cmd = &history.cmd;
         let script = cmd["Bash"]["cmd"][0].as_str().context("a Bash script")?;
         // Every script starts with `echo c<i>`.
         let marker = script

@@ -24,7 +24,7 @@ async fn retries_then_dead_letters(db: DbKind) -> Result<()> {
     assert_eq!(numbers, vec![Some(1), Some(2), Some(3)]);
     for attempt in &attempts {
         assert_eq!(ended(attempt).exit_code, 7);
-        assert_eq!(ended(attempt).result, "failed: exit code 7");
+        assert_eq!(ended(attempt).summary(), "failed: exit code 7");
     }
     let gap = attempts[1].history.time - ended(&attempts[0]).time;
     assert!(

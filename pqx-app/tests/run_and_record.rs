@@ -27,7 +27,7 @@ async fn runs_and_records(db: DbKind) -> Result<()> {
     let history = &attempts[0].history;
     let result = ended(&attempts[0]);
     assert_eq!(result.exit_code, 0);
-    assert_eq!(result.result, "succeeded");
+    assert_eq!(result.summary(), "succeeded");
     assert_eq!(result.stdout.as_deref(), Some("out-arg0\n"));
     assert_eq!(result.stderr.as_deref(), Some("err\n"));
     assert_eq!(history.queue.as_deref(), Some("h1"));
@@ -37,8 +37,15 @@ async fn runs_and_records(db: DbKind) -> Result<()> {
     assert_eq!(history.waiting_timeout, Some(60));
     assert_eq!(history.consuming_timeout, Some(30));
     assert_eq!(history.message_id.as_deref(), Some(ids[0].as_str()));
-    assert_eq!(history.mailing_to, r#"[{"unique_key":"h1"}]"#);
-    assert!(history.cmd.contains("echo out-$0"), "{}", history.cmd);
+    assert_eq!(
+        history.mailing_to,
+        serde_json::json!([{"unique_key": "h1"}])
+    );
+    assert!(
+        history.cmd.to_string().contains("echo out-$0"),
+        "{}",
+        history.cmd
+    );
     assert!(result.time >= history.time);
     assert!(
         sub.log().contains("out-arg0"),

@@ -50,7 +50,7 @@ fn headers(pairs: &[(&str, usize)]) -> FieldTable {
 async fn goes_on(env: &Env) -> Result<()> {
     let id = env.publish(&env.write("quick.json", QUICK)?)?.remove(0);
     let attempts = env.wait_attempts(&id, 60, |a| count_ended(a) == 1).await?;
-    assert_eq!(ended(&attempts[0]).result, "succeeded");
+    assert_eq!(ended(&attempts[0]).summary(), "succeeded");
     Ok(())
 }
 
@@ -172,10 +172,10 @@ async fn nul_bytes_are_stored_escaped(db: DbKind) -> Result<()> {
         .await?;
     assert!(
         ended(&attempts[0])
-            .result
+            .summary()
             .starts_with("skipped: dedupe_key"),
         "{}",
-        ended(&attempts[0]).result
+        ended(&attempts[0]).summary()
     );
     // A message id with a NUL in it, from a client other than pqx's.
     let command = br#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["true"]}}}"#;
@@ -220,7 +220,7 @@ async fn refused_records_do_not_stall(db: DbKind) -> Result<()> {
         DbKind::Postgres => {
             sql(&env, &[
                 "ALTER TABLE message_result ADD CONSTRAINT refuse CHECK (stdout NOT LIKE '%refuse-me%')",
-                "ALTER TABLE message_history ADD CONSTRAINT refuse CHECK (cmd NOT LIKE '%never-start%')",
+                "ALTER TABLE message_history ADD CONSTRAINT refuse CHECK (cmd::text NOT LIKE '%never-start%')",
             ])
             .await?
         }

@@ -57,9 +57,9 @@ async fn consuming_timeout_kills_the_process_group() -> Result<()> {
     let result = ended(&attempts[0]);
     assert_eq!(result.exit_code, 124);
     assert!(
-        result.result.contains("timed out after 1s"),
+        result.summary().contains("timed out after 1s"),
         "{}",
-        result.result
+        result.summary()
     );
     let pid: i32 = std::fs::read_to_string(&pidfile)?.trim().parse()?;
     wait_gone(pid, 10).await?;

@@ -105,19 +105,22 @@ async fn each_step_alone() -> Result<()> {
 }
 
 #[tokio::test]
-async fn changed_queue_settings_name_the_fix() -> Result<()> {
+async fn changed_queue_settings_are_left_and_the_fix_is_named() -> Result<()> {
     let env = env(DbKind::Sqlite).await?;
     env.init()?;
-    let changed = common::INIT_YML.replace("dead_message_ttl: 600", "dead_message_ttl: 60");
+    let changed = common::INIT_YML.replace("dead_message_ttl: 10m", "dead_message_ttl: 60000");
     env.write("init.yml", &changed)?;
-    let out = env.run("initiator", &["-o", "decl_dlx"])?;
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = env.ok("initiator", &["-o", "decl_dlx"])?;
     assert!(
-        err.contains("declaring queue pqx.test.dlq: it already exists with other settings"),
-        "{err}"
+        out.contains("differs: queue pqx.test.dlq: dead letters kept 10m, not kept 1m as init.yml says: left as it is (to change it, `rectifier -o del_que` drops it with its dead letters, then `initiator -o decl_dlx`)"),
+        "{out}"
     );
-    assert!(err.contains("rectifier -o del_que"), "{err}");
+    assert!(
+        out.contains(
+            "exchange pqx.test.dlx (fanout) -> queue pqx.test.dlq (dead letters kept 10m)"
+        ),
+        "{out}"
+    );
     Ok(())
 }
 

@@ -5,10 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pqx::mq::{
-    check_header_pairs, HeadersBinding, MatchType, MAX_HOST_QUEUE_BYTES, MAX_NAME_BYTES, MAX_TTL_MS,
+    check_header_pairs, HeadersBinding, MatchType, MAX_HOST_QUEUE_BYTES, MAX_NAME_BYTES,
 };
 use pqx::InvalidField;
 use serde::Deserialize;
+
+use super::DeadMessageTtl;
 
 /// The host queues' `x-max-priority` when init.yml does not say: the highest `priority` a command
 /// may ask for.
@@ -26,8 +28,9 @@ pub struct InitConfig {
     pub dead_letter_exchange: Option<String>,
     /// The queue that keeps them (default `<header_exchange>.dlq`).
     pub dead_letter_queue: Option<String>,
-    /// Seconds a dead letter is kept (default: until removed).
-    pub dead_message_ttl: Option<u32>,
+    /// How long a dead letter is kept: milliseconds, or a number with a unit (default: until
+    /// removed).
+    pub dead_message_ttl: Option<DeadMessageTtl>,
     /// The `x-max-priority` of the host queues (default [`MAX_PRIORITY`]; 0 turns priorities off).
     pub max_priority: Option<u8>,
     /// The host queues and the pairs they match.
@@ -64,6 +67,12 @@ impl InitConfig {
         self.or_suffix(&self.delayed_exchange, "delayed")
     }
 
+    /// The queue where an original PQX subscriber's retries wait when the delayed exchange is not
+    /// the delayed-message plugin's: `<delayed_exchange>.original-retries`.
+    pub fn original_retry_queue(&self) -> String {
+        format!("{}.original-retries", self.delayed_exchange())
+    }
+
     /// The dead-letter exchange's name.
     pub fn dead_letter_exchange(&self) -> String {
         self.or_suffix(&self.dead_letter_exchange, "dlx")
@@ -94,27 +103,20 @@ impl InitConfig {
 
     /// Checks that every name pqx declares or derives is one the broker takes (at most 255 bytes,
     /// no control characters; host queues short enough for their `<queue>.retry.<ms>` wait
-    /// queues), that every queue can be bound as pqx expects (named once, with pairs to match on,
-    /// none of them an `x-` key, none the dead-letter queue), and that TTLs are in the broker's
-    /// range.
+    /// queues), and that every queue can be bound as pqx expects (named once, with pairs to match
+    /// on, none of them an `x-` key, none the dead-letter queue).
     pub fn validate(&self) -> Result<(), InvalidField> {
         let names = [
             ("header_exchange", self.header_exchange.clone()),
             ("delayed_exchange", self.delayed_exchange()),
+            ("delayed_exchange", self.original_retry_queue()),
             ("dead_letter_exchange", self.dead_letter_exchange()),
             ("dead_letter_queue", self.dead_letter_queue()),
         ];
         for (key, name) in &names {
             check_name(name, MAX_NAME_BYTES).map_err(|problem| InvalidField::new(*key, problem))?;
         }
-        let max_ttl = MAX_TTL_MS / 1000;
-        if let Some(ttl) = self.dead_message_ttl.filter(|t| u64::from(*t) > max_ttl) {
-            return Err(InvalidField::new(
-                "dead_message_ttl",
-                format!("{ttl} is out of range: expected 0 to {max_ttl} seconds (the broker's longest TTL)"),
-            ));
-        }
-        let dead_letter_queue = &names[3].1;
+        let dead_letter_queue = &names[4].1;
         let mut seen = BTreeSet::new();
         for (i, entry) in self.header_queues.iter().enumerate() {
             let at = |key: &str, problem: String| {

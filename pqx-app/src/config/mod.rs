@@ -5,6 +5,7 @@
 
 mod conn;
 mod init;
+mod ttl;
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,7 @@ pub use conn::{
 };
 pub(crate) use init::check_name;
 pub use init::{HeaderQueue, InitConfig, MAX_PRIORITY};
+pub use ttl::DeadMessageTtl;
 
 use crate::{Error, Result};
 
@@ -31,7 +33,26 @@ pub struct ConfigArgs {
     pub init: PathBuf,
 }
 
+/// The original PQX's positional conn.yml: `initiator -o init conn.yml`.
+#[derive(Debug, Clone, Args)]
+pub struct PositionalConn {
+    /// conn.yml, given the original PQX's way (the same as --conn)
+    #[arg(value_name = "CONN", conflicts_with = "conn")]
+    pub conn_file: Option<PathBuf>,
+}
+
 impl ConfigArgs {
+    /// These options, with conn.yml as given positionally when it was.
+    pub fn with(&self, positional: &PositionalConn) -> Self {
+        Self {
+            conn: positional
+                .conn_file
+                .clone()
+                .unwrap_or_else(|| self.conn.clone()),
+            init: self.init.clone(),
+        }
+    }
+
     /// Reads conn.yml and resolves where pqx connects.
     pub fn conn(&self) -> Result<Conn> {
         read_checked(&self.conn, |conn: ConnConfig| conn.resolve())

@@ -7,17 +7,18 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
-    /// The command's `mailing_to`, as JSON.
-    pub mailing_to: String,
+    /// The command's `mailing_to`.
+    pub mailing_to: Json,
     pub retry: Option<i16>,
     pub poke: Option<i32>,
     pub waiting_timeout: Option<i64>,
     pub consuming_timeout: Option<i64>,
-    /// The command's `cmd`, as JSON, secrets redacted.
-    pub cmd: String,
+    /// The command's `cmd`, secrets redacted.
+    pub cmd: Json,
     /// When the attempt started.
     pub time: DateTimeUtc,
-    /// The message id all attempts of one publish share.
+    /// The message id all attempts of one publish share. This and the columns after it are pqx's:
+    /// rows the original PQX wrote have none of them.
     pub message_id: Option<String>,
     /// The host queue the attempt ran from.
     pub queue: Option<String>,

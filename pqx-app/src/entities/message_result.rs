@@ -11,8 +11,8 @@ pub struct Model {
     /// The exit code; 124 for a consuming timeout, 127 when the program could not start, 128+N for
     /// a signal.
     pub exit_code: i32,
-    /// One line saying how the attempt ended.
-    pub result: String,
+    /// One line saying how the attempt ended; the original PQX writes none for a success.
+    pub result: Option<String>,
     /// When the attempt ended.
     pub time: DateTimeUtc,
     /// The last 64 KiB of stdout (for Http, of the response body).
@@ -39,3 +39,15 @@ impl Related<super::message_history::Entity> for Entity {
 }
 
 impl ActiveModelBehavior for ActiveModel {}
+
+impl Model {
+    /// The line saying how the attempt ended: as recorded, or, for a row the original PQX wrote
+    /// without one, what its exit code says.
+    pub fn summary(&self) -> std::borrow::Cow<'_, str> {
+        match (&self.result, self.exit_code) {
+            (Some(result), _) => result.into(),
+            (None, 0) => "succeeded".into(),
+            (None, code) => format!("failed: exit code {code}").into(),
+        }
+    }
+}

@@ -1,14 +1,20 @@
 //! `initiator -o decl_x | decl_dx | decl_dlx | crt_tbl | init`: lays out the exchanges, queues and
-//! bindings of init.yml and creates the tables. Every step is idempotent.
+//! bindings of init.yml and creates the tables. It first reads what the broker holds
+//! (`survey.rs`), plans from that what to declare and how what exists differs (`plan.rs`), and
+//! declares only when nothing differs in a way pqx cannot work with (`apply.rs`): a broker laid
+//! out by the original PQX is adopted as it is. Every step is idempotent.
+
+mod apply;
+mod plan;
+mod survey;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use lapin::Channel;
-use pqx::mq::{
-    declare_dead_letter, declare_delayed_exchange, declare_headers_exchange, declare_host_queue,
-};
+use pqx_util::escape_control;
 
 use crate::cli::Choice;
-use crate::{ConfigArgs, Conn, InitConfig, Result, Store};
+use crate::{ConfigArgs, Conn, Error, PositionalConn, Result, Store};
+
+use plan::Scope;
 
 /// Declare the exchanges, queues and bindings, and create the tables.
 #[derive(Debug, Parser)]
@@ -16,6 +22,8 @@ use crate::{ConfigArgs, Conn, InitConfig, Result, Store};
 pub struct InitiatorCli {
     #[command(flatten)]
     pub config: ConfigArgs,
+    #[command(flatten)]
+    pub positional: PositionalConn,
     #[command(flatten)]
     pub choice: Choice<InitiatorOption>,
 }
@@ -26,7 +34,7 @@ pub enum InitiatorOption {
     /// Declare the headers exchange, the host queues and their bindings
     #[clap(name = "decl_x")]
     DeclareHeadersExchange,
-    /// Declare the delayed exchange that retry wait queues hang off
+    /// Declare the delayed exchange the original PQX's subscribers retry through
     #[clap(name = "decl_dx")]
     DeclareDelayedExchange,
     /// Declare the dead-letter exchange and queue
@@ -43,68 +51,57 @@ pub enum InitiatorOption {
 /// Runs initiator; prints a line per thing it made sure of.
 pub async fn run(cli: InitiatorCli) -> Result<()> {
     let option = cli.choice.chosen::<InitiatorCli>();
-    let conn = cli.config.conn()?;
-    if option == InitiatorOption::CreateTables {
+    let config = cli.config.with(&cli.positional);
+    let conn = config.conn()?;
+    let Some(scope) = option.scope() else {
         return create_tables(&conn).await;
-    }
-    let init = cli.config.init()?;
-    let connection = pqx::mq::connect(&conn.mq_url, "pqx initiator").await?;
-    let channel = pqx::mq::open_channel(&connection).await?;
-    let result = match option {
-        InitiatorOption::DeclareHeadersExchange => declare_headers(&channel, &init).await,
-        InitiatorOption::DeclareDelayedExchange => declare_delayed(&channel, &init).await,
-        InitiatorOption::DeclareDeadLetter => declare_dead_letters(&channel, &init).await,
-        InitiatorOption::CreateTables => Ok(()),
-        InitiatorOption::Init => {
-            // Dead-letter first: host queues name it, and a message dead-lettered to a missing
-            // exchange is dropped.
-            declare_dead_letters(&channel, &init).await?;
-            declare_headers(&channel, &init).await?;
-            declare_delayed(&channel, &init).await?;
-            create_tables(&conn).await
-        }
     };
+    let init = config.init()?;
+    let connection = pqx::mq::connect(&conn.mq_url, "pqx initiator").await?;
+    let result = async {
+        let existing = survey::survey(&conn, &init, &connection).await?;
+        let plan = plan::plan(&init, &existing, scope);
+        if !plan.conflicts.is_empty() {
+            for conflict in &plan.conflicts {
+                eprintln!("initiator: cannot work with: {}", escape_control(conflict));
+            }
+            return Err(Error::Conflicts {
+                count: plan.conflicts.len(),
+            });
+        }
+        let channel = pqx::mq::open_channel(&connection).await?;
+        let applied = apply::apply(&channel, &plan).await;
+        // Closed here: dropped, it would close in the background, racing the connection's close.
+        let _ = channel.close(200, "initiator done".into()).await;
+        applied
+    }
+    .await;
     let _ = connection.close(200, "initiator done".into()).await;
-    result
-}
-
-async fn declare_headers(channel: &Channel, init: &InitConfig) -> Result<()> {
-    let exchange = &init.header_exchange;
-    declare_headers_exchange(channel, exchange).await?;
-    println!("exchange {exchange} (headers)");
-    let dlx = init.dead_letter_exchange();
-    for binding in init.bindings() {
-        declare_host_queue(channel, exchange, &binding, &dlx, init.max_priority()).await?;
-        let pairs: Vec<String> = binding
-            .pairs
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        println!(
-            "queue {} bound to {exchange} (x-match {}: {})",
-            binding.queue,
-            binding.match_type.as_str(),
-            pairs.join(", ")
-        );
+    result?;
+    if option == InitiatorOption::Init {
+        create_tables(&conn).await?;
     }
     Ok(())
 }
 
-async fn declare_delayed(channel: &Channel, init: &InitConfig) -> Result<()> {
-    let exchange = init.delayed_exchange();
-    declare_delayed_exchange(channel, &exchange).await?;
-    println!("exchange {exchange} (direct, retry wait queues)");
-    Ok(())
-}
-
-async fn declare_dead_letters(channel: &Channel, init: &InitConfig) -> Result<()> {
-    let (dlx, dlq) = (init.dead_letter_exchange(), init.dead_letter_queue());
-    declare_dead_letter(channel, &dlx, &dlq, init.dead_message_ttl).await?;
-    match init.dead_message_ttl {
-        Some(ttl) => println!("exchange {dlx} (fanout) -> queue {dlq} (dead letters kept {ttl}s)"),
-        None => println!("exchange {dlx} (fanout) -> queue {dlq}"),
+impl InitiatorOption {
+    /// The pieces of the topology this option lays out; `None` for the tables alone.
+    fn scope(self) -> Option<Scope> {
+        let only = |dead_letters, headers, delayed| {
+            Some(Scope {
+                dead_letters,
+                headers,
+                delayed,
+            })
+        };
+        match self {
+            InitiatorOption::DeclareHeadersExchange => only(false, true, false),
+            InitiatorOption::DeclareDelayedExchange => only(false, false, true),
+            InitiatorOption::DeclareDeadLetter => only(true, false, false),
+            InitiatorOption::CreateTables => None,
+            InitiatorOption::Init => only(true, true, true),
+        }
     }
-    Ok(())
 }
 
 async fn create_tables(conn: &Conn) -> Result<()> {

@@ -1,4 +1,6 @@
 //! The original PQX tables with the columns that say which message, queue, host and attempt a row is.
+//! Where the original PQX made the tables already, they are kept with every row, and pqx's
+//! columns are added, empty for the original's rows.
 
 use sea_orm_migration::{prelude::*, schema::*};
 
@@ -28,6 +30,10 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        for column in ["message_id", "queue", "host"] {
+            add_missing(manager, string_null(column)).await?;
+        }
+        add_missing(manager, integer_null("attempt")).await?;
         manager
             .create_index(super::index(
                 "message_history_message_id",
@@ -72,4 +78,20 @@ impl MigrationTrait for Migration {
         }
         Ok(())
     }
+}
+
+/// Adds `column` to message_history unless it is there (in a table the original PQX made, it is not).
+async fn add_missing(manager: &SchemaManager<'_>, mut column: ColumnDef) -> Result<(), DbErr> {
+    let name = column.get_column_name();
+    if manager.has_column("message_history", &name).await? {
+        return Ok(());
+    }
+    manager
+        .alter_table(
+            Table::alter()
+                .table("message_history")
+                .add_column(&mut column)
+                .to_owned(),
+        )
+        .await
 }

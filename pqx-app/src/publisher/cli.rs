@@ -1,11 +1,11 @@
 //! `publisher`'s command line: the original `-o pub` next to the `pub` subcommand.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::cli::{Choice, MAX_SECS};
-use crate::ConfigArgs;
+use crate::{ConfigArgs, PositionalConn};
 
 /// Publish commands to the machines their mailing_to names.
 #[derive(Debug, Parser)]
@@ -15,6 +15,11 @@ pub struct PublisherCli {
     pub config: ConfigArgs,
     #[command(flatten)]
     pub choice: Choice<PublisherOption>,
+    #[command(flatten)]
+    pub positional: PositionalConn,
+    /// The task file, given the original PQX's way (the same as --task)
+    #[arg(value_name = "TASK", conflicts_with = "task")]
+    pub task_file: Option<PathBuf>,
     /// The task file: one command as JSON, or JSON lines with --lines or a .jsonl name (`-` reads
     /// standard input)
     #[arg(short, long, global = true, default_value = "task.json")]
@@ -43,9 +48,14 @@ pub enum PublisherOption {
 }
 
 impl PublisherCli {
+    /// The task file, given either way.
+    pub fn task(&self) -> &Path {
+        self.task_file.as_deref().unwrap_or(&self.task)
+    }
+
     /// Whether the task file holds one command per line.
     pub fn is_lines(&self) -> bool {
-        self.lines || self.task.extension().is_some_and(|e| e == "jsonl")
+        self.lines || self.task().extension().is_some_and(|e| e == "jsonl")
     }
 }
 
@@ -56,5 +66,26 @@ mod tests {
     #[test]
     fn the_original_option_and_the_subcommand_are_the_same() {
         crate::cli::assert_same_options(&["pub"], |cli: PublisherCli| cli.choice.given());
+    }
+
+    #[test]
+    fn conn_and_task_may_be_given_the_original_way() {
+        let cli =
+            PublisherCli::try_parse_from(["publisher", "-o", "pub", "c.yml", "t.json"]).unwrap();
+        assert_eq!(cli.config.with(&cli.positional).conn, Path::new("c.yml"));
+        assert_eq!(cli.task(), Path::new("t.json"));
+        let cli = PublisherCli::try_parse_from(["publisher", "pub", "--task", "u.json"]).unwrap();
+        assert_eq!(cli.config.with(&cli.positional).conn, Path::new("conn.yml"));
+        assert_eq!(cli.task(), Path::new("u.json"));
+        let both = [
+            "publisher",
+            "-o",
+            "pub",
+            "c.yml",
+            "t.json",
+            "--task",
+            "u.json",
+        ];
+        assert!(PublisherCli::try_parse_from(both).is_err());
     }
 }

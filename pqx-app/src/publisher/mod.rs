@@ -35,12 +35,13 @@ use send::{connect_until, publish_all};
 pub async fn run(cli: PublisherCli) -> Result<()> {
     let PublisherOption::Publish = cli.choice.chosen::<PublisherCli>();
     let commands = if cli.is_lines() {
-        Command::from_lines_file(&cli.task)?
+        Command::from_lines_file(cli.task())?
     } else {
-        vec![Command::from_file(&cli.task)?]
+        vec![Command::from_file(cli.task())?]
     };
-    let conn = cli.config.conn()?;
-    let init = cli.config.init()?;
+    let config = cli.config.with(&cli.positional);
+    let conn = config.conn()?;
+    let init = config.init()?;
     let routes = match commands.iter().any(|c| !c.mailing_to.is_empty()) {
         true => routes::discover(&conn, &init.header_exchange).await,
         false => None,

@@ -51,6 +51,28 @@ pub(crate) fn storable(text: &str) -> Cow<'_, str> {
     }
 }
 
+/// `value` as the records keep it: NUL in its strings and keys as `\0`, since PostgreSQL's JSON
+/// types cannot hold it either.
+pub(crate) fn storable_json(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    fn text(s: String) -> String {
+        match storable(&s) {
+            Cow::Borrowed(_) => s,
+            Cow::Owned(escaped) => escaped,
+        }
+    }
+    match value {
+        Value::String(s) => Value::String(text(s)),
+        Value::Array(items) => Value::Array(items.into_iter().map(storable_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| (text(k), storable_json(v)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 impl Store {
     /// Connects to the database at `url`; a SQLite file that does not exist yet is made readable
     /// by its owner only, since it will hold what commands print.
@@ -153,5 +175,10 @@ mod tests {
     fn nul_is_stored_escaped() {
         assert_eq!(storable("a\0b\0"), "a\\0b\\0");
         assert!(matches!(storable("plain"), Cow::Borrowed(_)));
+        let json = serde_json::json!({"args": ["a\0", 1], "k\0": {"v": "\0"}});
+        assert_eq!(
+            storable_json(json),
+            serde_json::json!({"args": ["a\\0", 1], "k\\0": {"v": "\\0"}})
+        );
     }
 }

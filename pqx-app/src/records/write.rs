@@ -6,7 +6,7 @@ use chrono::Utc;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveModelTrait, DbErr, EntityTrait, Set};
 
-use super::{storable, AttemptStart, Store};
+use super::{storable, storable_json, AttemptStart, Store};
 use crate::entities::{message_history, message_result};
 use crate::error::DbContext;
 use crate::{Outcome, Result};
@@ -16,12 +16,12 @@ impl Store {
     pub async fn record_start(&self, start: &AttemptStart<'_>) -> Result<i64> {
         let config = &start.command.config;
         let row = message_history::ActiveModel {
-            mailing_to: Set(storable(&start.command.mailing_to_json()).into_owned()),
+            mailing_to: Set(storable_json(start.command.mailing_to_json())),
             retry: Set(config.retry.map(i16::from)),
             poke: Set(config.poke.map(i32::from)),
             waiting_timeout: Set(config.waiting_timeout.map(i64::from)),
             consuming_timeout: Set(config.consuming_timeout.map(i64::from)),
-            cmd: Set(storable(&start.command.redacted_cmd_json()).into_owned()),
+            cmd: Set(storable_json(start.command.redacted_cmd_json())),
             time: Set(Utc::now()),
             message_id: Set(start.message_id.map(|id| storable(id).into_owned())),
             queue: Set(Some(storable(start.queue).into_owned())),
@@ -46,7 +46,7 @@ impl Store {
         let row = message_result::ActiveModel {
             history_id: Set(history_id),
             exit_code: Set(outcome.exit_code),
-            result: Set(storable(&outcome.summary).into_owned()),
+            result: Set(Some(storable(&outcome.summary).into_owned())),
             time: Set(outcome.ended_at),
             stdout: Set(Some(storable(&outcome.stdout).into_owned())),
             stderr: Set(Some(storable(&outcome.stderr).into_owned())),

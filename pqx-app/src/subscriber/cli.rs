@@ -13,8 +13,11 @@ pub struct SubscriberCli {
     #[command(flatten)]
     pub config: ConfigArgs,
     /// The host queue to consume (one of header_queues in init.yml)
-    #[arg(short, long, value_parser = host_queue)]
-    pub queue: String,
+    #[arg(short, long, value_parser = host_queue, required_unless_present = "que")]
+    pub queue: Option<String>,
+    /// The host queue, given the original PQX's way (the same as -q)
+    #[arg(value_name = "QUEUE", value_parser = host_queue, conflicts_with = "queue")]
+    pub que: Option<String>,
     /// Seconds a running command may go on after SIGINT/SIGTERM before it is killed (at most 7
     /// days)
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=crate::cli::MAX_SECS))]
@@ -28,8 +31,33 @@ pub struct SubscriberCli {
     pub ready_file: Option<PathBuf>,
 }
 
+impl SubscriberCli {
+    /// The host queue, given either way.
+    pub fn queue(&self) -> &str {
+        // clap requires one of the two.
+        self.queue
+            .as_deref()
+            .or(self.que.as_deref())
+            .unwrap_or_default()
+    }
+}
+
 /// A host queue name: short enough for its wait queues `<queue>.retry.<ms>`.
 fn host_queue(name: &str) -> Result<String, String> {
     crate::config::check_name(name, pqx::mq::MAX_HOST_QUEUE_BYTES)?;
     Ok(name.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_is_given_either_way_and_once() {
+        let by_flag = SubscriberCli::try_parse_from(["subscriber", "-q", "h1"]).unwrap();
+        let positional = SubscriberCli::try_parse_from(["subscriber", "h1"]).unwrap();
+        assert_eq!((by_flag.queue(), positional.queue()), ("h1", "h1"));
+        assert!(SubscriberCli::try_parse_from(["subscriber"]).is_err());
+        assert!(SubscriberCli::try_parse_from(["subscriber", "-q", "h1", "h2"]).is_err());
+    }
 }

@@ -5,14 +5,13 @@
 
 use lapin::message::Delivery;
 use pqx::exec::{execute, CancellationToken, OutputStream, RunEnd, Settings};
-use pqx::mq::Publisher;
 use tracing::{error, info, warn};
 
 use super::hold::{hold, Held};
 use super::incoming::{Ids, Incoming, Poison};
 use super::plan::{plan, Answers, Plan, Questions};
 use super::reply::Replier;
-use super::settle::{Settlement, Settler};
+use super::settle::{Outbound, Settlement, Settler};
 use crate::{AttemptStart, Outcome, Store};
 
 /// Runs the deliveries of one host queue.
@@ -82,7 +81,7 @@ impl Handler {
     pub async fn handle(
         &self,
         delivery: Delivery,
-        publisher: &Publisher,
+        outbound: &Outbound,
         cancel: &CancellationToken,
     ) {
         let decoded = Incoming::decode(&delivery);
@@ -101,13 +100,14 @@ impl Handler {
         if let (true, Some(to), Some(outcome)) =
             (verdict.settlement.is_final(), reply_to, &verdict.outcome)
         {
+            let publisher = &outbound.publisher;
             self.replier
                 .send(publisher, to, envelope, ids, outcome)
                 .await;
         }
         let settlement = verdict.settlement;
         self.settler
-            .apply(publisher, &delivery, ids, settlement)
+            .apply(outbound, &delivery, ids, settlement)
             .await;
     }
 

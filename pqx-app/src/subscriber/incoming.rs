@@ -67,7 +67,16 @@ impl Incoming {
             .map_err(Poison::NotUtf8)
             .and_then(|text| Command::from_json(text).map_err(Poison::Invalid));
         match command {
-            Ok(command) => Ok(Self { envelope, command }),
+            Ok(command) => {
+                // Only the command says how many retries it has, which an original PQX
+                // subscriber's countdown is read against.
+                let retry = command.config.retry.unwrap_or(0);
+                let envelope = Envelope {
+                    attempt: attempt_of(&delivery.properties, retry),
+                    ..envelope
+                };
+                Ok(Self { envelope, command })
+            }
             Err(reason) => Err(Box::new(Rejected { envelope, reason })),
         }
     }
@@ -89,7 +98,7 @@ impl Envelope {
         };
         let message_id = text(props.message_id());
         Self {
-            attempt: attempt_of(props),
+            attempt: attempt_of(props, 0),
             redelivered: delivery.redelivered,
             reply_to: text(props.reply_to()),
             correlation_id: text(props.correlation_id()).or_else(|| message_id.clone()),

@@ -16,6 +16,7 @@ mod hold;
 mod incoming;
 mod plan;
 mod reply;
+mod route;
 mod session;
 mod settle;
 mod signals;
@@ -59,32 +60,37 @@ pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
     store.ensure_tables().await?;
     store.ensure_writable().await?;
     let settler = Settler {
-        queue: cli.queue.clone(),
-        delayed_exchange: init.delayed_exchange(),
+        queue: cli.queue().to_owned(),
         dead_letter_exchange: init.dead_letter_exchange(),
+        dead_letter_queue: init.dead_letter_queue(),
     };
     let handler = Handler::new(store, settler, settings);
     let signals = Signals::install()?;
-    stay_connected(
-        &cli,
-        &conn.mq_url,
-        &init.delayed_exchange(),
-        &handler,
-        signals,
-    )
-    .await
+    let broker = Broker {
+        url: &conn.mq_url,
+        api: &conn.api,
+        delayed_exchange: &init.delayed_exchange(),
+    };
+    stay_connected(&cli, broker, &handler, signals).await
+}
+
+/// Where the subscriber connects, and what it asks to pick the way its retries come back.
+#[derive(Debug, Clone, Copy)]
+struct Broker<'a> {
+    url: &'a str,
+    api: &'a pqx_util::ApiEndpoint,
+    delayed_exchange: &'a str,
 }
 
 /// Consumes the queue on one connection after another until told to stop: a lost connection is
 /// logged and opened again, waiting longer after each failure.
 async fn stay_connected(
     cli: &SubscriberCli,
-    url: &str,
-    delayed_exchange: &str,
+    broker: Broker<'_>,
     handler: &Handler,
     mut signals: Signals,
 ) -> Result<Stopped> {
-    let queue = cli.queue.as_str();
+    let queue = cli.queue();
     let cancel = CancellationToken::new();
     let grace = Duration::from_secs(cli.grace_period);
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
@@ -92,7 +98,7 @@ async fn stay_connected(
     let mut frames = Frames::Small;
     loop {
         let opened = tokio::select! {
-            opened = Session::open(url, delayed_exchange, queue, cli.concurrency, frames) => opened,
+            opened = open(broker, queue, cli.concurrency, frames) => opened,
             _ = signals.next() => return Ok(Stopped::Cleanly),
         };
         let session = match opened {
@@ -123,6 +129,18 @@ async fn stay_connected(
             Err(stopped) => return Ok(stopped),
         };
     }
+}
+
+/// A session on `queue`, its retries routed the way the broker's topology allows now.
+async fn open(
+    broker: Broker<'_>,
+    queue: &str,
+    concurrency: u16,
+    frames: Frames,
+) -> pqx::Result<Session> {
+    let route = route::retry_route(broker.api, broker.delayed_exchange, queue).await;
+    info!(queue, route = ?route, "retries come back this way");
+    Session::open(broker.url, route, queue, concurrency, frames).await
 }
 
 /// The frames the next session asks for, after one that was lost; or how the subscriber stopped.

@@ -103,7 +103,7 @@ mod tests {
             id: 7,
             history_id: 3,
             exit_code,
-            result: "recorded".into(),
+            result: Some("recorded".into()),
             time: chrono::DateTime::UNIX_EPOCH,
             stdout: None,
             stderr: None,

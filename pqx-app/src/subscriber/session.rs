@@ -8,10 +8,11 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use lapin::options::BasicCancelOptions;
 use lapin::{Channel, Connection, Consumer};
 use pqx::exec::CancellationToken;
-use pqx::mq::{declare_delayed_exchange, subscribe, Publisher};
+use pqx::mq::{subscribe, Publisher, RetryRoute};
 use tracing::{info, warn};
 
 use super::handler::Handler;
+use super::settle::Outbound;
 use super::signals::Signals;
 use super::Stopped;
 
@@ -50,15 +51,15 @@ pub struct Session {
     connection: Connection,
     channel: Channel,
     consumer: Consumer,
-    publisher: Publisher,
+    outbound: Outbound,
     tag: String,
 }
 
 impl Session {
-    /// Connects to `url` and consumes `queue`, declaring the delayed exchange its retries need.
+    /// Connects to `url` and consumes `queue`; retries come back by `route`.
     pub async fn open(
         url: &str,
-        delayed_exchange: &str,
+        route: RetryRoute,
         queue: &str,
         concurrency: u16,
         frames: Frames,
@@ -72,7 +73,6 @@ impl Session {
             }
         };
         let publisher = Publisher::open(&connection).await?;
-        declare_delayed_exchange(publisher.channel(), delayed_exchange).await?;
         let tag = format!("pqx-{}-{}", queue, std::process::id());
         let (channel, consumer) = subscribe(&connection, queue, &tag, concurrency).await?;
         Ok(Self {
@@ -81,7 +81,7 @@ impl Session {
             connection,
             channel,
             consumer,
-            publisher,
+            outbound: Outbound { publisher, route },
             tag,
         })
     }
@@ -114,7 +114,7 @@ impl Session {
                 delivery = consumer.next(), if taking => match delivery {
                     Some(Ok(delivery)) => {
                         taken += 1;
-                        running.push(handler.handle(delivery, &self.publisher, cancel));
+                        running.push(handler.handle(delivery, &self.outbound, cancel));
                     }
                     Some(Err(e)) => lost = Some(Lost::Consumer(e)),
                     None => lost = Some(Lost::Cancelled),
@@ -170,7 +170,7 @@ impl Session {
     pub async fn close(&self) {
         // Any of these may fail when the broker is gone; there is nothing to settle either way.
         let _ = self.channel.close(200, "subscriber stopped".into()).await;
-        let _ = self.publisher.close().await;
+        let _ = self.outbound.publisher.close().await;
         let _ = self
             .connection
             .close(200, "subscriber stopped".into())

@@ -1,13 +1,17 @@
 //! The last step of a delivery: settling it, once its attempt is recorded. Every way a delivery can
 //! end is a [`Settlement`], applied here and nowhere else: acknowledged (done), handed back to the
-//! queue (the subscriber is stopping, or the database is away), published to this host queue's
-//! retry wait queue, or published to the dead letters with the reason.
+//! queue (the subscriber is stopping, or the database is away), published to come back to this
+//! host queue after a wait, or published to the dead letters with the reason. A delivery is
+//! acknowledged only once what replaces it is routed and confirmed.
 
 use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
-use pqx::mq::{dead_letter, schedule_retry, Publisher, RetryDecision, RetryPolicy};
+use pqx::mq::{
+    dead_letter, schedule_retry, Destination, Publisher, Retry, RetryDecision, RetryPolicy,
+    RetryRoute,
+};
 use tracing::{error, info, warn};
 
 use super::incoming::Ids;
@@ -20,8 +24,8 @@ pub enum Settlement {
     Ack,
     /// Back to the queue, to run again (here or on another subscriber of the queue).
     Requeue,
-    /// Run again as attempt `attempt` after `delay`, on this queue only.
-    Retry { attempt: u32, delay: Duration },
+    /// Run again, on this queue only, as the retry says.
+    Retry(Retry),
     /// To the dead-letter queue with this reason.
     DeadLetter(String),
 }
@@ -31,7 +35,11 @@ impl Settlement {
     pub fn after(outcome: &Outcome, policy: &RetryPolicy, attempt: u32) -> Self {
         match policy.decide(outcome.success, attempt) {
             RetryDecision::Done => Settlement::Ack,
-            RetryDecision::RetryAfter { attempt, delay } => Settlement::Retry { attempt, delay },
+            RetryDecision::RetryAfter { attempt, delay } => Settlement::Retry(Retry {
+                attempt,
+                retry: policy.retries(),
+                delay,
+            }),
             RetryDecision::GiveUp => {
                 Settlement::DeadLetter(format!("failed on attempt {attempt}: {}", outcome.summary))
             }
@@ -44,14 +52,25 @@ impl Settlement {
     }
 }
 
+/// The pause before a dead letter that no queue took is handed back to its queue: the
+/// dead-letter queue is missing, and a loop must not be a hot one.
+const UNROUTED_PAUSE: Duration = Duration::from_secs(5);
+
 /// Where a subscriber's deliveries go when they are not done.
 #[derive(Debug, Clone)]
 pub struct Settler {
     /// The host queue the deliveries come from.
     pub queue: String,
-    /// The exchange the retry wait queues hang off.
-    pub delayed_exchange: String,
     pub dead_letter_exchange: String,
+    /// Where a dead letter goes when the exchange does not route it.
+    pub dead_letter_queue: String,
+}
+
+/// What one connection publishes with: its publishing channel and how its retries come back.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub publisher: Publisher,
+    pub route: RetryRoute,
 }
 
 impl Settler {
@@ -62,7 +81,7 @@ impl Settler {
     /// itself, without the reason.
     pub async fn apply(
         &self,
-        publisher: &Publisher,
+        outbound: &Outbound,
         delivery: &Delivery,
         ids: Ids<'_>,
         settlement: Settlement,
@@ -70,40 +89,27 @@ impl Settler {
         match settlement {
             Settlement::Ack => ack(delivery, ids).await,
             Settlement::Requeue => requeue(delivery, ids).await,
-            Settlement::Retry { attempt, delay } => {
-                self.retry(publisher, delivery, ids, attempt, delay).await
-            }
+            Settlement::Retry(next) => self.retry(outbound, delivery, ids, next).await,
             Settlement::DeadLetter(reason) => {
-                self.dead_letter(publisher, delivery, ids, &reason).await
+                self.dead_letter(&outbound.publisher, delivery, ids, &reason)
+                    .await
             }
         }
     }
 
-    async fn retry(
-        &self,
-        publisher: &Publisher,
-        delivery: &Delivery,
-        ids: Ids<'_>,
-        attempt: u32,
-        delay: Duration,
-    ) {
+    async fn retry(&self, outbound: &Outbound, delivery: &Delivery, ids: Ids<'_>, next: Retry) {
         let (queue, message_id) = (ids.queue, ids.message_id);
-        let delayed = &self.delayed_exchange;
-        match schedule_retry(publisher, delayed, &self.queue, delivery, attempt, delay).await {
+        let publisher = &outbound.publisher;
+        match schedule_retry(publisher, &outbound.route, &self.queue, delivery, next).await {
             Ok(()) => {
-                let delay_ms = delay.as_millis() as u64;
-                info!(
-                    queue,
-                    message_id,
-                    next_attempt = attempt,
-                    delay_ms,
-                    "retry scheduled"
-                );
+                let delay_ms = next.delay.as_millis() as u64;
+                let next_attempt = next.attempt;
+                info!(queue, message_id, next_attempt, delay_ms, "retry scheduled");
                 ack(delivery, ids).await;
             }
             Err(e @ pqx::Error::DoesNotFit { .. }) => {
                 error!(queue, message_id, error = %e, "cannot schedule the retry: dead-lettering it");
-                let reason = format!("cannot be retried as attempt {attempt}: {e}");
+                let reason = format!("cannot be retried as attempt {}: {e}", next.attempt);
                 self.dead_letter(publisher, delivery, ids, &reason).await;
             }
             Err(e) => {
@@ -113,6 +119,9 @@ impl Settler {
         }
     }
 
+    /// To the dead-letter exchange (routing key `""`, which pqx's fanout ignores and the original
+    /// PQX's direct exchange is bound with); where it routes nothing, straight to the dead-letter
+    /// queue; where that is missing too, back to the queue after a pause, loudly.
     async fn dead_letter(
         &self,
         publisher: &Publisher,
@@ -120,16 +129,43 @@ impl Settler {
         ids: Ids<'_>,
         reason: &str,
     ) {
+        let (queue, message_id) = (ids.queue, ids.message_id);
         let exchange = &self.dead_letter_exchange;
-        match dead_letter(publisher, exchange, &self.queue, delivery, reason).await {
+        let what = format!("dead-letter exchange {exchange}");
+        let mut sent = dead_letter(
+            publisher,
+            Destination::new(exchange, "", &what),
+            queue,
+            delivery,
+            reason,
+        )
+        .await;
+        if let Err(e @ (pqx::Error::Unroutable { .. } | pqx::Error::Missing { .. })) = &sent {
+            warn!(queue, message_id, error = %e, "the dead-letter exchange routes nothing: publishing to the dead-letter queue itself");
+            let dlq = &self.dead_letter_queue;
+            let what = format!("dead-letter queue {dlq}");
+            sent = dead_letter(
+                publisher,
+                Destination::new("", dlq, &what),
+                queue,
+                delivery,
+                reason,
+            )
+            .await;
+        }
+        match sent {
             Ok(()) => ack(delivery, ids).await,
-            Err(e) => {
-                let (queue, message_id) = (ids.queue, ids.message_id);
-                warn!(queue, message_id, error = %e, "cannot publish to the dead-letter exchange: rejecting instead");
+            Err(e @ pqx::Error::DoesNotFit { .. }) => {
+                warn!(queue, message_id, error = %e, "rejecting it instead: the broker dead-letters it without the reason");
                 let options = BasicRejectOptions { requeue: false };
                 if let Err(e) = delivery.reject(options).await {
                     lost_channel(ids, &e);
                 }
+            }
+            Err(e) => {
+                error!(queue, message_id, error = %e, "cannot dead-letter it: handing it back to the queue (run `initiator -o init` to declare the dead-letter queue)");
+                tokio::time::sleep(UNROUTED_PAUSE).await;
+                requeue(delivery, ids).await;
             }
         }
     }
@@ -188,10 +224,11 @@ mod tests {
         let retry = Settlement::after(&outcome(false), &policy, 1);
         assert_eq!(
             retry,
-            Settlement::Retry {
+            Settlement::Retry(Retry {
                 attempt: 2,
+                retry: 1,
                 delay: Duration::from_secs(2)
-            }
+            })
         );
         let give_up = Settlement::after(&outcome(false), &policy, 2);
         assert_eq!(

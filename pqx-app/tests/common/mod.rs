@@ -15,7 +15,7 @@ pub const INIT_YML: &str = r#"header_exchange: pqx.test
 delayed_exchange: pqx.test.delayed
 dead_letter_exchange: pqx.test.dlx
 dead_letter_queue: pqx.test.dlq
-dead_message_ttl: 600
+dead_message_ttl: 10m
 header_queues:
   - queue: h1
     match_type: any

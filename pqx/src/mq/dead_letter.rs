@@ -21,11 +21,13 @@ pub const QUEUE_HEADER: &str = "x-pqx-queue";
 const MAX_REASON: usize = 1000;
 const SHORT_REASON: usize = 100;
 
-/// Publishes `delivery` to `exchange` with `reason` and `queue` in its headers and waits for the
-/// broker's confirm; the caller then acknowledges the delivery, so that it is dead-lettered once.
+/// Publishes `delivery` to `to` (the dead-letter exchange, or the dead-letter queue itself) with
+/// `reason` and `queue` in its headers and waits for the broker's confirm: mandatory, so that a
+/// dead letter no queue takes is an error ([`Error::Unroutable`]), never a silent drop. The
+/// caller then acknowledges the delivery, so that it is dead-lettered once.
 pub async fn dead_letter(
     publisher: &Publisher,
-    exchange: &str,
+    to: Destination<'_>,
     queue: &str,
     delivery: &Delivery,
     reason: &str,
@@ -37,7 +39,6 @@ pub async fn dead_letter(
         (without_death_history(&original), MAX_REASON),
         (without_death_history(&original), SHORT_REASON),
     ];
-    let what = format!("dead-letter exchange {exchange}");
     for (mut headers, max_reason) in tries {
         headers.insert(
             ERROR_HEADER.into(),
@@ -47,11 +48,12 @@ pub async fn dead_letter(
         // Its time in a queue is over: an expiration would only make it vanish from the dead letters.
         let properties = carried(&delivery.properties).with_headers(headers);
         if publisher.fits(&properties) {
-            let to = Destination::new(exchange, queue, &what);
             return publisher.publish(to, &delivery.data, properties).await;
         }
     }
-    Err(Error::DoesNotFit { target: what })
+    Err(Error::DoesNotFit {
+        target: to.what.to_owned(),
+    })
 }
 
 /// `headers` without what the broker adds each time it dead-letters a message.

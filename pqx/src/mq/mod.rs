@@ -17,7 +17,9 @@ pub use connect::{
     connect, connect_with_frame_max, is_frame_too_large, open_channel, FRAME_MAX, LARGE_FRAME_MAX,
 };
 pub use dead_letter::{dead_letter, ERROR_HEADER, QUEUE_HEADER};
-pub use headers::{attempt_of, field_table, header_string, ATTEMPT_HEADER};
+pub use headers::{
+    attempt_of, field_table, header_string, legacy_retries, ATTEMPT_HEADER, RETRIES_HEADER,
+};
 pub use limits::{
     check_header_pairs, fits_in_a_frame, headers_size, properties_size, MAX_COMMAND_HEADERS_BYTES,
     MAX_HOST_QUEUE_BYTES, MAX_NAME_BYTES, MAX_TTL_MS,
@@ -25,10 +27,12 @@ pub use limits::{
 pub use properties::{carried, command_properties};
 pub use publish::{confirmed, Destination, Publisher};
 pub use retry::{
-    schedule_retry, wait_queue_name, RetryDecision, RetryPolicy, DEFAULT_POKE_SECS, MAX_RETRY_DELAY,
+    schedule_retry, wait_queue_name, Retry, RetryDecision, RetryPolicy, RetryRoute,
+    DEFAULT_POKE_SECS, MAX_RETRY_DELAY, RETRY_QUEUE_HEADER,
 };
 pub use subscribe::subscribe;
 pub use topology::{
-    declare_dead_letter, declare_delayed_exchange, declare_headers_exchange, declare_host_queue,
-    delete_exchange, delete_queue,
+    bind, dead_letter_queue_arguments, declare_exchange, declare_queue, delete_exchange,
+    delete_queue, exists, headers_binding_arguments, host_queue_arguments, retry_binding_arguments,
+    waiting_queue_arguments, Declared, ExchangeType, DELAYED_MESSAGE_TYPE,
 };

@@ -15,6 +15,9 @@ pub struct Destination<'a> {
     pub exchange: &'a str,
     pub routing_key: &'a str,
     pub what: &'a str,
+    /// Whether a message no queue takes is an error (it always is, but on a delayed-message
+    /// exchange, which routes only once the delay is over).
+    pub mandatory: bool,
 }
 
 impl<'a> Destination<'a> {
@@ -24,6 +27,16 @@ impl<'a> Destination<'a> {
             exchange,
             routing_key,
             what,
+            mandatory: true,
+        }
+    }
+
+    /// A delayed-message exchange: not mandatory, since the plugin returns every message it
+    /// delays as unroutable; whoever publishes there checks the binding beforehand instead.
+    pub fn delayed(exchange: &'a str, what: &'a str) -> Self {
+        Self {
+            mandatory: false,
+            ..Self::new(exchange, "", what)
         }
     }
 }
@@ -87,7 +100,7 @@ impl Publisher {
         properties: BasicProperties,
     ) -> Result<PublisherConfirm> {
         let options = BasicPublishOptions {
-            mandatory: true,
+            mandatory: to.mandatory,
             ..BasicPublishOptions::default()
         };
         self.channel

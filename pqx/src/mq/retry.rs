@@ -1,9 +1,10 @@
-//! Delayed retry without plugins. A failed attempt with retries left is published to a wait queue of
-//! its own host queue (`<queue>.retry.<delay_ms>`), whose message TTL is the delay and whose
-//! dead-letter target is the host queue itself through the default exchange. The message so comes
-//! back to the one queue whose subscriber failed it, never to the other queues it was mailed to
-//! (the original PQX's known issue). One wait queue per delay keeps expiry in order, and `x-expires`
-//! removes wait queues nobody uses any more.
+//! Delayed retry. A failed attempt with retries left is published to a wait queue of its own host
+//! queue (`<queue>.retry.<delay_ms>`), whose message TTL is the delay and whose dead-letter target
+//! is the host queue itself through the default exchange. The message so comes back to the one
+//! queue whose subscriber failed it, never to the other queues it was mailed to (the original
+//! PQX's known issue). One wait queue per delay keeps expiry in order, and `x-expires` removes
+//! wait queues nobody uses any more. Where an original PQX deployment has a delayed-message
+//! exchange, retries go through it instead, routed to their queue only by [`RETRY_QUEUE_HEADER`].
 
 use std::time::Duration;
 
@@ -11,7 +12,8 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
 
 use crate::mq::dead_letter::without_death_history;
-use crate::mq::topology::{bind, declare_queue};
+use crate::mq::headers::{legacy_retries, RETRIES_HEADER};
+use crate::mq::topology::declare_queue;
 use crate::mq::{carried, Destination, Publisher, ATTEMPT_HEADER, MAX_TTL_MS};
 use crate::{Error, Result};
 
@@ -78,6 +80,11 @@ impl RetryPolicy {
         self
     }
 
+    /// How many retries the command has.
+    pub fn retries(&self) -> u8 {
+        self.retry
+    }
+
     /// The wait before attempt `attempt` (2 for the first retry).
     pub fn delay_before(&self, attempt: u32) -> Duration {
         let exponent = i32::try_from(attempt.saturating_sub(2)).unwrap_or(i32::MAX);
@@ -113,14 +120,71 @@ pub fn wait_queue_name(queue: &str, delay: Duration) -> String {
     format!("{queue}.retry.{}", delay.as_millis())
 }
 
-/// Publishes `delivery` again, as attempt `attempt`, to come back to `queue` after `delay`; returns
-/// once the broker has confirmed it. The caller then acknowledges the original delivery.
+/// How retries come back to their queue after their wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryRoute {
+    /// pqx's own: a wait queue per queue and delay, published to through the default exchange,
+    /// that dead-letters back to the queue. No plugin needed.
+    WaitQueues,
+    /// The delayed-message plugin's exchange (`x-delayed-message`, headers type), where an original
+    /// PQX deployment has one: the message carries `x-delay` and only the header
+    /// [`RETRY_QUEUE_HEADER`], which the queue is bound by, so that it comes back to that queue
+    /// only.
+    DelayedExchange { exchange: String },
+}
+
+/// The header a retry on a delayed-message exchange is routed by: not `x-` prefixed, since a
+/// headers exchange ignores those when it matches.
+pub const RETRY_QUEUE_HEADER: &str = "pqx-retry-queue";
+
+/// The longest wait the delayed-message plugin takes (`x-delay` is a signed 32-bit integer).
+const MAX_PLUGIN_DELAY_MS: u128 = i32::MAX as u128;
+
+/// One retry to schedule: attempt `attempt` of a command with `retry` retries, after `delay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    pub attempt: u32,
+    pub retry: u8,
+    pub delay: Duration,
+}
+
+/// Publishes `delivery` again, as `next`, to come back to `queue` after its delay; returns once
+/// the broker has confirmed it. The caller then acknowledges the original delivery.
 pub async fn schedule_retry(
     publisher: &Publisher,
-    delayed_exchange: &str,
+    route: &RetryRoute,
     queue: &str,
     delivery: &Delivery,
-    attempt: u32,
+    next: Retry,
+) -> Result<()> {
+    // The broker's x-death history of earlier waits would grow with every retry: the attempt
+    // header says all a retry needs. `x-retries` keeps an original PQX subscriber that takes
+    // the message within the same number of runs.
+    let headers = delivery.properties.headers().clone().unwrap_or_default();
+    let mut headers = without_death_history(&headers);
+    headers.insert(
+        ATTEMPT_HEADER.into(),
+        AMQPValue::LongLongInt(i64::from(next.attempt)),
+    );
+    headers.insert(
+        RETRIES_HEADER.into(),
+        AMQPValue::ShortInt(legacy_retries(next.retry, next.attempt)),
+    );
+    match route {
+        RetryRoute::DelayedExchange { exchange }
+            if next.delay.as_millis() <= MAX_PLUGIN_DELAY_MS =>
+        {
+            through_plugin(publisher, exchange, queue, delivery, headers, next.delay).await
+        }
+        _ => through_wait_queue(publisher, queue, delivery, headers, next.delay).await,
+    }
+}
+
+async fn through_wait_queue(
+    publisher: &Publisher,
+    queue: &str,
+    delivery: &Delivery,
+    headers: FieldTable,
     delay: Duration,
 ) -> Result<()> {
     let wait_queue = wait_queue_name(queue, delay);
@@ -140,37 +204,45 @@ pub async fn schedule_retry(
         AMQPValue::LongString(queue.into()),
     );
     // Declared on each retry: that also resets the x-expires timer while the queue is in use.
-    let channel = publisher.channel();
-    declare_queue(channel, &wait_queue, args).await?;
-    bind(
-        channel,
-        &wait_queue,
-        delayed_exchange,
-        &wait_queue,
-        FieldTable::default(),
-    )
-    .await?;
-
-    // The broker's x-death history of earlier waits would grow with every retry: the attempt
-    // header says all a retry needs.
-    let headers = delivery.properties.headers().clone().unwrap_or_default();
-    let mut headers = without_death_history(&headers);
-    headers.insert(
-        ATTEMPT_HEADER.into(),
-        AMQPValue::LongLongInt(i64::from(attempt)),
-    );
+    declare_queue(publisher.channel(), &wait_queue, args).await?;
     let properties = carried(&delivery.properties).with_headers(headers);
     let what = format!("retry wait queue {wait_queue}");
     if !publisher.fits(&properties) {
         return Err(Error::DoesNotFit { target: what });
     }
-    publisher
-        .publish(
-            Destination::new(delayed_exchange, &wait_queue, &what),
-            &delivery.data,
-            properties,
-        )
-        .await
+    let to = Destination::new("", &wait_queue, &what);
+    publisher.publish(to, &delivery.data, properties).await
+}
+
+async fn through_plugin(
+    publisher: &Publisher,
+    exchange: &str,
+    queue: &str,
+    delivery: &Delivery,
+    headers: FieldTable,
+    delay: Duration,
+) -> Result<()> {
+    // Only pqx's own headers and the retry queue: the routing pairs would match other queues.
+    let mut kept: FieldTable = headers
+        .inner()
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("x-"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect::<std::collections::BTreeMap<_, _>>()
+        .into();
+    kept.insert(
+        RETRY_QUEUE_HEADER.into(),
+        AMQPValue::LongString(queue.into()),
+    );
+    let delay_ms = i32::try_from(delay.as_millis()).unwrap_or(i32::MAX);
+    kept.insert("x-delay".into(), AMQPValue::LongInt(delay_ms));
+    let properties = carried(&delivery.properties).with_headers(kept);
+    let what = format!("delayed exchange {exchange} (for queue {queue})");
+    if !publisher.fits(&properties) {
+        return Err(Error::DoesNotFit { target: what });
+    }
+    let to = Destination::delayed(exchange, &what);
+    publisher.publish(to, &delivery.data, properties).await
 }
 
 #[cfg(test)]

@@ -1,7 +1,11 @@
-//! The topology `initiator` lays out and `rectifier` removes: the headers exchange with one durable
-//! queue per host, bound by `x-match` any/all and the host's pairs; the dead-letter exchange (fanout,
-//! so that it routes whatever the last routing key was) and queue; and the delayed exchange that
-//! the retry wait queues hang off. Every declaration is idempotent.
+//! The pieces of the topology `initiator` lays out and `rectifier` removes: exchanges of the types
+//! pqx uses, queues with their arguments, bindings. What goes where is the initiator's plan; this
+//! module only declares, and every declaration is idempotent.
+//!
+//! pqx's own layout: a durable headers exchange with one durable queue per host, bound by `x-match`
+//! any/all and the host's pairs; a fanout dead-letter exchange (so that it routes whatever the
+//! routing key) and its queue; a direct delayed exchange for the original PQX's subscribers'
+//! retries.
 
 use lapin::options::{
     ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
@@ -11,58 +15,62 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
 
 use crate::error::AmqpContext;
-use crate::mq::{field_table, HeadersBinding};
+use crate::mq::{field_table, HeadersBinding, RETRY_QUEUE_HEADER};
 use crate::Result;
 
-/// Declares the durable headers exchange that commands are published to.
-pub async fn declare_headers_exchange(channel: &Channel, name: &str) -> Result<()> {
-    declare_exchange(channel, name, ExchangeKind::Headers, "headers exchange").await
+/// The delayed-message plugin's exchange type, which pqx adopts where the original PQX made one.
+pub const DELAYED_MESSAGE_TYPE: &str = "x-delayed-message";
+
+/// The exchange types pqx declares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExchangeType {
+    Headers,
+    Fanout,
+    Direct,
 }
 
-/// Declares the durable direct exchange that retry wait queues are bound to.
-pub async fn declare_delayed_exchange(channel: &Channel, name: &str) -> Result<()> {
-    declare_exchange(channel, name, ExchangeKind::Direct, "delayed exchange").await
-}
-
-/// Declares the dead-letter exchange (fanout) and its queue, whose messages live `ttl_secs` seconds
-/// when given.
-pub async fn declare_dead_letter(
-    channel: &Channel,
-    exchange: &str,
-    queue: &str,
-    ttl_secs: Option<u32>,
-) -> Result<()> {
-    declare_exchange(
-        channel,
-        exchange,
-        ExchangeKind::Fanout,
-        "dead-letter exchange",
-    )
-    .await?;
-    let mut args = FieldTable::default();
-    if let Some(ttl) = ttl_secs {
-        args.insert(
-            "x-message-ttl".into(),
-            AMQPValue::LongLongInt(i64::from(ttl) * 1000),
-        );
+impl ExchangeType {
+    /// How `initiator` and `inspector` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExchangeType::Headers => "headers",
+            ExchangeType::Fanout => "fanout",
+            ExchangeType::Direct => "direct",
+        }
     }
-    declare_queue(channel, queue, args).await?;
-    bind(channel, queue, exchange, "", FieldTable::default()).await
+
+    fn kind(self) -> ExchangeKind {
+        match self {
+            ExchangeType::Headers => ExchangeKind::Headers,
+            ExchangeType::Fanout => ExchangeKind::Fanout,
+            ExchangeType::Direct => ExchangeKind::Direct,
+        }
+    }
 }
 
-/// Declares a host queue that dead-letters to `dead_letter_exchange` and orders by priority up to
-/// `max_priority` (none when 0), and binds it to the headers exchange with its match type and pairs.
-pub async fn declare_host_queue(
-    channel: &Channel,
-    headers_exchange: &str,
-    binding: &HeadersBinding,
-    dead_letter_exchange: &str,
-    max_priority: u8,
-) -> Result<()> {
+fn string(s: &str) -> AMQPValue {
+    AMQPValue::LongString(s.into())
+}
+
+/// Declares a durable exchange of type `kind`.
+pub async fn declare_exchange(channel: &Channel, name: &str, kind: ExchangeType) -> Result<()> {
+    let options = ExchangeDeclareOptions {
+        durable: true,
+        ..ExchangeDeclareOptions::default()
+    };
+    channel
+        .exchange_declare(name.into(), kind.kind(), options, FieldTable::default())
+        .await
+        .declaring(|| format!("declaring exchange {name} ({})", kind.as_str()))
+}
+
+/// The arguments of a host queue: it dead-letters to `dead_letter_exchange` and orders by priority
+/// up to `max_priority` (none when 0).
+pub fn host_queue_arguments(dead_letter_exchange: &str, max_priority: u8) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert(
         "x-dead-letter-exchange".into(),
-        AMQPValue::LongString(dead_letter_exchange.into()),
+        string(dead_letter_exchange),
     );
     if max_priority > 0 {
         args.insert(
@@ -70,33 +78,47 @@ pub async fn declare_host_queue(
             AMQPValue::LongLongInt(i64::from(max_priority)),
         );
     }
-    declare_queue(channel, &binding.queue, args).await?;
-    let mut arguments = field_table(&binding.pairs);
-    arguments.insert(
-        "x-match".into(),
-        AMQPValue::LongString(binding.match_type.as_str().into()),
-    );
-    bind(channel, &binding.queue, headers_exchange, "", arguments).await
+    args
 }
 
-async fn declare_exchange(
-    channel: &Channel,
-    name: &str,
-    kind: ExchangeKind,
-    what: &str,
-) -> Result<()> {
-    let options = ExchangeDeclareOptions {
-        durable: true,
-        ..ExchangeDeclareOptions::default()
-    };
-    channel
-        .exchange_declare(name.into(), kind, options, FieldTable::default())
-        .await
-        .declaring(|| format!("declaring {what} {name}"))
+/// The arguments of the dead-letter queue, whose messages live `ttl_ms` when given.
+pub fn dead_letter_queue_arguments(ttl_ms: Option<u32>) -> FieldTable {
+    let mut args = FieldTable::default();
+    if let Some(ttl) = ttl_ms {
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl.into()));
+    }
+    args
+}
+
+/// The arguments of a queue where messages wait `ttl_ms`, then go to `exchange` with the routing
+/// key they came with.
+pub fn waiting_queue_arguments(ttl_ms: u32, exchange: &str) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-message-ttl".into(),
+        AMQPValue::LongLongInt(ttl_ms.into()),
+    );
+    args.insert("x-dead-letter-exchange".into(), string(exchange));
+    args
+}
+
+/// The arguments that bind a host queue to a headers exchange: its match type and pairs.
+pub fn headers_binding_arguments(binding: &HeadersBinding) -> FieldTable {
+    let mut arguments = field_table(&binding.pairs);
+    arguments.insert("x-match".into(), string(binding.match_type.as_str()));
+    arguments
+}
+
+/// The arguments that bind `queue` to a delayed headers exchange for its own retries only.
+pub fn retry_binding_arguments(queue: &str) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-match".into(), string("all"));
+    arguments.insert(RETRY_QUEUE_HEADER.into(), string(queue));
+    arguments
 }
 
 /// Declares a durable queue with `args`.
-pub(crate) async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Result<()> {
+pub async fn declare_queue(channel: &Channel, name: &str, args: FieldTable) -> Result<()> {
     let options = QueueDeclareOptions {
         durable: true,
         ..QueueDeclareOptions::default()
@@ -108,8 +130,8 @@ pub(crate) async fn declare_queue(channel: &Channel, name: &str, args: FieldTabl
         .declaring(|| format!("declaring queue {name}"))
 }
 
-/// Binds `queue` to `exchange` with `routing_key` and `arguments`.
-pub(crate) async fn bind(
+/// Binds `queue` to `exchange` with `routing_key` and `arguments`; binding again is harmless.
+pub async fn bind(
     channel: &Channel,
     queue: &str,
     exchange: &str,
@@ -126,6 +148,56 @@ pub(crate) async fn bind(
         )
         .await
         .context(|| format!("binding queue {queue} to {exchange}"))
+}
+
+/// What a passive declare looks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Declared {
+    Exchange,
+    Queue,
+}
+
+/// Whether the exchange or queue `name` exists: a passive declare, on a channel of its own since
+/// a missing one closes the channel.
+pub async fn exists(
+    connection: &lapin::Connection,
+    declared: Declared,
+    name: &str,
+) -> Result<bool> {
+    let channel = crate::mq::open_channel(connection).await?;
+    let none = FieldTable::default;
+    let found = match declared {
+        Declared::Exchange => {
+            let options = ExchangeDeclareOptions {
+                passive: true,
+                ..ExchangeDeclareOptions::default()
+            };
+            let kind = ExchangeKind::Direct;
+            channel
+                .exchange_declare(name.into(), kind, options, none())
+                .await
+        }
+        Declared::Queue => {
+            let options = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            let declared = channel.queue_declare(name.into(), options, none()).await;
+            declared.map(|_| ())
+        }
+    };
+    let what = match declared {
+        Declared::Exchange => "exchange",
+        Declared::Queue => "queue",
+    };
+    match found.context(|| format!("looking for {what} {name}")) {
+        Ok(()) => {
+            let _ = channel.close(200, "looked".into()).await;
+            Ok(true)
+        }
+        Err(crate::Error::Missing { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Deletes a queue and the messages in it; a queue that does not exist is not an error.

@@ -1,0 +1,315 @@
+//! What `initiator` declares, decided from init.yml and what the broker already holds, before
+//! anything is declared: what is missing is made as pqx makes it; what exists is kept as it is
+//! (never declared again with other arguments, which the broker would refuse), and each way it
+//! differs is one line that says whether pqx can work with it. One difference pqx cannot work with
+//! and nothing is declared at all.
+//!
+//! This is how a broker laid out by the original PQX is adopted: non-durable host queues that
+//! dead-letter to a `direct` exchange bound with `''`, and an `x-delayed-message` exchange.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use lapin::types::FieldTable;
+use pqx::mq::{
+    dead_letter_queue_arguments, headers_binding_arguments, host_queue_arguments, ExchangeType,
+    HeadersBinding,
+};
+use serde_json::{Map, Value};
+
+use super::survey::{ExchangeState, Existing, QueueState};
+use crate::InitConfig;
+
+mod delayed;
+
+/// How long an original PQX subscriber's retry waits in `<delayed_exchange>.original-retries`
+/// when there is no delayed-message plugin: its default `poke`.
+pub const ORIGINAL_RETRY_WAIT: Duration = Duration::from_secs(10);
+
+/// One declaration.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    Exchange {
+        name: String,
+        kind: ExchangeType,
+    },
+    Queue {
+        name: String,
+        arguments: FieldTable,
+    },
+    Bind {
+        queue: String,
+        exchange: String,
+        routing_key: String,
+        arguments: FieldTable,
+    },
+}
+
+/// A piece of the layout: the declarations that make it, and the line that says it is there
+/// (the same whether it was made now or found).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    pub steps: Vec<Step>,
+    pub line: String,
+}
+
+/// The layout to make sure of.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    pub parts: Vec<Part>,
+    /// How what exists differs, where pqx works with it as it is.
+    pub differences: Vec<String>,
+    /// How what exists differs, where pqx cannot work with it: nothing is declared.
+    pub conflicts: Vec<String>,
+}
+
+/// Which pieces one `initiator -o` option lays out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope {
+    pub dead_letters: bool,
+    pub headers: bool,
+    pub delayed: bool,
+}
+
+/// Plans `scope` of `init`'s layout on a broker that holds `existing`.
+pub fn plan(init: &InitConfig, existing: &Existing, scope: Scope) -> Plan {
+    let mut planner = Planner {
+        init,
+        existing,
+        plan: Plan::default(),
+        queues: existing.queues.keys().cloned().collect(),
+    };
+    // Dead letters first: host queues name the exchange, and a message dead-lettered to a
+    // missing exchange is dropped.
+    if scope.dead_letters {
+        planner.dead_letters();
+    }
+    if scope.headers {
+        planner.headers();
+    }
+    if scope.delayed {
+        planner.delayed();
+    }
+    planner.plan
+}
+
+struct Planner<'a> {
+    init: &'a InitConfig,
+    existing: &'a Existing,
+    plan: Plan,
+    /// The queues that exist, or will once the plan is applied.
+    queues: BTreeSet<String>,
+}
+
+impl Planner<'_> {
+    fn differs(&mut self, line: String) {
+        self.plan.differences.push(line);
+    }
+
+    fn durable(&mut self, what: &str, durable: Option<bool>) {
+        if durable == Some(false) {
+            self.differs(format!("{what}: not durable (as the original PQX declares it): pqx works with it, but RabbitMQ loses it, with what it holds, when it restarts"));
+        }
+    }
+
+    fn dead_letters(&mut self) {
+        let (dlx, dlq) = (
+            self.init.dead_letter_exchange(),
+            self.init.dead_letter_queue(),
+        );
+        let mut steps = Vec::new();
+        let kind = match self.existing.exchanges.get(&dlx) {
+            None => {
+                steps.push(exchange(&dlx, ExchangeType::Fanout));
+                "fanout".to_owned()
+            }
+            Some(found) => self.found_dead_letter_exchange(&dlx, &dlq, found),
+        };
+        let wanted = self.init.dead_message_ttl.map(|t| t.millis());
+        let kept = match self.existing.queues.get(&dlq) {
+            None => {
+                let arguments = dead_letter_queue_arguments(wanted);
+                steps.push(Step::Queue {
+                    name: dlq.clone(),
+                    arguments,
+                });
+                Some(wanted)
+            }
+            Some(found) => self.found_dead_letter_queue(&dlq, found, wanted),
+        };
+        self.queues.insert(dlq.clone());
+        steps.push(bind(&dlq, &dlx, FieldTable::default()));
+        if matches!(kind.as_str(), "direct" | "topic") {
+            // What the broker dead-letters keeps its routing key: pqx publishes to a host queue
+            // by its name, the original PQX with ''.
+            for queue in &self.init.header_queues {
+                steps.push(bind_by(&dlq, &dlx, &queue.queue));
+            }
+        }
+        let kept = match kept {
+            Some(Some(ms)) => format!(" (dead letters kept {})", human_ms(ms)),
+            Some(None) => String::new(),
+            None => " (as declared before)".to_owned(),
+        };
+        let line = format!("exchange {dlx} ({kind}) -> queue {dlq}{kept}");
+        self.plan.parts.push(Part { steps, line });
+    }
+
+    fn found_dead_letter_exchange(
+        &mut self,
+        dlx: &str,
+        dlq: &str,
+        found: &ExchangeState,
+    ) -> String {
+        self.durable(&format!("exchange {dlx}"), found.durable);
+        match found.kind.as_deref() {
+            None => "declared before".to_owned(),
+            Some("fanout") => "fanout".to_owned(),
+            Some(kind @ ("direct" | "topic")) => {
+                self.differs(format!("exchange {dlx}: {kind}, not fanout (as the original PQX declares it): pqx works with it, binding {dlq} by '' and by each host queue's name, the routing keys dead letters carry"));
+                kind.to_owned()
+            }
+            Some(kind) => {
+                self.plan.conflicts.push(format!(
+                    "exchange {dlx}: {kind}, not fanout: dead letters would not reach {dlq}"
+                ));
+                kind.to_owned()
+            }
+        }
+    }
+
+    /// The TTL the dead letters are kept with (`None` inside: until removed; `None`: unknown).
+    fn found_dead_letter_queue(
+        &mut self,
+        dlq: &str,
+        found: &QueueState,
+        wanted: Option<u32>,
+    ) -> Option<Option<u32>> {
+        self.durable(&format!("queue {dlq}"), found.durable);
+        let arguments = found.arguments.as_ref()?;
+        let has = int_argument(arguments, "x-message-ttl").and_then(|ms| u32::try_from(ms).ok());
+        if has != wanted {
+            let shown = |ttl: Option<u32>| match ttl {
+                Some(ms) => format!("kept {}", human_ms(ms)),
+                None => "kept until removed".to_owned(),
+            };
+            self.differs(format!(
+                "queue {dlq}: dead letters {}, not {} as init.yml says: left as it is (to change it, `rectifier -o del_que` drops it with its dead letters, then `initiator -o decl_dlx`)",
+                shown(has),
+                shown(wanted)
+            ));
+        }
+        Some(has)
+    }
+
+    fn headers(&mut self) {
+        let exchange_name = self.init.header_exchange.clone();
+        let mut steps = Vec::new();
+        match self.existing.exchanges.get(&exchange_name) {
+            None => steps.push(exchange(&exchange_name, ExchangeType::Headers)),
+            Some(found) => {
+                self.durable(&format!("exchange {exchange_name}"), found.durable);
+                if let Some(kind) = found.kind.as_deref().filter(|k| *k != "headers") {
+                    self.plan.conflicts.push(format!("exchange {exchange_name}: {kind}, not headers: commands could not reach their hosts by their pairs"));
+                }
+            }
+        }
+        let line = format!("exchange {exchange_name} (headers)");
+        self.plan.parts.push(Part { steps, line });
+        for binding in self.init.bindings() {
+            let part = self.host_queue(&exchange_name, &binding);
+            self.plan.parts.push(part);
+        }
+    }
+
+    fn host_queue(&mut self, exchange_name: &str, binding: &HeadersBinding) -> Part {
+        let queue = &binding.queue;
+        let mut steps = Vec::new();
+        match self.existing.queues.get(queue) {
+            None => {
+                let dlx = self.init.dead_letter_exchange();
+                let arguments = host_queue_arguments(&dlx, self.init.max_priority());
+                steps.push(Step::Queue {
+                    name: queue.clone(),
+                    arguments,
+                });
+            }
+            Some(found) => self.found_host_queue(queue, found),
+        }
+        self.queues.insert(queue.clone());
+        steps.push(bind(
+            queue,
+            exchange_name,
+            headers_binding_arguments(binding),
+        ));
+        let pairs: Vec<String> = binding
+            .pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let line = format!(
+            "queue {queue} bound to {exchange_name} (x-match {}: {})",
+            binding.match_type.as_str(),
+            pairs.join(", ")
+        );
+        Part { steps, line }
+    }
+
+    fn found_host_queue(&mut self, queue: &str, found: &QueueState) {
+        self.durable(&format!("queue {queue}"), found.durable);
+        let Some(arguments) = &found.arguments else {
+            return;
+        };
+        let dlx = self.init.dead_letter_exchange();
+        match arguments.get("x-dead-letter-exchange").and_then(Value::as_str) {
+            Some(x) if x == dlx => {}
+            Some(other) => self.differs(format!("queue {queue}: dead-letters to {other}, not {dlx}: what RabbitMQ dead-letters from it (expired, or rejected by a subscriber) goes there; pqx's own dead letters go to {dlx}")),
+            None => self.differs(format!("queue {queue}: no x-dead-letter-exchange: what RabbitMQ dead-letters from it (expired, or rejected by a subscriber) is dropped; pqx's own dead letters go to {dlx}")),
+        }
+        if arguments.contains_key("x-dead-routing-key") {
+            self.differs(format!("queue {queue}: x-dead-routing-key (the original PQX's misspelling of x-dead-letter-routing-key), which RabbitMQ ignores: pqx works with it"));
+        }
+        let wanted = i64::from(self.init.max_priority());
+        match int_argument(arguments, "x-max-priority").unwrap_or(0) {
+            has if has == wanted => {}
+            0 => self.differs(format!("queue {queue}: no x-max-priority: pqx works with it, but commands run in the order they came, whatever their priority")),
+            has => self.differs(format!("queue {queue}: priorities up to {has}, not {wanted} as init.yml says: left as it is (to change it, `rectifier -o del_que` drops it with its messages, then `initiator -o decl_x`)")),
+        }
+    }
+}
+
+fn exchange(name: &str, kind: ExchangeType) -> Step {
+    Step::Exchange {
+        name: name.to_owned(),
+        kind,
+    }
+}
+
+fn bind(queue: &str, exchange: &str, arguments: FieldTable) -> Step {
+    Step::Bind {
+        queue: queue.to_owned(),
+        exchange: exchange.to_owned(),
+        routing_key: String::new(),
+        arguments,
+    }
+}
+
+fn bind_by(queue: &str, exchange: &str, routing_key: &str) -> Step {
+    Step::Bind {
+        queue: queue.to_owned(),
+        exchange: exchange.to_owned(),
+        routing_key: routing_key.to_owned(),
+        arguments: FieldTable::default(),
+    }
+}
+
+fn int_argument(arguments: &Map<String, Value>, key: &str) -> Option<i64> {
+    arguments.get(key).and_then(Value::as_i64)
+}
+
+fn human_ms(ms: u32) -> String {
+    humantime::format_duration(Duration::from_millis(ms.into())).to_string()
+}
+
+#[cfg(test)]
+mod tests;

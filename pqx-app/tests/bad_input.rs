@@ -9,7 +9,7 @@ mod common;
 use std::process::Output;
 
 use anyhow::Result;
-use common::{count_ended, env, DbKind, Records, DLQ};
+use common::{count_ended, env, DbKind, Records, Subscriber, DLQ};
 use lapin::options::BasicPublishOptions;
 use lapin::BasicProperties;
 
@@ -233,6 +233,43 @@ async fn subscriber_needs_its_queue_and_the_tables() -> Result<()> {
             ready.display()
         )),
         "{line}"
+    );
+    Ok(())
+}
+
+/// Started beside the initiator (as in docker-compose.yml), a subscriber waits for its tables and
+/// its queue, and its ready file appears only once it consumes; a queue that never comes is still
+/// refused.
+#[tokio::test]
+async fn subscriber_waits_for_init_when_told_to() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    let ready = env.path("h1.ready");
+    let mut command = env.command("subscriber");
+    command.args(["-q", "h1", "--wait-for-init", "60", "--ready-file"]);
+    command.arg(&ready);
+    // Started without waiting for the ready file, which must not appear yet.
+    let mut sub = Subscriber::start(command, env.path("h1.log"), None)?;
+    sub.ready = Some(ready.clone());
+    sub.wait_log("waiting for `initiator -o init`", 30).await?;
+    env.ok("initiator", &["-o", "crt_tbl"])?;
+    sub.wait_log("cannot subscribe: trying again", 30).await?;
+    assert!(!sub.is_ready(), "ready before its queue exists");
+    env.init()?;
+    sub.wait_ready(true, 30).await?;
+    let task = env.write(
+        "task.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["echo waited"]}}}"#,
+    )?;
+    let id = env.publish(&task)?.remove(0);
+    let attempts = env.wait_attempts(&id, 30, |a| count_ended(a) == 1).await?;
+    assert_eq!(attempts[0].result.as_ref().unwrap().summary(), "succeeded");
+    sub.stop()?;
+    assert!(!ready.exists(), "the ready file outlived the subscriber");
+
+    let out = env.run("subscriber", &["-q", "nope", "--wait-for-init", "1"])?;
+    assert_eq!(
+        error_line(&out, "subscriber", 1),
+        "queue nope does not exist: add it to header_queues in init.yml and run `initiator -o init`"
     );
     Ok(())
 }

@@ -172,8 +172,13 @@ async fn broker_restart_while_idle() -> Result<()> {
         .await?;
     sub.wait_log("cannot reach RabbitMQ: trying again", 30)
         .await?;
+    assert!(
+        !sub.is_ready(),
+        "the ready file says consuming while cut off"
+    );
     node2_ctl("start_app")?;
     sub.wait_log("reconnected to RabbitMQ", 60).await?;
+    sub.wait_ready(true, 10).await?;
     let id = publish(&env, QUICK)?;
     let attempts = env.wait_attempts(&id, 30, |a| count_ended(a) == 1).await?;
     assert_eq!(ended(&attempts[0]).summary(), "succeeded");

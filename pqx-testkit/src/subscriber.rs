@@ -15,6 +15,8 @@ pub struct Subscriber {
     pub child: Child,
     /// Its stderr.
     pub log: PathBuf,
+    /// Its `--ready-file`, if it was given one.
+    pub ready: Option<PathBuf>,
 }
 
 impl Subscriber {
@@ -29,7 +31,11 @@ impl Subscriber {
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .context("starting the subscriber")?;
-        let mut sub = Self { child, log };
+        let mut sub = Self {
+            child,
+            log,
+            ready: ready.clone(),
+        };
         let Some(ready) = ready else {
             return Ok(sub);
         };
@@ -41,6 +47,22 @@ impl Subscriber {
             deadline.tick_blocking(|| format!("the subscriber did not start: {}", sub.log()))?;
         }
         Ok(sub)
+    }
+
+    /// Whether its ready file says it consumes its queue now.
+    pub fn is_ready(&self) -> bool {
+        self.ready.as_ref().is_some_and(|ready| ready.exists())
+    }
+
+    /// Waits up to `secs` until its ready file says `ready` (consuming or not).
+    pub async fn wait_ready(&self, ready: bool, secs: u64) -> Result<()> {
+        let deadline = Deadline::after_secs(secs);
+        while self.is_ready() != ready {
+            deadline
+                .tick(|| format!("the ready file did not become {ready}: {}", self.log()))
+                .await?;
+        }
+        Ok(())
     }
 
     /// What it has logged so far.

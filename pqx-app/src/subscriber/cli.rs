@@ -25,10 +25,15 @@ pub struct SubscriberCli {
     /// How many commands may run at once
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub concurrency: u16,
-    /// A file to write (with the subscriber's pid) once it consumes its queue, for scripts,
-    /// health checks and tests that wait for it to be ready
+    /// A file that holds the subscriber's pid while it consumes its queue: written when it
+    /// subscribes, removed when the connection is lost and when it stops (for health checks,
+    /// scripts and tests that wait for it to be ready)
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
+    /// Seconds to wait at start for the tables and the host queue when they do not exist yet (for
+    /// a subscriber started beside the `initiator -o init` that makes them); 0: refuse at once
+    #[arg(long, value_name = "SECS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=crate::cli::MAX_SECS))]
+    pub wait_for_init: u64,
 }
 
 impl SubscriberCli {

@@ -15,27 +15,30 @@ mod handler;
 mod hold;
 mod incoming;
 mod plan;
+mod ready;
 mod reply;
 mod route;
 mod session;
 mod settle;
 mod signals;
+mod startup;
 
-use std::path::Path;
 use std::time::Duration;
 
 use pqx::exec::CancellationToken;
 use pqx_util::Backoff;
 use tracing::{info, warn};
 
-use crate::{Error, Result, Store};
+use crate::{Result, Store};
 
 pub use cli::SubscriberCli;
 pub use handler::Handler;
 pub use settle::{Settlement, Settler};
 
+use ready::ReadyFile;
 use session::{Frames, Lost, Session};
 use signals::Signals;
+use startup::Startup;
 
 /// The first wait before connecting again, and the longest.
 const RECONNECT_FIRST: Duration = Duration::from_millis(200);
@@ -56,8 +59,12 @@ pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
     let conn = cli.config.conn()?;
     let init = cli.config.init()?;
     let settings = pqx::exec::Settings::from_env()?;
+    let mut signals = Signals::install()?;
+    let startup = Startup::new(cli.wait_for_init);
     let store = Store::connect(&conn.db_url).await?;
-    store.ensure_tables().await?;
+    if !startup.tables(&store, &mut signals).await? {
+        return Ok(Stopped::Cleanly);
+    }
     store.ensure_writable().await?;
     let settler = Settler {
         queue: cli.queue().to_owned(),
@@ -65,13 +72,12 @@ pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
         dead_letter_queue: init.dead_letter_queue(),
     };
     let handler = Handler::new(store, settler, settings);
-    let signals = Signals::install()?;
     let broker = Broker {
         url: &conn.mq_url,
         api: &conn.api,
         delayed_exchange: &init.delayed_exchange(),
     };
-    stay_connected(&cli, broker, &handler, signals).await
+    stay_connected(&cli, broker, &handler, signals, startup).await
 }
 
 /// Where the subscriber connects, and what it asks to pick the way its retries come back.
@@ -89,12 +95,13 @@ async fn stay_connected(
     broker: Broker<'_>,
     handler: &Handler,
     mut signals: Signals,
+    mut first: Startup,
 ) -> Result<Stopped> {
     let queue = cli.queue();
     let cancel = CancellationToken::new();
     let grace = Duration::from_secs(cli.grace_period);
+    let ready = ReadyFile::new(cli.ready_file.as_deref());
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
-    let mut connected_before = false;
     let mut frames = Frames::Small;
     loop {
         let opened = tokio::select! {
@@ -103,10 +110,15 @@ async fn stay_connected(
         };
         let session = match opened {
             Ok(session) => session,
-            Err(e) if e.is_transient() || connected_before => {
+            Err(e) if first.worth_waiting(&e) => {
                 let wait = backoff.next_wait();
                 let tries = backoff.failures();
-                warn!(queue, tries, retry_in_ms = wait.as_millis() as u64, error = %e, "cannot reach RabbitMQ: trying again");
+                let retry_in_ms = wait.as_millis() as u64;
+                if e.is_transient() {
+                    warn!(queue, tries, retry_in_ms, error = %e, "cannot reach RabbitMQ: trying again");
+                } else {
+                    warn!(queue, tries, retry_in_ms, error = %e, "cannot subscribe: trying again");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => continue,
                     _ = signals.next() => return Ok(Stopped::Cleanly),
@@ -114,15 +126,14 @@ async fn stay_connected(
             }
             Err(e) => return Err(e.into()),
         };
-        if connected_before {
+        if first.connected() {
             info!(queue, tries = backoff.failures(), "reconnected to RabbitMQ");
-        } else if let Some(path) = &cli.ready_file {
-            write_ready_file(path)?;
         }
-        connected_before = true;
+        ready.consuming()?;
         backoff.reset();
         info!(queue, "subscribed, waiting for commands");
         let served = session.serve(handler, &mut signals, &cancel, grace).await;
+        ready.not_consuming();
         session.close().await;
         frames = match next_frames(queue, served) {
             Ok(frames) => frames,
@@ -166,12 +177,4 @@ fn next_frames(
             Ok(Frames::Small)
         }
     }
-}
-
-/// Says the subscriber consumes its queue: the file holds its pid.
-fn write_ready_file(path: &Path) -> Result<()> {
-    std::fs::write(path, format!("{}\n", std::process::id())).map_err(|source| Error::ReadyFile {
-        path: path.to_owned(),
-        source,
-    })
 }

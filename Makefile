@@ -1,7 +1,7 @@
 # pqx: `make demo` runs the main job end to end, `make test` runs the test suite.
 # Both bring up the local services they need (scripts/services.sh) on a fresh Debian machine.
 
-.PHONY: demo test bench services services-stop init-config build lint
+.PHONY: demo test test-containers image bench services services-stop init-config build lint
 
 demo:
 	scripts/demo.sh
@@ -10,6 +10,17 @@ demo:
 test: services
 	cargo test --workspace --no-fail-fast -- --skip ten_thousand_commands_reconcile
 	cargo test -p pqx-app --test load -- --nocapture
+
+# The containers for real, with podman (installed from Debian's packages when missing): the pqx
+# image, docker-compose.yml end to end, run.sh and DockerExec against a real engine.
+test-containers: services image
+	cargo test -p pqx-app --test containers -- --ignored --test-threads=1 --nocapture
+
+# The release binaries, then the pqx image pqx-server:latest (Docker when its engine answers,
+# else podman, set up by scripts/containers.sh).
+image:
+	cargo build --release --bins -p pqx-app
+	scripts/containers.sh image
 
 # Figures of throughput, latency, memory and routing scale from a release build, in one run:
 # a table on stdout and the same as JSON in target/bench/bench.json.

@@ -1,0 +1,198 @@
+//! The pqx image on its own: bad config and secrets end the container with the binary's own error
+//! line, run.sh refuses what it does not know, and `run.sh sub start|stop` keeps a pid file,
+//! drains on stop and passes the subscriber's exit code on.
+
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+
+use anyhow::Result;
+
+use crate::common::{env, unique, DbKind, Deadline, Env, Records};
+use crate::engine::{podman, podman_ok, repo_root, Container, SERVER_IMAGE};
+
+/// The one `subscriber: error: ...` line of stderr.
+fn error_line(stderr: &[u8]) -> String {
+    let stderr = String::from_utf8_lossy(stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("subscriber: error: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "one error line: {stderr}");
+    lines[0].to_owned()
+}
+
+/// What the host's own subscriber binary says for the same conn.yml (found at `path`).
+fn host_error_line(conn: &std::path::Path, shown_as: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_subscriber"))
+        .args(["-q", "h1", "--init"])
+        .arg(repo_root().join("docker/server/config/init.yml"))
+        .arg("--conn")
+        .arg(conn)
+        .env_remove("PQX_MQ_PASS")
+        .env_remove("PQX_DB_PASS")
+        .env(
+            "PQX_LOG_DIR",
+            std::env::temp_dir().join("pqx-container-test-logs"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    error_line(&out.stderr).replace(&conn.display().to_string(), shown_as)
+}
+
+#[tokio::test]
+#[ignore = "runs containers: make test-containers"]
+async fn bad_config_ends_the_container_with_the_binarys_error_line() -> Result<()> {
+    // An unset secret: the image's conn.yml names ${PQX_MQ_PASS}.
+    let out = podman(&["run", "--rm", SERVER_IMAGE, "subscriber", "-q", "h1"])?;
+    assert_eq!(out.status.code(), Some(1));
+    let line = error_line(&out.stderr);
+    assert!(line.contains("PQX_MQ_PASS is not set"), "{line}");
+    let conn = repo_root().join("docker/server/config/conn.yml");
+    assert_eq!(line, host_error_line(&conn, "/etc/pqx/conn.yml"));
+
+    // A config file that is not there, the same way through run.sh.
+    let out = podman(&[
+        "run",
+        "--rm",
+        "-e",
+        "PQX_CONN=/etc/pqx/missing.yml",
+        "-e",
+        "PQX_QUEUE=h1",
+        SERVER_IMAGE,
+        "run.sh",
+        "sub",
+        "run",
+    ])?;
+    assert_eq!(out.status.code(), Some(1));
+    let missing = std::env::temp_dir()
+        .join(unique("missing"))
+        .join("missing.yml");
+    assert_eq!(
+        error_line(&out.stderr),
+        host_error_line(&missing, "/etc/pqx/missing.yml")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+#[ignore = "runs containers: make test-containers"]
+async fn run_sh_refuses_what_it_does_not_know() -> Result<()> {
+    for args in [
+        vec!["run.sh", "restart"],
+        vec!["run.sh", "sub"],
+        vec!["run.sh", "sub", "kill"],
+        vec!["run.sh"],
+    ] {
+        let mut all = vec!["run", "--rm", SERVER_IMAGE];
+        all.extend_from_slice(&args);
+        let out = podman(&all)?;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).starts_with("usage: run.sh sub "),
+            "{args:?}"
+        );
+    }
+    let out = podman(&["run", "--rm", SERVER_IMAGE, "run.sh", "sub", "start"])?;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("PQX_QUEUE is not set"));
+    Ok(())
+}
+
+/// A container that idles, as the original PQX's did, for run.sh to be run in.
+fn idle_container(env: &Env, grace: &str) -> Result<Container> {
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let config = format!("{}:/config:ro", env.dir.path().display());
+    let grace = format!("PQX_GRACE={grace}");
+    Container::run(
+        &unique("pqx-runsh"),
+        &[
+            "--init",
+            "--network",
+            "host",
+            "-v",
+            &config,
+            "-e",
+            "PQX_CONN=/config/conn.yml",
+            "-e",
+            "PQX_INIT=/config/init.yml",
+            "-e",
+            "PQX_QUEUE=h1",
+            "-e",
+            &grace,
+            SERVER_IMAGE,
+            "sleep",
+            "infinity",
+        ],
+    )
+}
+
+/// `podman exec CONTAINER run.sh sub VERB`: its exit code and stderr.
+fn run_sh(container: &Container, verb: &str) -> Result<(Option<i32>, String)> {
+    let out = podman(&["exec", &container.0, "run.sh", "sub", verb])?;
+    Ok((
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ))
+}
+
+#[tokio::test]
+#[ignore = "runs containers: make test-containers"]
+async fn run_sh_starts_drains_and_passes_the_exit_code_on() -> Result<()> {
+    let env = env(DbKind::Postgres).await?;
+    env.init()?;
+    let box_ = idle_container(&env, "2")?;
+    assert_eq!(run_sh(&box_, "status")?.0, Some(3), "not running yet");
+    let (code, said) = run_sh(&box_, "start")?;
+    assert_eq!(code, Some(0), "{said}");
+    let (code, said) = run_sh(&box_, "start")?;
+    assert_eq!(code, Some(1), "a second start is refused: {said}");
+    assert!(said.contains("already runs"), "{said}");
+    assert_eq!(run_sh(&box_, "health")?.0, Some(0));
+    let pid = podman_ok(&["exec", &box_.0, "cat", "/var/lib/pqx/run/subscriber.pid"])?;
+    assert!(pid.parse::<u32>().is_ok(), "{pid}");
+
+    // A command within the grace period finishes and is recorded; stop exits 0.
+    let quick = env.write(
+        "slow.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["sleep 1; echo drained"]}}}"#,
+    )?;
+    let id = env.publish(&quick)?.remove(0);
+    env.wait_attempts(&id, 30, |a| !a.is_empty()).await?;
+    let (code, said) = run_sh(&box_, "stop")?;
+    assert_eq!(code, Some(0), "{said}");
+    let attempts = env.attempts(&id).await?;
+    assert_eq!(
+        attempts[0].result.as_ref().unwrap().stdout.as_deref(),
+        Some("drained\n")
+    );
+    assert_eq!(
+        run_sh(&box_, "health")?.0,
+        Some(1),
+        "not healthy once stopped"
+    );
+    assert_eq!(
+        run_sh(&box_, "stop")?,
+        (Some(0), "run.sh: the subscriber does not run\n".into())
+    );
+
+    // One that outlasts the grace period is killed: the subscriber exits 130, and so does stop.
+    assert_eq!(run_sh(&box_, "start")?.0, Some(0));
+    let long = env.write(
+        "long.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["sleep 60"]}}}"#,
+    )?;
+    let id = env.publish(&long)?.remove(0);
+    env.wait_attempts(&id, 30, |a| !a.is_empty()).await?;
+    let (code, said) = run_sh(&box_, "stop")?;
+    assert_eq!(code, Some(130), "{said}");
+    let deadline = Deadline::after_secs(5);
+    while run_sh(&box_, "status")?.0 != Some(3) {
+        deadline.tick(|| "status after stop".into()).await?;
+    }
+    Ok(())
+}

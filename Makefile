@@ -12,12 +12,16 @@ test: services
 	cargo test -p pqx-app --test load -- --nocapture
 
 # The containers for real, with podman (installed from Debian's packages when missing): the pqx
-# image, docker-compose.yml end to end, run.sh and DockerExec against a real engine.
-test-containers: services image
-	cargo test -p pqx-app --test containers -- --ignored --test-threads=1 --nocapture
+# image, docker-compose.yml end to end, run.sh and DockerExec against a real engine. The image is
+# built as pqx-server:test from the debug binaries `make test` builds, not as `make image` builds
+# it (the same Dockerfile; a release build would double the time of CI).
+test-containers: services
+	cargo build --bins -p pqx-app
+	PQX_BINARIES=target/debug PQX_IMAGE_TAG=test scripts/containers.sh image
+	PQX_IMAGE_TAG=test cargo test -p pqx-app --test containers -- --ignored --test-threads=1 --nocapture
 
-# The release binaries, then the pqx image pqx-server:latest (Docker when its engine answers,
-# else podman, set up by scripts/containers.sh).
+# The release binaries, then the images docker-compose.yml runs: pqx-server, pqx-rabbitmq and
+# pqx-postgres (with Docker when its engine answers, else podman, set up by scripts/containers.sh).
 image:
 	cargo build --release --bins -p pqx-app
 	scripts/containers.sh image

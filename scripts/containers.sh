@@ -6,8 +6,11 @@
 #
 #   scripts/containers.sh setup        all of the above
 #   scripts/containers.sh base-image   only the base image (docker.io/library/debian:bookworm-slim)
-#   scripts/containers.sh image        the pqx image, pqx-server:latest, from the release binaries
-#                                      (with Docker when its engine answers, else with podman)
+#   scripts/containers.sh image        the images docker-compose.yml runs: pqx-server:latest from
+#                                      the release binaries, pqx-rabbitmq and pqx-postgres (with
+#                                      Docker when its engine answers, else with podman);
+#                                      PQX_BINARIES=DIR and PQX_IMAGE_TAG=TAG build pqx-server:TAG
+#                                      from other binaries (the tests: target/debug, tag test)
 set -euo pipefail
 
 BASE_IMAGE=docker.io/library/debian:bookworm-slim
@@ -16,12 +19,9 @@ MIRROR=${PQX_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CONTAINERS_CONF=/etc/containers/containers.conf
 MARK="# written by pqx scripts/containers.sh"
 
-say() { echo "containers: $*" >&2; }
-die() { say "error: $*"; exit 1; }
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    die "'$*' needs root (or sudo)"; fi
-}
+SCRIPT=containers
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 install_tools() {
   local missing=()
@@ -29,10 +29,7 @@ install_tools() {
   command -v runc >/dev/null || missing+=(runc)
   command -v podman-compose >/dev/null || missing+=(podman-compose)
   command -v debootstrap >/dev/null || missing+=(debootstrap)
-  [ ${#missing[@]} = 0 ] && return
-  say "installing ${missing[*]} from Debian's packages"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+  [ ${#missing[@]} = 0 ] || apt_install "${missing[@]}"
 }
 
 # The Dockerfiles name the public image, so that they build unchanged with Docker Hub; here it is
@@ -94,26 +91,32 @@ limits() {
     || die "podman still cannot run a container: $probe"
 }
 
-# The release binaries without their debug sections (a fifth of their size), where the
-# Dockerfile takes them.
+# The binaries (of PQX_BINARIES, default target/release) without their debug sections (a fifth of
+# their size), where the Dockerfile takes them.
 stage() {
-  local dir=target/image/bin bin
+  local from=${PQX_BINARIES:-target/release} dir=target/image/bin bin
   rm -rf "$dir" && mkdir -p "$dir"
   for bin in initiator inspector rectifier publisher subscriber; do
-    [ -x "target/release/$bin" ] || die "target/release/$bin is missing: run cargo build --release --bins"
-    objcopy --strip-debug "target/release/$bin" "$dir/$bin"
+    [ -x "$from/$bin" ] || die "$from/$bin is missing: run cargo build --release --bins"
+    objcopy --strip-debug "$from/$bin" "$dir/$bin"
   done
 }
 
+# The images docker-compose.yml runs: pqx-server from the staged binaries, and the facilities.
 image() {
   stage
+  local engine
   if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
-    docker build -t pqx-server:latest -f docker/server/Dockerfile .
+    engine=(docker build -q)
   else
     install_tools; base_image; limits
-    as_root podman build -q -t pqx-server:latest -f docker/server/Dockerfile . >/dev/null
+    engine=(as_root podman build -q)
   fi
-  say "built pqx-server:latest"
+  local server=pqx-server:${PQX_IMAGE_TAG:-latest}
+  "${engine[@]}" -t "$server" -f docker/server/Dockerfile . >/dev/null
+  "${engine[@]}" -t pqx-rabbitmq:latest docker/facilities/rabbitmq >/dev/null
+  "${engine[@]}" -t pqx-postgres:latest docker/facilities/postgres >/dev/null
+  say "built $server (binaries of ${PQX_BINARIES:-target/release}), pqx-rabbitmq:latest, pqx-postgres:latest"
 }
 
 case "${1:-}" in

@@ -19,18 +19,9 @@ PG_DB=${PQX_PG_DB:-pqx}
 RABBIT_CONF=/etc/rabbitmq/rabbitmq.conf
 MARK="# written by pqx scripts/services.sh"
 
-say() { echo "services: $*" >&2; }
-die() { say "error: $*"; exit 1; }
-as_root() {
-  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
-    die "'$*' needs root (or sudo): install or start the service by hand"; fi
-}
-
-apt_install() {
-  say "installing $* from Debian's packages"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
-}
+SCRIPT=services
+# shellcheck source=scripts/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 # rabbitmqctl on a node ("" = the main node).
 ctl() {

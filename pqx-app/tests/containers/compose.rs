@@ -12,6 +12,8 @@ use crate::engine::{podman, podman_ok, repo_root};
 
 pub struct Project {
     pub name: String,
+    /// Where its docker-compose.yml is.
+    dir: PathBuf,
     pub mq_port: u16,
     pub api_port: u16,
     pub pg_port: u16,
@@ -21,14 +23,20 @@ pub struct Project {
 }
 
 impl Project {
-    /// `podman-compose -p NAME up -d`.
+    /// `podman-compose -p NAME up -d` at the top of the repository.
     pub fn up() -> Result<Self> {
+        Self::up_in(".")
+    }
+
+    /// `podman-compose -p NAME up -d` in `dir` of the repository.
+    pub fn up_in(dir: &str) -> Result<Self> {
         let name = unique("pqxct").replace('-', "");
-        let dir = repo_root().join("target/container-tests");
-        let tasks = dir.join(&name);
+        let logs = repo_root().join("target/container-tests");
+        let tasks = logs.join(&name);
         std::fs::create_dir_all(&tasks)?;
         let project = Self {
-            log: dir.join(format!("{name}.log")),
+            dir: repo_root().join(dir),
+            log: logs.join(format!("{name}.log")),
             name,
             mq_port: free_port()?,
             api_port: free_port()?,
@@ -43,7 +51,7 @@ impl Project {
     /// is kept in target/container-tests/NAME.log.
     pub fn compose_ok(&self, args: &[&str]) -> Result<String> {
         let out = Command::new("podman-compose")
-            .current_dir(repo_root())
+            .current_dir(&self.dir)
             .args(["-p", &self.name])
             .args(args)
             .env("PQX_MQ_PORT", self.mq_port.to_string())

@@ -5,10 +5,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
 
-use anyhow::{Context, Result};
+use anyhow::{ensure, Context, Result};
 
-use crate::common::{env, unique, DbKind, Deadline, Records};
-use crate::engine::{consuming, logs, Container, BASE_IMAGE, SERVER_IMAGE};
+use crate::common::{env, unique, DbKind, Deadline, Env, Records};
+use crate::engine::{consuming, logs, Container, BASE_IMAGE};
 
 /// A group only the test's socket and the subscriber container share.
 const SOCKET_GID: u32 = 47_011;
@@ -44,20 +44,7 @@ async fn a_host_subscriber_runs_docker_exec_inside_the_container() -> Result<()>
     env.init()?;
     let (_target, name) = target()?;
     let _sub = env.subscriber_with("h1", &[], &[("PQX_CONTAINER_ENGINE", "podman")])?;
-    let task = env.write("exec.json", &task(&name))?;
-    let id = env.publish(&task)?.remove(0);
-    let attempts = env
-        .wait_attempts(&id, 60, |a| {
-            a.iter().all(|a| a.result.is_some()) && !a.is_empty()
-        })
-        .await?;
-    let result = attempts[0].result.as_ref().unwrap();
-    assert_eq!(result.exit_code, 7, "{result:?}");
-    assert_eq!(
-        result.stdout.as_deref(),
-        Some(format!("inside {name} as root\n").as_str())
-    );
-    Ok(())
+    ran_inside(&env, &name).await
 }
 
 /// podman's Docker-compatible API on a socket of the test's, readable by one group only.
@@ -106,33 +93,12 @@ async fn a_subscriber_in_the_image_reaches_the_engine_through_its_mounted_socket
     env.init()?;
     let (_target, name) = target()?;
     let socket = EngineSocket::start()?;
-    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755))?;
-    let config = format!("{}:/config:ro", env.dir.path().display());
     let mount = format!("{}:/var/run/docker.sock", socket.path());
     let group = SOCKET_GID.to_string();
-    let sub = Container::run(
-        &unique("pqx-sub-engine"),
-        &[
-            "--init",
-            "--network",
-            "host",
-            "-v",
-            &config,
-            "-v",
-            &mount,
-            "--group-add",
-            &group,
-            "-e",
-            "PQX_CONN=/config/conn.yml",
-            "-e",
-            "PQX_INIT=/config/init.yml",
-            "-e",
-            "PQX_QUEUE=h1",
-            SERVER_IMAGE,
-            "run.sh",
-            "sub",
-            "run",
-        ],
+    let sub = Container::beside(
+        &env,
+        &["-v", &mount, "--group-add", &group],
+        &["run.sh", "sub", "run"],
     )?;
     let deadline = Deadline::after_secs(60);
     while !consuming(&sub.0) {
@@ -140,18 +106,23 @@ async fn a_subscriber_in_the_image_reaches_the_engine_through_its_mounted_socket
             .tick(|| format!("the subscriber container: {}", logs(&sub.0)))
             .await?;
     }
-    let task = env.write("exec.json", &task(&name))?;
+    ran_inside(&env, &name).await.with_context(|| logs(&sub.0))
+}
+
+/// Publishes the task for container `name` to h1; checks it ran there, its exit code recorded.
+async fn ran_inside(env: &Env, name: &str) -> Result<()> {
+    let task = env.write("exec.json", &task(name))?;
     let id = env.publish(&task)?.remove(0);
     let attempts = env
         .wait_attempts(&id, 60, |a| {
             a.iter().all(|a| a.result.is_some()) && !a.is_empty()
         })
         .await?;
-    let result = attempts[0].result.as_ref().unwrap();
-    assert_eq!(result.exit_code, 7, "{result:?} {}", logs(&sub.0));
-    assert_eq!(
-        result.stdout.as_deref(),
-        Some(format!("inside {name} as root\n").as_str())
+    let result = attempts[0].result.as_ref().context("ended")?;
+    ensure!(result.exit_code == 7, "{result:?}");
+    ensure!(
+        result.stdout.as_deref() == Some(format!("inside {name} as root\n").as_str()),
+        "{result:?}"
     );
     Ok(())
 }

@@ -1,14 +1,22 @@
 //! podman, as the container tests drive it: commands that must succeed, and waiting on
 //! containers.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
 use anyhow::{bail, Context, Result};
-use pqx_testkit::Deadline;
 
-/// The pqx image `make image` (scripts/containers.sh image) builds.
-pub const SERVER_IMAGE: &str = "pqx-server:latest";
+use crate::common::{unique, Deadline, Env};
+
+/// The pqx image that `make test-containers` builds (`pqx-server:$PQX_IMAGE_TAG`), which
+/// docker-compose.yml then runs too.
+pub fn server_image() -> String {
+    format!(
+        "pqx-server:{}",
+        std::env::var("PQX_IMAGE_TAG").unwrap_or_else(|_| "latest".into())
+    )
+}
 /// The base image scripts/containers.sh makes when no registry gives it.
 pub const BASE_IMAGE: &str = "docker.io/library/debian:bookworm-slim";
 
@@ -108,6 +116,33 @@ impl Container {
         all.extend_from_slice(args);
         podman_ok(&all)?;
         Ok(Self(name.to_owned()))
+    }
+}
+
+impl Container {
+    /// The pqx image, on the host's network with the config of a test environment (its broker
+    /// and database on 127.0.0.1) for queue h1, more `args`, running `command`.
+    pub fn beside(env: &Env, args: &[&str], command: &[&str]) -> Result<Self> {
+        std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755))?;
+        let config = format!("{}:/config:ro", env.dir.path().display());
+        let image = server_image();
+        let mut all = vec![
+            "--init",
+            "--network",
+            "host",
+            "-v",
+            &config,
+            "-e",
+            "PQX_CONN=/config/conn.yml",
+            "-e",
+            "PQX_INIT=/config/init.yml",
+            "-e",
+            "PQX_QUEUE=h1",
+        ];
+        all.extend_from_slice(args);
+        all.push(&image);
+        all.extend_from_slice(command);
+        Self::run(&unique("pqx-image"), &all)
     }
 }
 

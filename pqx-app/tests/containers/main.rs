@@ -59,7 +59,8 @@ async fn compose_project_runs_drains_and_recovers() -> Result<()> {
             ("h2".into(), "hello from h2\n".into())
         ]
     );
-    let history = project.compose_ok(&["run", "--rm", "-T", "inspector", "-o", "hist"])?;
+    let history =
+        project.compose_ok(&["run", "--rm", "--no-deps", "-T", "inspector", "-o", "hist"])?;
     assert_eq!(history.matches(id.as_str()).count(), 2, "{id} in {history}");
 
     cannot_reach_an_engine_without_its_socket(&project, &store).await?;
@@ -116,8 +117,14 @@ async fn drains_on_stop(project: &Project, store: &Store) -> Result<()> {
         .context("recorded before the exit")?;
     assert_eq!(result.stdout.as_deref(), Some("drained\n"));
     assert_eq!(queue_len(project, "h1").await?, 0, "acknowledged");
+    let started = Instant::now();
     project.compose_ok(&["start", "subscriber-h1"])?;
-    wait_health(&h1, true, 120).await
+    wait_health(&h1, true, 120).await?;
+    println!(
+        "figure: a subscriber container's start to consuming, the broker up: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// The broker's container stopped and started again while subscribers run: they say they are not
@@ -147,7 +154,17 @@ async fn recovers_from_a_broker_restart(project: &Project, store: &Store) -> Res
 /// Publishes a task from the publisher container; returns its message id (the copies share it).
 fn publish(project: &Project, name: &str, json: &str) -> Result<String> {
     let task = project.task(name, json)?;
-    let out = project.compose_ok(&["run", "--rm", "-T", "publisher", "-o", "pub", "-t", &task])?;
+    let out = project.compose_ok(&[
+        "run",
+        "--rm",
+        "--no-deps",
+        "-T",
+        "publisher",
+        "-o",
+        "pub",
+        "-t",
+        &task,
+    ])?;
     let mut ids: Vec<&str> = out
         .lines()
         .filter_map(|l| l.strip_prefix("published "))
@@ -188,4 +205,89 @@ async fn queue_len(project: &Project, queue: &str) -> Result<u32> {
         .await?;
     let _ = connection.close(200, "done".into()).await;
     Ok(declared.message_count())
+}
+
+/// docker/facilities alone: the broker and database that binaries on the machines use.
+#[tokio::test]
+#[ignore = "runs containers: make test-containers"]
+async fn the_facilities_serve_binaries_run_on_the_host() -> Result<()> {
+    let project = Project::up_in("docker/facilities")?;
+    let deadline = Deadline::after_secs(180);
+    while pqx::mq::connect(&project.mq_url()?, "pqx container test")
+        .await
+        .is_err()
+        || Store::connect(&project.db_url()?).await.is_err()
+    {
+        deadline
+            .tick(|| {
+                format!(
+                    "the facilities: {}",
+                    engine::logs(&project.container("rabbitmq"))
+                )
+            })
+            .await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let conn = dir.path().join("conn.yml");
+    std::fs::write(
+        &conn,
+        format!(
+            "mq: {{ url: \"{}\" }}\nmq_api: {{ host: 127.0.0.1, port: {}, user: pqx, pass: \"{}\", vhost: pqx }}\ndb: {{ url: \"{}\" }}\n",
+            project.mq_url()?,
+            project.api_port,
+            compose::default_env("PQX_MQ_PASS")?,
+            project.db_url()?
+        ),
+    )?;
+    let init = engine::repo_root().join("docker/server/config/init.yml");
+    let host_binary = |name: &str| {
+        let mut command = std::process::Command::new(
+            std::path::Path::new(env!("CARGO_BIN_EXE_subscriber")).with_file_name(name),
+        );
+        command
+            .current_dir(dir.path())
+            .arg("--conn")
+            .arg(&conn)
+            .arg("--init")
+            .arg(&init);
+        command
+    };
+    let out = host_binary("initiator").args(["-o", "init"]).output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut subscriber = host_binary("subscriber");
+    subscriber.args(["-q", "h1"]);
+    let _sub = common::Subscriber::start(
+        subscriber,
+        dir.path().join("h1.log"),
+        Some(dir.path().join("h1.ready")),
+    )?;
+    let task = dir.path().join("task.json");
+    std::fs::write(
+        &task,
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["echo on the facilities"]}}}"#,
+    )?;
+    let out = host_binary("publisher")
+        .args(["-o", "pub", "-t"])
+        .arg(&task)
+        .output()?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let id = stdout.split_whitespace().nth(1).context("the message id")?;
+    let store = Store::connect(&project.db_url()?).await?;
+    let attempt = wait_ended(&store, id, 1, 60).await?.remove(0);
+    assert_eq!(
+        attempt.result.unwrap().stdout.as_deref(),
+        Some("on the facilities\n")
+    );
+    project.down()?;
+    assert_eq!(project.leftovers()?, Vec::<String>::new());
+    Ok(())
 }

@@ -2,13 +2,12 @@
 //! line, run.sh refuses what it does not know, and `run.sh sub start|stop` keeps a pid file,
 //! drains on stop and passes the subscriber's exit code on.
 
-use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use anyhow::Result;
 
 use crate::common::{env, unique, DbKind, Deadline, Env, Records};
-use crate::engine::{podman, podman_ok, repo_root, Container, SERVER_IMAGE};
+use crate::engine::{podman, podman_ok, repo_root, server_image, Container};
 
 /// The one `subscriber: error: ...` line of stderr.
 fn error_line(stderr: &[u8]) -> String {
@@ -44,7 +43,7 @@ fn host_error_line(conn: &std::path::Path, shown_as: &str) -> String {
 #[ignore = "runs containers: make test-containers"]
 async fn bad_config_ends_the_container_with_the_binarys_error_line() -> Result<()> {
     // An unset secret: the image's conn.yml names ${PQX_MQ_PASS}.
-    let out = podman(&["run", "--rm", SERVER_IMAGE, "subscriber", "-q", "h1"])?;
+    let out = podman(&["run", "--rm", &server_image(), "subscriber", "-q", "h1"])?;
     assert_eq!(out.status.code(), Some(1));
     let line = error_line(&out.stderr);
     assert!(line.contains("PQX_MQ_PASS is not set"), "{line}");
@@ -59,7 +58,7 @@ async fn bad_config_ends_the_container_with_the_binarys_error_line() -> Result<(
         "PQX_CONN=/etc/pqx/missing.yml",
         "-e",
         "PQX_QUEUE=h1",
-        SERVER_IMAGE,
+        &server_image(),
         "run.sh",
         "sub",
         "run",
@@ -84,7 +83,8 @@ async fn run_sh_refuses_what_it_does_not_know() -> Result<()> {
         vec!["run.sh", "sub", "kill"],
         vec!["run.sh"],
     ] {
-        let mut all = vec!["run", "--rm", SERVER_IMAGE];
+        let image = server_image();
+        let mut all = vec!["run", "--rm", &image];
         all.extend_from_slice(&args);
         let out = podman(&all)?;
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -93,7 +93,7 @@ async fn run_sh_refuses_what_it_does_not_know() -> Result<()> {
             "{args:?}"
         );
     }
-    let out = podman(&["run", "--rm", SERVER_IMAGE, "run.sh", "sub", "start"])?;
+    let out = podman(&["run", "--rm", &server_image(), "run.sh", "sub", "start"])?;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PQX_QUEUE is not set"));
     Ok(())
@@ -101,30 +101,8 @@ async fn run_sh_refuses_what_it_does_not_know() -> Result<()> {
 
 /// A container that idles, as the original PQX's did, for run.sh to be run in.
 fn idle_container(env: &Env, grace: &str) -> Result<Container> {
-    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755))?;
-    let config = format!("{}:/config:ro", env.dir.path().display());
     let grace = format!("PQX_GRACE={grace}");
-    Container::run(
-        &unique("pqx-runsh"),
-        &[
-            "--init",
-            "--network",
-            "host",
-            "-v",
-            &config,
-            "-e",
-            "PQX_CONN=/config/conn.yml",
-            "-e",
-            "PQX_INIT=/config/init.yml",
-            "-e",
-            "PQX_QUEUE=h1",
-            "-e",
-            &grace,
-            SERVER_IMAGE,
-            "sleep",
-            "infinity",
-        ],
-    )
+    Container::beside(env, &["-e", &grace], &["sleep", "infinity"])
 }
 
 /// `podman exec CONTAINER run.sh sub VERB`: its exit code and stderr.

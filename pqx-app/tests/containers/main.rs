@@ -227,6 +227,20 @@ async fn the_facilities_serve_binaries_run_on_the_host() -> Result<()> {
             })
             .await?;
     }
+    // The broker has the pqx user of default.env and no other: no guest that a neighbour could try.
+    let users = engine::podman_ok(&[
+        "exec",
+        &project.container("rabbitmq"),
+        "rabbitmqctl",
+        "-q",
+        "list_users",
+    ])?;
+    let names: Vec<&str> = users
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|name| *name != "user") // the header
+        .collect();
+    assert_eq!(names, ["pqx"], "{users}");
     let dir = tempfile::tempdir()?;
     let conn = dir.path().join("conn.yml");
     std::fs::write(

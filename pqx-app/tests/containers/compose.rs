@@ -103,44 +103,40 @@ impl Project {
         Ok(format!("amqp://pqx:{pass}@127.0.0.1:{}/pqx", self.mq_port))
     }
 
-    /// What the project left behind: containers, volumes, networks with its name.
+    /// What the project left behind: its containers, volumes and networks.
     pub fn leftovers(&self) -> Result<Vec<String>> {
-        let filter = format!("label=io.podman.compose.project={}", self.name);
         let mut left = Vec::new();
-        for kind in ["ps", "volume"] {
-            let args: Vec<&str> = match kind {
-                "ps" => vec!["ps", "-a", "-q", "--filter", &filter],
-                _ => vec!["volume", "ls", "-q"],
-            };
+        for kind in ["container", "volume", "network"] {
             left.extend(
-                podman_ok(&args)?
-                    .lines()
-                    .filter(|l| kind == "ps" || l.starts_with(&self.name))
-                    .map(|l| format!("{kind} {l}")),
+                self.labelled(kind)?
+                    .into_iter()
+                    .map(|id| format!("{kind} {id}")),
             );
         }
-        let networks = podman_ok(&["network", "ls", "--format", "{{.Name}}"])?;
-        left.extend(
-            networks
-                .lines()
-                .filter(|l| l.starts_with(&format!("{}_", self.name)))
-                .map(|l| format!("network {l}")),
-        );
         Ok(left)
+    }
+
+    /// The ids of the project's containers, volumes or networks (podman-compose labels them).
+    fn labelled(&self, kind: &str) -> Result<Vec<String>> {
+        let filter = format!("label=io.podman.compose.project={}", self.name);
+        let listed = match kind {
+            "container" => podman_ok(&["ps", "-a", "-q", "--filter", &filter])?,
+            _ => podman_ok(&[kind, "ls", "-q", "--filter", &filter])?,
+        };
+        Ok(listed.lines().map(str::to_owned).collect())
     }
 
     /// Tears the project down; what podman-compose 1.0.3 leaves (its network) is removed too.
     pub fn down(&self) -> Result<()> {
         let downed = self.compose_ok(&["down", "-v", "-t", "5"]);
-        let filter = format!("label=io.podman.compose.project={}", self.name);
-        let ids = podman_ok(&["ps", "-a", "-q", "--filter", &filter]).unwrap_or_default();
-        for id in ids.lines() {
-            let _ = podman(&["rm", "-f", "-t", "0", id]);
+        for kind in ["container", "volume", "network"] {
+            for id in self.labelled(kind).unwrap_or_default() {
+                let _ = match kind {
+                    "container" => podman(&["rm", "-f", "-t", "0", &id]),
+                    _ => podman(&[kind, "rm", "-f", &id]),
+                };
+            }
         }
-        for volume in ["rabbitmq", "postgres"] {
-            let _ = podman(&["volume", "rm", "-f", &format!("{}_{volume}", self.name)]);
-        }
-        let _ = podman(&["network", "rm", "-f", &format!("{}_default", self.name)]);
         let _ = std::fs::remove_dir_all(&self.tasks);
         downed.map(|_| ())
     }

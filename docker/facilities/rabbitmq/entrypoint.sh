@@ -7,11 +7,14 @@ user=${PQX_MQ_USER:-pqx}
 vhost=${PQX_MQ_VHOST:-pqx}
 [ -n "${PQX_MQ_PASS:-}" ] || { echo "pqx-rabbitmq: PQX_MQ_PASS is not set" >&2; exit 1; }
 
-# A JSON string; control characters are refused rather than escaped.
+# Control characters are refused rather than escaped into the definitions.
+for var in PQX_MQ_USER PQX_MQ_PASS PQX_MQ_VHOST; do
+  [[ ${!var:-} == *[[:cntrl:]]* ]] && { echo "pqx-rabbitmq: $var holds a control character" >&2; exit 1; }
+done
+
+# A JSON string of a value checked above.
 json() {
-  local s=$1
-  [[ $s == *[[:cntrl:]]* ]] && { echo "pqx-rabbitmq: $2 holds a control character" >&2; exit 1; }
-  s=${s//\\/\\\\}
+  local s=${1//\\/\\\\}
   printf '"%s"' "${s//\"/\\\"}"
 }
 
@@ -20,9 +23,9 @@ mkdir -p -m 0700 "$dir"
 umask 077
 cat >"$dir/definitions.json" <<JSON
 {
-  "users": [{ "name": $(json "$user" PQX_MQ_USER), "password": $(json "$PQX_MQ_PASS" PQX_MQ_PASS), "tags": ["administrator"] }],
-  "vhosts": [{ "name": $(json "$vhost" PQX_MQ_VHOST) }],
-  "permissions": [{ "user": $(json "$user" PQX_MQ_USER), "vhost": $(json "$vhost" PQX_MQ_VHOST),
+  "users": [{ "name": $(json "$user"), "password": $(json "$PQX_MQ_PASS"), "tags": ["administrator"] }],
+  "vhosts": [{ "name": $(json "$vhost") }],
+  "permissions": [{ "user": $(json "$user"), "vhost": $(json "$vhost"),
                     "configure": ".*", "write": ".*", "read": ".*" }]
 }
 JSON

@@ -174,3 +174,72 @@ async fn run_sh_starts_drains_and_passes_the_exit_code_on() -> Result<()> {
     }
     Ok(())
 }
+
+/// `podman run --rm ARGS`: its exit code and stderr.
+fn run_rm(args: &[&str]) -> Result<(Option<i32>, String)> {
+    let mut all = vec!["run", "--rm"];
+    all.extend_from_slice(args);
+    let out = podman(&all)?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+#[ignore = "runs containers: make test-containers"]
+async fn what_cannot_start_says_why_in_one_line() -> Result<()> {
+    let (code, said) = run_rm(&["pqx-rabbitmq:latest"])?;
+    assert_eq!(
+        (code, said.as_str()),
+        (Some(1), "pqx-rabbitmq: PQX_MQ_PASS is not set\n")
+    );
+    let (code, said) = run_rm(&["-e", "PQX_MQ_PASS=a\nb", "pqx-rabbitmq:latest"])?;
+    assert_eq!(
+        (code, said.as_str()),
+        (
+            Some(1),
+            "pqx-rabbitmq: PQX_MQ_PASS holds a control character\n"
+        )
+    );
+    let (code, said) = run_rm(&["pqx-postgres:latest"])?;
+    assert_eq!(
+        (code, said.as_str()),
+        (Some(1), "pqx-postgres: PQX_DB_PASS is not set\n")
+    );
+
+    let image = server_image();
+    let (code, said) = run_rm(&[
+        "-e",
+        "PQX_QUEUE=h1",
+        "-e",
+        "PQX_WAIT_FOR=127.0.0.1:1",
+        "-e",
+        "PQX_WAIT_SECS=1",
+        &image,
+        "run.sh",
+        "sub",
+        "run",
+    ])?;
+    assert_eq!(
+        (code, said.as_str()),
+        (Some(1), "run.sh: 127.0.0.1:1 did not answer within 1 s\n")
+    );
+    let (code, said) = run_rm(&[
+        "-e",
+        "PQX_QUEUE=h1",
+        "-e",
+        "PQX_CONN=/etc/pqx/missing.yml",
+        &image,
+        "run.sh",
+        "sub",
+        "start",
+    ])?;
+    assert_eq!(code, Some(1), "{said}");
+    assert!(
+        said.contains("subscriber: error: cannot read /etc/pqx/missing.yml")
+            && said.ends_with("run.sh: the subscriber exited with 1 before it consumed its queue (log: /var/lib/pqx/run/subscriber.out)\n"),
+        "{said}"
+    );
+    Ok(())
+}

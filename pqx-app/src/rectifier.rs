@@ -2,7 +2,7 @@
 //! again with other settings. Deleting what is already gone is not an error.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pqx::mq::{delete_exchange, delete_queue};
+use pqx::mq::{delete_exchange, delete_queue, host_retry_exchange_name, is_wait_queue_of};
 use pqx_util::MqApi;
 use tracing::warn;
 
@@ -27,7 +27,8 @@ pub enum RectifierOption {
     /// Delete the host queues, their retry wait queues, the dead-letter queue and the original PQX's retry queue, with their messages
     #[clap(name = "del_que")]
     DeleteQueues,
-    /// Delete the headers, delayed and dead-letter exchanges
+    /// Delete the headers, delayed, dead-letter and reply exchanges, and the host queues' retry
+    /// exchanges
     #[clap(name = "del_exg")]
     DeleteExchanges,
     /// Drop the tables and every record in them
@@ -66,11 +67,15 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
                 }
             }
             RectifierOption::DeleteExchanges => {
-                for exchange in [
+                let mut exchanges = vec![
                     init.header_exchange.clone(),
                     init.delayed_exchange(),
                     init.dead_letter_exchange(),
-                ] {
+                    init.reply_exchange(),
+                ];
+                let host_queues = init.header_queues.iter();
+                exchanges.extend(host_queues.map(|q| host_retry_exchange_name(&q.queue)));
+                for exchange in exchanges {
                     delete_exchange(&channel, &exchange).await?;
                     println!("deleted exchange {exchange}");
                 }
@@ -84,8 +89,8 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
     result
 }
 
-/// The retry wait queues (`<queue>.retry.<ms>`) of `queues`, found through the management API; they
-/// are made on demand, so init.yml cannot list them.
+/// The retry wait queues (`<queue>.retry.<ms>`, `<queue>.wait.<ms>`) of `queues`, found through the
+/// management API; they are made on demand, so init.yml cannot list them.
 async fn wait_queues(conn: &Conn, queues: &[String]) -> Vec<String> {
     let listed = match MqApi::new(conn.api.clone()) {
         Ok(api) => api.queues().await,
@@ -95,13 +100,7 @@ async fn wait_queues(conn: &Conn, queues: &[String]) -> Vec<String> {
         Ok(all) => all
             .into_iter()
             .map(|q| q.name)
-            .filter(|name| {
-                queues.iter().any(|q| {
-                    name.strip_prefix(q.as_str())
-                        .and_then(|rest| rest.strip_prefix(".retry."))
-                        .is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
-                })
-            })
+            .filter(|name| queues.iter().any(|q| is_wait_queue_of(name, q)))
             .collect(),
         Err(e) => {
             warn!(error = %e, "cannot list retry wait queues; they expire by themselves once unused");

@@ -31,6 +31,25 @@ async fn retries_then_dead_letters(db: DbKind) -> Result<()> {
         gap >= chrono::Duration::milliseconds(900),
         "poke is respected: {gap}"
     );
+    // The retries waited in h1's own wait queue, bound to h1's own retry exchange: the route that
+    // needs no right on the default exchange.
+    let api = env.vhost.broker.api(&env.vhost.name)?;
+    let queues: Vec<String> = api.queues().await?.into_iter().map(|q| q.name).collect();
+    assert!(queues.contains(&"h1.wait.1000".to_owned()), "{queues:?}");
+    assert!(!queues.contains(&"h1.retry.1000".to_owned()), "{queues:?}");
+    let bindings = api.bindings_from("h1.retry").await?;
+    let mut bound: Vec<(String, String)> = bindings
+        .into_iter()
+        .map(|b| (b.destination, b.routing_key))
+        .collect();
+    bound.sort();
+    assert_eq!(
+        bound,
+        [
+            ("h1".to_owned(), "h1".to_owned()),
+            ("h1.wait.1000".to_owned(), "h1.wait.1000".to_owned())
+        ]
+    );
 
     let dead = env
         .vhost

@@ -14,8 +14,11 @@ use tracing_subscriber::{fmt, EnvFilter, Layer};
 
 /// Our info lines, and only warnings from the migration runner, which narrates every step, and
 /// from PostgreSQL's notices ("relation ... already exists, skipping": what an idempotent
-/// migration expects, not news).
-const DEFAULT_FILTER: &str = "info,sea_orm_migration=warn,sqlx::postgres::notice=warn";
+/// migration expects, not news). Nothing from lapin's channels: lapin logs every channel the
+/// broker closes as an error, including the passive declares pqx makes to learn whether an
+/// exchange exists; pqx reports each failure itself, with what it was doing.
+const DEFAULT_FILTER: &str =
+    "info,sea_orm_migration=warn,sqlx::postgres::notice=warn,lapin::channel=off";
 
 /// Keeps the file writer flushing; drop it last, at the end of `main`.
 #[derive(Debug)]

@@ -5,7 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use pqx::mq::{
-    check_header_pairs, HeadersBinding, MatchType, MAX_HOST_QUEUE_BYTES, MAX_NAME_BYTES,
+    check_header_pairs, host_retry_exchange_name, is_wait_queue_of, HeadersBinding, MatchType,
+    MAX_HOST_QUEUE_BYTES, MAX_NAME_BYTES,
 };
 use pqx::InvalidField;
 use serde::Deserialize;
@@ -28,6 +29,9 @@ pub struct InitConfig {
     pub dead_letter_exchange: Option<String>,
     /// The queue that keeps them (default `<header_exchange>.dlq`).
     pub dead_letter_queue: Option<String>,
+    /// The direct exchange results (`reply_to`, `publisher --wait`) go through, routed by the
+    /// caller's queue name (default `<header_exchange>.reply`).
+    pub reply_exchange: Option<String>,
     /// How long a dead letter is kept: milliseconds, or a number with a unit (default: until
     /// removed).
     pub dead_message_ttl: Option<DeadMessageTtl>,
@@ -83,6 +87,11 @@ impl InitConfig {
         self.or_suffix(&self.dead_letter_queue, "dlq")
     }
 
+    /// The reply exchange's name.
+    pub fn reply_exchange(&self) -> String {
+        self.or_suffix(&self.reply_exchange, "reply")
+    }
+
     /// The host queues' `x-max-priority`.
     pub fn max_priority(&self) -> u8 {
         self.max_priority.unwrap_or(MAX_PRIORITY)
@@ -103,8 +112,8 @@ impl InitConfig {
 
     /// Checks that every name pqx declares or derives is one the broker takes (at most 255 bytes,
     /// no control characters; host queues short enough for their `<queue>.retry.<ms>` wait
-    /// queues), and that every queue can be bound as pqx expects (named once, with pairs to match
-    /// on, none of them an `x-` key, none the dead-letter queue).
+    /// queues), that every queue can be bound as pqx expects (named once, with pairs to match
+    /// on, none of them an `x-` key), and that no host queue has a name pqx gives something else.
     pub fn validate(&self) -> Result<(), InvalidField> {
         let names = [
             ("header_exchange", self.header_exchange.clone()),
@@ -112,11 +121,11 @@ impl InitConfig {
             ("delayed_exchange", self.original_retry_queue()),
             ("dead_letter_exchange", self.dead_letter_exchange()),
             ("dead_letter_queue", self.dead_letter_queue()),
+            ("reply_exchange", self.reply_exchange()),
         ];
         for (key, name) in &names {
             check_name(name, MAX_NAME_BYTES).map_err(|problem| InvalidField::new(*key, problem))?;
         }
-        let dead_letter_queue = &names[4].1;
         let mut seen = BTreeSet::new();
         for (i, entry) in self.header_queues.iter().enumerate() {
             let at = |key: &str, problem: String| {
@@ -127,10 +136,37 @@ impl InitConfig {
             if !seen.insert(name.as_str()) {
                 return Err(at("queue", format!("{name} is listed twice")));
             }
-            if name == dead_letter_queue {
-                return Err(at("queue", format!("{name} is also the dead_letter_queue")));
+            if let Some((key, _)) = names.iter().find(|(_, n)| n == name) {
+                let what = match *key {
+                    "dead_letter_queue" => "the dead_letter_queue".to_owned(),
+                    key => format!("the name of the {key}"),
+                };
+                return Err(at("queue", format!("{name} is also {what}")));
             }
             check_pairs(name, &entry.kv).map_err(|p| at("kv", p))?;
+        }
+        self.check_derived_names()
+    }
+
+    /// Refuses a host queue named as another's retry exchange or wait queue. RabbitMQ grants rights
+    /// by name, to exchanges and queues alike: a host's rights on its own retry exchange
+    /// `h1.retry` would also be rights on a host queue of that name.
+    fn check_derived_names(&self) -> Result<(), InvalidField> {
+        for (i, entry) in self.header_queues.iter().enumerate() {
+            for other in &self.header_queues {
+                let name = &entry.queue;
+                let derived = *name == host_retry_exchange_name(&other.queue)
+                    || is_wait_queue_of(name, &other.queue);
+                if derived {
+                    return Err(InvalidField::new(
+                        format!("header_queues[{i}].queue"),
+                        format!(
+                            "{name} is also the name of a retry exchange or wait queue of queue {}",
+                            other.queue
+                        ),
+                    ));
+                }
+            }
         }
         Ok(())
     }

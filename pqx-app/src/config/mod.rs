@@ -135,6 +135,22 @@ header_queues:
                 "header_queues[0].queue: x.dlq is also the dead_letter_queue",
             ),
             (
+                "header_queues:\n  - {queue: h1, kv: {a: b}}\n  - {queue: h1.retry, kv: {a: c}}\n",
+                "header_queues[1].queue: h1.retry is also the name of a retry exchange or wait queue of queue h1",
+            ),
+            (
+                "header_queues:\n  - {queue: h1.wait.300, kv: {a: b}}\n  - {queue: h1, kv: {a: c}}\n",
+                "header_queues[0].queue: h1.wait.300 is also the name of a retry exchange or wait queue of queue h1",
+            ),
+            (
+                "header_queues:\n  - {queue: x.reply, kv: {a: b}}\n",
+                "header_queues[0].queue: x.reply is also the name of the reply_exchange",
+            ),
+            (
+                "header_queues:\n  - {queue: x.dlx, kv: {a: b}}\n",
+                "header_queues[0].queue: x.dlx is also the name of the dead_letter_exchange",
+            ),
+            (
                 "header_queues:\n  - {queue: h1, kv: {}}\n",
                 "header_queues[0].kv: queue h1 has no pairs to match on",
             ),

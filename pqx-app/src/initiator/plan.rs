@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use lapin::types::FieldTable;
 use pqx::mq::{
-    dead_letter_queue_arguments, headers_binding_arguments, host_queue_arguments, ExchangeType,
-    HeadersBinding,
+    dead_letter_queue_arguments, headers_binding_arguments, host_queue_arguments,
+    host_retry_exchange_name, ExchangeType, HeadersBinding,
 };
 use serde_json::{Map, Value};
 
@@ -216,9 +216,59 @@ impl Planner<'_> {
         }
         let line = format!("exchange {exchange_name} (headers)");
         self.plan.parts.push(Part { steps, line });
+        let own_retries = !self.delayed_exchange_is_the_plugins();
         for binding in self.init.bindings() {
             let part = self.host_queue(&exchange_name, &binding);
             self.plan.parts.push(part);
+            if own_retries {
+                let part = self.retry_exchange(&binding.queue);
+                self.plan.parts.push(part);
+            }
+        }
+        let part = self.reply_exchange();
+        self.plan.parts.push(part);
+    }
+
+    /// Whether the delayed exchange is the plugin's (an original PQX layout): pqx's retries then
+    /// go through it, as an original PQX's do, and host queues get no retry exchange of their own
+    /// unless `initiator -o decl_users` asks for them.
+    fn delayed_exchange_is_the_plugins(&self) -> bool {
+        let found = self.existing.exchanges.get(&self.init.delayed_exchange());
+        found.and_then(|x| x.kind.as_deref()) == Some(pqx::mq::DELAYED_MESSAGE_TYPE)
+    }
+
+    /// Host queue `queue`'s own retry exchange, bound to it alone by its name: its retries wait in
+    /// wait queues bound to it and come back through it (`pqx::mq::RetryRoute::HostExchange`).
+    pub(super) fn retry_exchange(&mut self, queue: &str) -> Part {
+        let name = host_retry_exchange_name(queue);
+        let mut steps = self.direct_exchange(&name, "its retries could not come back to");
+        steps.push(bind_by(queue, &name, queue));
+        let line = format!("exchange {name} (direct) -> queue {queue} (its retries)");
+        Part { steps, line }
+    }
+
+    /// The exchange results go through, routed by the caller's queue name.
+    fn reply_exchange(&mut self) -> Part {
+        let name = self.init.reply_exchange();
+        let steps = self.direct_exchange(&name, "results could not reach");
+        let line = format!("exchange {name} (direct) for results (reply_to, publisher --wait)");
+        Part { steps, line }
+    }
+
+    /// The steps that make direct exchange `name`, when it is missing; a conflict when it exists
+    /// of another type, saying what then `cannot`.
+    fn direct_exchange(&mut self, name: &str, cannot: &str) -> Vec<Step> {
+        match self.existing.exchanges.get(name) {
+            None => vec![exchange(name, ExchangeType::Direct)],
+            Some(found) => {
+                self.durable(&format!("exchange {name}"), found.durable);
+                if let Some(kind) = found.kind.as_deref().filter(|k| *k != "direct") {
+                    self.plan.conflicts.push(format!(
+                        "exchange {name}: {kind}, not direct: {cannot} their queue by its name"
+                    ));
+                }
+                Vec::new()
+            }
         }
     }
 

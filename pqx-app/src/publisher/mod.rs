@@ -51,7 +51,7 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
 
     let mut connection = connect_until(&conn.mq_url, deadline).await?;
     let replies = match cli.wait {
-        Some(_) => Some(ReplyQueue::open(&connection).await?),
+        Some(_) => Some(ReplyQueue::open(&connection, &init.reply_exchange()).await?),
         None => None,
     };
     let reply_to = replies.as_ref().map(|r| r.name.as_str());

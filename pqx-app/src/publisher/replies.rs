@@ -1,10 +1,14 @@
 //! `publisher --wait`: a private queue the results come back to, and collecting them: each printed
-//! as it comes, the run failing when one failed or some did not come in time.
+//! as it comes, the run failing when one failed or some did not come in time. The queue is bound
+//! to the reply exchange by its name where `initiator` made that exchange, so that subscribers
+//! send results through it rather than through the default exchange (which a least-privileged
+//! subscriber may not publish to).
 
 use futures_lite::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
+use pqx::mq::{bind, exists, Declared};
 use std::time::Duration;
 use tracing::warn;
 
@@ -19,8 +23,8 @@ pub struct ReplyQueue {
 }
 
 impl ReplyQueue {
-    /// Declares the queue and consumes it.
-    pub async fn open(connection: &Connection) -> Result<Self> {
+    /// Declares the queue, binds it to `reply_exchange` when that exists, and consumes it.
+    pub async fn open(connection: &Connection, reply_exchange: &str) -> Result<Self> {
         let channel = pqx::mq::open_channel(connection).await?;
         let options = QueueDeclareOptions {
             exclusive: true,
@@ -36,6 +40,16 @@ impl ReplyQueue {
             .await
             .map_err(amqp("declaring the reply queue"))?;
         let name = queue.name().as_str().to_owned();
+        if exists(connection, Declared::Exchange, reply_exchange).await? {
+            bind(
+                &channel,
+                &name,
+                reply_exchange,
+                &name,
+                FieldTable::default(),
+            )
+            .await?;
+        }
         let consumer = channel
             .basic_consume(
                 name.as_str().into(),

@@ -100,9 +100,8 @@ impl Handler {
         if let (true, Some(to), Some(outcome)) =
             (verdict.settlement.is_final(), reply_to, &verdict.outcome)
         {
-            let publisher = &outbound.publisher;
             self.replier
-                .send(publisher, to, envelope, ids, outcome)
+                .send(outbound, to, envelope, ids, outcome)
                 .await;
         }
         let settlement = verdict.settlement;

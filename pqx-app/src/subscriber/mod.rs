@@ -76,16 +76,19 @@ pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
         url: &conn.mq_url,
         api: &conn.api,
         delayed_exchange: &init.delayed_exchange(),
+        reply_exchange: &init.reply_exchange(),
     };
     stay_connected(&cli, broker, &handler, signals, startup).await
 }
 
-/// Where the subscriber connects, and what it asks to pick the way its retries come back.
+/// Where the subscriber connects, and the names it looks for to pick the ways its retries and
+/// results take.
 #[derive(Debug, Clone, Copy)]
 struct Broker<'a> {
     url: &'a str,
     api: &'a pqx_util::ApiEndpoint,
     delayed_exchange: &'a str,
+    reply_exchange: &'a str,
 }
 
 /// Consumes the queue on one connection after another until told to stop: a lost connection is
@@ -142,16 +145,14 @@ async fn stay_connected(
     }
 }
 
-/// A session on `queue`, its retries routed the way the broker's topology allows now.
+/// A session on `queue`.
 async fn open(
     broker: Broker<'_>,
     queue: &str,
     concurrency: u16,
     frames: Frames,
 ) -> pqx::Result<Session> {
-    let route = route::retry_route(broker.api, broker.delayed_exchange, queue).await;
-    info!(queue, route = ?route, "retries come back this way");
-    Session::open(broker.url, route, queue, concurrency, frames).await
+    Session::open(&broker, queue, concurrency, frames).await
 }
 
 /// The frames the next session asks for, after one that was lost; or how the subscriber stopped.

@@ -1,15 +1,52 @@
-//! Which way a subscriber's retries come back: through the delayed-message exchange where an
-//! original PQX deployment has one (the plugin loaded, the exchange of its type, and this queue
-//! bound to it by [`RETRY_QUEUE_HEADER`], as `initiator -o init` binds it), else through pqx's own
-//! wait queues, which need no plugin. Asked of the management API once per connection; when the
-//! API cannot say, wait queues, which work on any broker.
+//! Which ways a subscriber's messages take, found once per connection.
+//!
+//! Retries: through the host queue's own retry exchange where `initiator` made one (the least a
+//! subscriber needs rights for, see [`RetryRoute::HostExchange`]); else through the
+//! delayed-message exchange where an original PQX deployment has one (the plugin loaded, the
+//! exchange of its type, and this queue bound to it by [`RETRY_QUEUE_HEADER`], as `initiator -o
+//! init` binds it), asked of the management API; else through wait queues on the default
+//! exchange, which work on any broker.
+//!
+//! Results (`reply_to`): through the reply exchange where `initiator` made one, else the default
+//! exchange.
 
-use pqx::mq::{RetryRoute, DELAYED_MESSAGE_TYPE, RETRY_QUEUE_HEADER};
+use lapin::Connection;
+use pqx::mq::{exists, host_retry_exchange_name, Declared, RetryRoute};
+use pqx::mq::{DELAYED_MESSAGE_TYPE, RETRY_QUEUE_HEADER};
 use pqx_util::{ApiEndpoint, MqApi};
 use tracing::info;
 
-/// The route for `queue`'s retries, with `delayed_exchange` as init.yml names it.
-pub async fn retry_route(api: &ApiEndpoint, delayed_exchange: &str, queue: &str) -> RetryRoute {
+use super::Broker;
+
+/// The ways a connection's retries and results take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Routes {
+    pub retry: RetryRoute,
+    /// The reply exchange, when it exists.
+    pub replies: Option<String>,
+}
+
+/// The routes of `queue` on `connection`.
+pub async fn routes(
+    connection: &Connection,
+    broker: &Broker<'_>,
+    queue: &str,
+) -> pqx::Result<Routes> {
+    let own = host_retry_exchange_name(queue);
+    let retry = if exists(connection, Declared::Exchange, &own).await? {
+        RetryRoute::HostExchange { exchange: own }
+    } else {
+        api_retry_route(broker.api, broker.delayed_exchange, queue).await
+    };
+    let replies = exists(connection, Declared::Exchange, broker.reply_exchange)
+        .await?
+        .then(|| broker.reply_exchange.to_owned());
+    Ok(Routes { retry, replies })
+}
+
+/// The route for `queue`'s retries when it has no retry exchange of its own, with
+/// `delayed_exchange` as init.yml names it.
+async fn api_retry_route(api: &ApiEndpoint, delayed_exchange: &str, queue: &str) -> RetryRoute {
     match delayed_exchange_binds(api, delayed_exchange, queue).await {
         Ok(true) => RetryRoute::DelayedExchange {
             exchange: delayed_exchange.to_owned(),

@@ -2,19 +2,21 @@
 //! dead letters and replies on, and the loop that runs deliveries, up to `--concurrency` at once,
 //! until the subscriber is told to stop or the connection is lost.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use lapin::options::BasicCancelOptions;
 use lapin::{Channel, Connection, Consumer};
 use pqx::exec::CancellationToken;
-use pqx::mq::{subscribe, Publisher, RetryRoute};
+use pqx::mq::{subscribe, Publisher};
 use tracing::{info, warn};
 
 use super::handler::Handler;
+use super::route::routes;
 use super::settle::Outbound;
 use super::signals::Signals;
-use super::Stopped;
+use super::{Broker, Stopped};
 
 /// Why a session ended without being told to.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +50,7 @@ pub enum Frames {
 pub struct Session {
     frames: Frames,
     concurrency: usize,
-    connection: Connection,
+    connection: Arc<Connection>,
     channel: Channel,
     consumer: Consumer,
     outbound: Outbound,
@@ -56,15 +58,16 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects to `url` and consumes `queue`; retries come back by `route`.
+    /// Connects to `broker` and consumes `queue`, its retries and results going the ways the
+    /// broker's layout offers now.
     pub async fn open(
-        url: &str,
-        route: RetryRoute,
+        broker: &Broker<'_>,
         queue: &str,
         concurrency: u16,
         frames: Frames,
     ) -> pqx::Result<Self> {
         let name = format!("pqx subscriber {queue}");
+        let url = broker.url;
         let (connection, concurrency) = match frames {
             Frames::Small => (pqx::mq::connect(url, &name).await?, concurrency),
             Frames::Large => {
@@ -72,16 +75,25 @@ impl Session {
                 (pqx::mq::connect_with_frame_max(url, &name, large).await?, 1)
             }
         };
+        let connection = Arc::new(connection);
         let publisher = Publisher::open(&connection).await?;
+        let routes = routes(&connection, broker, queue).await?;
+        info!(queue, route = ?routes.retry, replies = ?routes.replies, "retries and results go these ways");
         let tag = format!("pqx-{}-{}", queue, std::process::id());
         let (channel, consumer) = subscribe(&connection, queue, &tag, concurrency).await?;
+        let outbound = Outbound {
+            publisher,
+            routes,
+            connection: connection.clone(),
+            user: pqx::mq::user_of(url),
+        };
         Ok(Self {
             frames,
             concurrency: usize::from(concurrency),
             connection,
             channel,
             consumer,
-            outbound: Outbound { publisher, route },
+            outbound,
             tag,
         })
     }

@@ -4,17 +4,19 @@
 //! host queue after a wait, or published to the dead letters with the reason. A delivery is
 //! acknowledged only once what replaces it is routed and confirmed.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicNackOptions, BasicRejectOptions};
+use lapin::Connection;
 use pqx::mq::{
     dead_letter, schedule_retry, Destination, Publisher, Retry, RetryDecision, RetryPolicy,
-    RetryRoute,
 };
 use tracing::{error, info, warn};
 
 use super::incoming::Ids;
+use super::route::Routes;
 use crate::Outcome;
 
 /// What becomes of a delivery.
@@ -66,11 +68,27 @@ pub struct Settler {
     pub dead_letter_queue: String,
 }
 
-/// What one connection publishes with: its publishing channel and how its retries come back.
+/// What one connection publishes with: its publishing channel, the ways its retries and results
+/// take, and the connection itself, for a channel of its own where the broker may refuse a
+/// publish (a refusal closes the channel it came on).
 #[derive(Debug, Clone)]
 pub struct Outbound {
     pub publisher: Publisher,
-    pub route: RetryRoute,
+    pub routes: Routes,
+    pub connection: Arc<Connection>,
+    /// The broker user this connection is, set as the `user_id` of what it publishes itself
+    /// (results, dead letters): the broker refuses a `user_id` that is not the connection's, so
+    /// a reader can tell which host sent it.
+    pub user: Option<String>,
+}
+
+impl Outbound {
+    /// A publishing channel of its own, for a publish a least-privileged user may be refused
+    /// (straight to a queue through the default exchange): the refusal closes that channel
+    /// only. The caller closes it when done.
+    pub async fn spare(&self) -> pqx::Result<Publisher> {
+        Publisher::open(&self.connection).await
+    }
 }
 
 impl Settler {
@@ -91,8 +109,7 @@ impl Settler {
             Settlement::Requeue => requeue(delivery, ids).await,
             Settlement::Retry(next) => self.retry(outbound, delivery, ids, next).await,
             Settlement::DeadLetter(reason) => {
-                self.dead_letter(&outbound.publisher, delivery, ids, &reason)
-                    .await
+                self.dead_letter(outbound, delivery, ids, &reason).await
             }
         }
     }
@@ -100,7 +117,8 @@ impl Settler {
     async fn retry(&self, outbound: &Outbound, delivery: &Delivery, ids: Ids<'_>, next: Retry) {
         let (queue, message_id) = (ids.queue, ids.message_id);
         let publisher = &outbound.publisher;
-        match schedule_retry(publisher, &outbound.route, &self.queue, delivery, next).await {
+        let route = &outbound.routes.retry;
+        match schedule_retry(publisher, route, &self.queue, delivery, next).await {
             Ok(()) => {
                 let delay_ms = next.delay.as_millis() as u64;
                 let next_attempt = next.attempt;
@@ -110,7 +128,7 @@ impl Settler {
             Err(e @ pqx::Error::DoesNotFit { .. }) => {
                 error!(queue, message_id, error = %e, "cannot schedule the retry: dead-lettering it");
                 let reason = format!("cannot be retried as attempt {}: {e}", next.attempt);
-                self.dead_letter(publisher, delivery, ids, &reason).await;
+                self.dead_letter(outbound, delivery, ids, &reason).await;
             }
             Err(e) => {
                 error!(queue, message_id, error = %e, "cannot schedule the retry");
@@ -121,10 +139,11 @@ impl Settler {
 
     /// To the dead-letter exchange (routing key `""`, which pqx's fanout ignores and the original
     /// PQX's direct exchange is bound with); where it routes nothing, straight to the dead-letter
-    /// queue; where that is missing too, back to the queue after a pause, loudly.
+    /// queue (on a spare channel: a user without rights on the default exchange is refused);
+    /// where that is missing too, back to the queue after a pause, loudly.
     async fn dead_letter(
         &self,
-        publisher: &Publisher,
+        outbound: &Outbound,
         delivery: &Delivery,
         ids: Ids<'_>,
         reason: &str,
@@ -132,26 +151,22 @@ impl Settler {
         let (queue, message_id) = (ids.queue, ids.message_id);
         let exchange = &self.dead_letter_exchange;
         let what = format!("dead-letter exchange {exchange}");
-        let mut sent = dead_letter(
-            publisher,
-            Destination::new(exchange, "", &what),
-            queue,
-            delivery,
-            reason,
-        )
-        .await;
+        let user = outbound.user.as_deref();
+        let to = Destination::new(exchange, "", &what);
+        let mut sent = dead_letter(&outbound.publisher, to, queue, delivery, reason, user).await;
         if let Err(e @ (pqx::Error::Unroutable { .. } | pqx::Error::Missing { .. })) = &sent {
             warn!(queue, message_id, error = %e, "the dead-letter exchange routes nothing: publishing to the dead-letter queue itself");
             let dlq = &self.dead_letter_queue;
             let what = format!("dead-letter queue {dlq}");
-            sent = dead_letter(
-                publisher,
-                Destination::new("", dlq, &what),
-                queue,
-                delivery,
-                reason,
-            )
-            .await;
+            let to = Destination::new("", dlq, &what);
+            sent = match outbound.spare().await {
+                Ok(spare) => {
+                    let sent = dead_letter(&spare, to, queue, delivery, reason, user).await;
+                    let _ = spare.close().await;
+                    sent
+                }
+                Err(e) => Err(e),
+            };
         }
         match sent {
             Ok(()) => ack(delivery, ids).await,

@@ -65,6 +65,12 @@ async fn open(url: &str, as_given: &str, name: &str) -> Result<Connection> {
         .context(|| format!("RabbitMQ {}", pqx_util::redact_url(as_given)))
 }
 
+/// The user an AMQP URL connects as, if it parses.
+pub fn user_of(url: &str) -> Option<String> {
+    let uri = url.parse::<lapin::uri::AMQPUri>().ok()?;
+    Some(uri.authority.userinfo.username)
+}
+
 /// Whether a lost connection was closed because a frame was larger than the connection's frames:
 /// a message too large for them, which the broker sends anyway.
 pub fn is_frame_too_large(error: &lapin::Error) -> bool {

@@ -24,13 +24,16 @@ const SHORT_REASON: usize = 100;
 /// Publishes `delivery` to `to` (the dead-letter exchange, or the dead-letter queue itself) with
 /// `reason` and `queue` in its headers and waits for the broker's confirm: mandatory, so that a
 /// dead letter no queue takes is an error ([`Error::Unroutable`]), never a silent drop. The
-/// caller then acknowledges the delivery, so that it is dead-lettered once.
+/// caller then acknowledges the delivery, so that it is dead-lettered once. `user`, the broker
+/// user publishing it, becomes its `user_id`, which the broker checks: whoever reads the dead
+/// letters can tell which host's user put it there.
 pub async fn dead_letter(
     publisher: &Publisher,
     to: Destination<'_>,
     queue: &str,
     delivery: &Delivery,
     reason: &str,
+    user: Option<&str>,
 ) -> Result<()> {
     let reason = pqx_util::escape_control(reason);
     let original = delivery.properties.headers().clone().unwrap_or_default();
@@ -46,7 +49,10 @@ pub async fn dead_letter(
         );
         headers.insert(QUEUE_HEADER.into(), AMQPValue::LongString(queue.into()));
         // Its time in a queue is over: an expiration would only make it vanish from the dead letters.
-        let properties = carried(&delivery.properties).with_headers(headers);
+        let mut properties = carried(&delivery.properties).with_headers(headers);
+        if let Some(user) = user {
+            properties = properties.with_user_id(user.into());
+        }
         if publisher.fits(&properties) {
             return publisher.publish(to, &delivery.data, properties).await;
         }

@@ -14,7 +14,8 @@ mod topology;
 
 pub use binding::{HeadersBinding, MatchType};
 pub use connect::{
-    connect, connect_with_frame_max, is_frame_too_large, open_channel, FRAME_MAX, LARGE_FRAME_MAX,
+    connect, connect_with_frame_max, is_frame_too_large, open_channel, user_of, FRAME_MAX,
+    LARGE_FRAME_MAX,
 };
 pub use dead_letter::{dead_letter, ERROR_HEADER, QUEUE_HEADER};
 pub use headers::{
@@ -27,8 +28,9 @@ pub use limits::{
 pub use properties::{carried, command_properties};
 pub use publish::{confirmed, Destination, Publisher};
 pub use retry::{
-    schedule_retry, wait_queue_name, Retry, RetryDecision, RetryPolicy, RetryRoute,
-    DEFAULT_POKE_SECS, MAX_RETRY_DELAY, RETRY_QUEUE_HEADER,
+    host_retry_exchange_name, host_wait_queue_name, is_wait_queue_of, schedule_retry,
+    wait_queue_name, Retry, RetryDecision, RetryPolicy, RetryRoute, DEFAULT_POKE_SECS,
+    MAX_RETRY_DELAY, RETRY_QUEUE_HEADER,
 };
 pub use subscribe::subscribe;
 pub use topology::{

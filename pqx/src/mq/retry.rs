@@ -1,10 +1,16 @@
 //! Delayed retry. A failed attempt with retries left is published to a wait queue of its own host
-//! queue (`<queue>.retry.<delay_ms>`), whose message TTL is the delay and whose dead-letter target
-//! is the host queue itself through the default exchange. The message so comes back to the one
-//! queue whose subscriber failed it, never to the other queues it was mailed to (the original
-//! PQX's known issue). One wait queue per delay keeps expiry in order, and `x-expires` removes
-//! wait queues nobody uses any more. Where an original PQX deployment has a delayed-message
-//! exchange, retries go through it instead, routed to their queue only by [`RETRY_QUEUE_HEADER`].
+//! queue, whose message TTL is the delay and whose dead-letter target is the host queue itself.
+//! The message so comes back to the one queue whose subscriber failed it, never to the other
+//! queues it was mailed to (the original PQX's known issue). One wait queue per delay keeps expiry
+//! in order, and `x-expires` removes wait queues nobody uses any more.
+//!
+//! Where `initiator` made the host queue's own retry exchange (`<queue>.retry`, direct, bound to
+//! the queue alone), the wait queues are `<queue>.wait.<delay_ms>`, bound to that exchange and
+//! dead-lettering back through it: a subscriber then needs no right to publish through the default
+//! exchange, which reaches every queue (see [`RetryRoute::HostExchange`]). Otherwise they are
+//! `<queue>.retry.<delay_ms>`, published to and dead-lettering through the default exchange. Where
+//! an original PQX deployment has a delayed-message exchange, retries go through it instead,
+//! routed to their queue only by [`RETRY_QUEUE_HEADER`].
 
 use std::time::Duration;
 
@@ -13,7 +19,7 @@ use lapin::types::{AMQPValue, FieldTable};
 
 use crate::mq::dead_letter::without_death_history;
 use crate::mq::headers::{legacy_retries, RETRIES_HEADER};
-use crate::mq::topology::declare_queue;
+use crate::mq::topology::{bind, declare_queue};
 use crate::mq::{carried, Destination, Publisher, ATTEMPT_HEADER, MAX_TTL_MS};
 use crate::{Error, Result};
 
@@ -115,9 +121,33 @@ impl RetryPolicy {
     }
 }
 
-/// The wait queue of `queue` for `delay`.
+/// The wait queue of `queue` for `delay`, on the default exchange's route.
 pub fn wait_queue_name(queue: &str, delay: Duration) -> String {
     format!("{queue}.retry.{}", delay.as_millis())
+}
+
+/// The wait queue of `queue` for `delay`, on the route through its own retry exchange: named
+/// apart from [`wait_queue_name`], whose queues dead-letter elsewhere (a queue cannot be declared
+/// again with other arguments while it exists).
+pub fn host_wait_queue_name(queue: &str, delay: Duration) -> String {
+    format!("{queue}.wait.{}", delay.as_millis())
+}
+
+/// The retry exchange of host queue `queue`: direct, bound to that queue alone, by its name.
+pub fn host_retry_exchange_name(queue: &str) -> String {
+    format!("{queue}.retry")
+}
+
+/// Whether `name` is a wait queue of `queue`, on either route (`<queue>.retry.<ms>` or
+/// `<queue>.wait.<ms>`).
+pub fn is_wait_queue_of(name: &str, queue: &str) -> bool {
+    let Some(rest) = name.strip_prefix(queue) else {
+        return false;
+    };
+    let ms = rest
+        .strip_prefix(".retry.")
+        .or_else(|| rest.strip_prefix(".wait."));
+    ms.is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// How retries come back to their queue after their wait.
@@ -126,6 +156,12 @@ pub enum RetryRoute {
     /// pqx's own: a wait queue per queue and delay, published to through the default exchange,
     /// that dead-letters back to the queue. No plugin needed.
     WaitQueues,
+    /// pqx's own, through the host queue's retry exchange ([`host_retry_exchange_name`]): each
+    /// wait queue is bound to it by its own name and dead-letters back through it with the host
+    /// queue's name, which only the host queue is bound by. A subscriber needs rights on its own
+    /// queue's names only: its wait queues and its exchange (none on the default exchange, which
+    /// reaches every queue of the vhost).
+    HostExchange { exchange: String },
     /// The delayed-message plugin's exchange (`x-delayed-message`, headers type), where an original
     /// PQX deployment has one: the message carries `x-delay` and only the header
     /// [`RETRY_QUEUE_HEADER`], which the queue is bound by, so that it comes back to that queue
@@ -176,42 +212,94 @@ pub async fn schedule_retry(
         {
             through_plugin(publisher, exchange, queue, delivery, headers, next.delay).await
         }
-        _ => through_wait_queue(publisher, queue, delivery, headers, next.delay).await,
+        RetryRoute::HostExchange { exchange } => {
+            let wait = WaitQueue::through(exchange, queue, next.delay);
+            wait.publish(publisher, delivery, headers).await
+        }
+        _ => {
+            let wait = WaitQueue::default_exchange(queue, next.delay);
+            wait.publish(publisher, delivery, headers).await
+        }
     }
 }
 
-async fn through_wait_queue(
-    publisher: &Publisher,
-    queue: &str,
-    delivery: &Delivery,
-    headers: FieldTable,
+/// A wait queue: where a retry waits out its delay, and the way it comes back to its host queue.
+struct WaitQueue<'a> {
+    name: String,
     delay: Duration,
-) -> Result<()> {
-    let wait_queue = wait_queue_name(queue, delay);
-    let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
-    let mut args = FieldTable::default();
-    args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay_ms));
-    args.insert(
-        "x-expires".into(),
-        AMQPValue::LongLongInt(delay_ms.saturating_add(WAIT_QUEUE_SLACK_MS as i64)),
-    );
-    args.insert(
-        "x-dead-letter-exchange".into(),
-        AMQPValue::LongString("".into()),
-    );
-    args.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(queue.into()),
-    );
-    // Declared on each retry: that also resets the x-expires timer while the queue is in use.
-    declare_queue(publisher.channel(), &wait_queue, args).await?;
-    let properties = carried(&delivery.properties).with_headers(headers);
-    let what = format!("retry wait queue {wait_queue}");
-    if !publisher.fits(&properties) {
-        return Err(Error::DoesNotFit { target: what });
+    /// The exchange it is published to and dead-letters back through ("": the default exchange).
+    exchange: &'a str,
+    queue: &'a str,
+}
+
+impl<'a> WaitQueue<'a> {
+    fn default_exchange(queue: &'a str, delay: Duration) -> Self {
+        let name = wait_queue_name(queue, delay);
+        Self {
+            name,
+            delay,
+            exchange: "",
+            queue,
+        }
     }
-    let to = Destination::new("", &wait_queue, &what);
-    publisher.publish(to, &delivery.data, properties).await
+
+    fn through(exchange: &'a str, queue: &'a str, delay: Duration) -> Self {
+        let name = host_wait_queue_name(queue, delay);
+        Self {
+            name,
+            delay,
+            exchange,
+            queue,
+        }
+    }
+
+    fn arguments(&self) -> FieldTable {
+        let delay_ms = i64::try_from(self.delay.as_millis()).unwrap_or(i64::MAX);
+        let mut args = FieldTable::default();
+        args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay_ms));
+        args.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(delay_ms.saturating_add(WAIT_QUEUE_SLACK_MS as i64)),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString(self.exchange.into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(self.queue.into()),
+        );
+        args
+    }
+
+    /// Declares the wait queue (which also resets its `x-expires` timer while it is in use), binds
+    /// it to its exchange unless that is the default one, and publishes the retry to it.
+    async fn publish(
+        &self,
+        publisher: &Publisher,
+        delivery: &Delivery,
+        headers: FieldTable,
+    ) -> Result<()> {
+        let channel = publisher.channel();
+        declare_queue(channel, &self.name, self.arguments()).await?;
+        if !self.exchange.is_empty() {
+            bind(
+                channel,
+                &self.name,
+                self.exchange,
+                &self.name,
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        let properties = carried(&delivery.properties).with_headers(headers);
+        let what = format!("retry wait queue {}", self.name);
+        if !publisher.fits(&properties) {
+            return Err(Error::DoesNotFit { target: what });
+        }
+        let to = Destination::new(self.exchange, &self.name, &what);
+        publisher.publish(to, &delivery.data, properties).await
+    }
 }
 
 async fn through_plugin(
@@ -286,5 +374,27 @@ mod tests {
             wait_queue_name("h1", Duration::from_secs(2)),
             "h1.retry.2000"
         );
+        assert_eq!(
+            host_wait_queue_name("h1", Duration::from_secs(2)),
+            "h1.wait.2000"
+        );
+        assert_eq!(host_retry_exchange_name("h1"), "h1.retry");
+    }
+
+    #[test]
+    fn wait_queues_are_told_by_their_names() {
+        for name in ["h1.retry.2000", "h1.wait.5"] {
+            assert!(is_wait_queue_of(name, "h1"), "{name}");
+        }
+        for name in [
+            "h1.retry",
+            "h1.wait.",
+            "h1.retry.x",
+            "h12.retry.1",
+            "h1.wait.1.2",
+            "h1",
+        ] {
+            assert!(!is_wait_queue_of(name, "h1"), "{name}");
+        }
     }
 }

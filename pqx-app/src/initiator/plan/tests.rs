@@ -82,6 +82,9 @@ fn a_fresh_broker_without_the_plugin_gets_pqx_layout_and_a_queue_for_original_re
         [
             ("pqx.dlx", ExchangeType::Fanout),
             ("pqx", ExchangeType::Headers),
+            ("h1.retry", ExchangeType::Direct),
+            ("h2.retry", ExchangeType::Direct),
+            ("pqx.reply", ExchangeType::Direct),
             ("pqx.delayed", ExchangeType::Direct)
         ]
     );
@@ -91,10 +94,15 @@ fn a_fresh_broker_without_the_plugin_gets_pqx_layout_and_a_queue_for_original_re
             "exchange pqx.dlx (fanout) -> queue pqx.dlq (dead letters kept 12h)",
             "exchange pqx (headers)",
             "queue h1 bound to pqx (x-match any: unique_key=h1)",
+            "exchange h1.retry (direct) -> queue h1 (its retries)",
             "queue h2 bound to pqx (x-match all: unique_key=h2, zone=eu)",
+            "exchange h2.retry (direct) -> queue h2 (its retries)",
+            "exchange pqx.reply (direct) for results (reply_to, publisher --wait)",
             "exchange pqx.delayed (direct) -> queue pqx.delayed.original-retries (an original PQX subscriber's retries wait 10s there, then go to pqx again)",
         ]
     );
+    // Each host queue is bound to its own retry exchange by its name, and by nothing else.
+    assert!(steps(&plan).contains(&&bind_by("h2", "h2.retry", "h2")));
 }
 
 #[test]
@@ -124,13 +132,25 @@ fn a_fresh_broker_with_the_plugin_gets_no_plugin_exchange_but_an_original_layout
     );
 }
 
+/// Whether `step` binds, or declares what the original PQX has no counterpart of (the reply
+/// exchange).
+fn binds_or_adds_the_reply_exchange(step: &Step) -> bool {
+    match step {
+        Step::Bind { .. } => true,
+        Step::Exchange { name, kind } => name == "pqx.reply" && *kind == ExchangeType::Direct,
+        Step::Queue { .. } => false,
+    }
+}
+
 #[test]
 fn the_original_layout_is_adopted_with_one_line_per_difference_and_only_bindings_added() {
     let plan = plan(&init(), &original(), ALL);
     assert!(plan.conflicts.is_empty(), "{:?}", plan.conflicts);
     assert!(
-        steps(&plan).iter().all(|s| matches!(s, Step::Bind { .. })),
-        "nothing that exists is declared again: {:?}",
+        steps(&plan)
+            .iter()
+            .all(|s| binds_or_adds_the_reply_exchange(s)),
+        "nothing that exists is declared again, and pqx's retries keep going through the plugin's exchange (no retry exchange per queue): {:?}",
         steps(&plan)
     );
     let differences = plan.differences.join("\n");
@@ -214,6 +234,11 @@ fn without_the_management_api_what_exists_is_kept_unchecked() {
     }
     for name in ["h1", "h2", "pqx.dlq"] {
         existing.queues.insert(name.into(), QueueState::default());
+    }
+    for name in ["h1.retry", "h2.retry", "pqx.reply"] {
+        existing
+            .exchanges
+            .insert(name.into(), ExchangeState::default());
     }
     let plan = plan(&init(), &existing, ALL);
     assert!(plan.conflicts.is_empty());

@@ -39,6 +39,16 @@ pub enum Error {
     /// The subscriber could not set up its SIGINT/SIGTERM handling.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// A user init.yml names is not pqx's to make, change or remove.
+    #[error("user {user}: not changed: {why}; name another user in init.yml")]
+    UserTaken { user: String, why: String },
+    /// A file pqx writes could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// The subscriber could not say it is ready.
     #[error("cannot write the ready file {}: {source}", path.display())]
     ReadyFile {

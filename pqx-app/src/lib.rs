@@ -6,6 +6,8 @@
 //! plan, run, record, settle) -> `records`. ARCHITECTURE.md draws it, file by file.
 
 mod command;
+
+pub mod access;
 mod config;
 mod error;
 mod outcome;
@@ -22,9 +24,9 @@ pub mod subscriber;
 
 pub use command::{Command, TaskConfig};
 pub use config::{
-    ApiSection, ConfigArgs, Conn, ConnConfig, DbSection, DeadMessageTtl, HeaderQueue, InitConfig,
-    MqEndpoint, MqSection, PositionalConn, DEFAULT_API_PORT, DEFAULT_DB_URL, DEFAULT_MQ_HOST,
-    DEFAULT_MQ_PORT, DEFAULT_PG_PORT, DEFAULT_VHOST, MAX_PRIORITY,
+    Account, ApiSection, ConfigArgs, Conn, ConnConfig, DbSection, DeadMessageTtl, HeaderQueue,
+    InitConfig, MqEndpoint, MqSection, PositionalConn, DEFAULT_API_PORT, DEFAULT_DB_URL,
+    DEFAULT_MQ_HOST, DEFAULT_MQ_PORT, DEFAULT_PG_PORT, DEFAULT_VHOST, MAX_PRIORITY,
 };
 pub use error::{Error, InvalidTask, Result, TaskProblem};
 pub use outcome::{Outcome, Reply};

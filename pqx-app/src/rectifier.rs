@@ -3,11 +3,12 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pqx::mq::{delete_exchange, delete_queue, host_retry_exchange_name, is_wait_queue_of};
-use pqx_util::MqApi;
+use pqx_util::{ApiEndpoint, MqApi};
 use tracing::warn;
 
 use crate::cli::Choice;
-use crate::{ConfigArgs, Conn, PositionalConn, Result, Store};
+use crate::initiator::{check_ours, user_names};
+use crate::{ConfigArgs, Conn, InitConfig, MqSection, PositionalConn, Result, Store};
 
 /// Remove the queues, exchanges or tables that initiator made.
 #[derive(Debug, Parser)]
@@ -34,6 +35,9 @@ pub enum RectifierOption {
     /// Drop the tables and every record in them
     #[clap(name = "del_tbl")]
     DeleteTables,
+    /// Delete the broker users `initiator -o decl_users` made (each host's and the operator's)
+    #[clap(name = "del_users", alias = "users")]
+    DeleteUsers,
 }
 
 /// Runs rectifier; prints a line per thing it removed.
@@ -51,6 +55,9 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
         return Ok(());
     }
     let init = config.init()?;
+    if option == RectifierOption::DeleteUsers {
+        return delete_users(&conn, &config.conn, &init).await;
+    }
     let connection = pqx::mq::connect(&conn.mq_url, "pqx rectifier").await?;
     let channel = pqx::mq::open_channel(&connection).await?;
     let result: Result<()> = async {
@@ -80,13 +87,41 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
                     println!("deleted exchange {exchange}");
                 }
             }
-            RectifierOption::DeleteTables => {}
+            RectifierOption::DeleteTables | RectifierOption::DeleteUsers => {}
         }
         Ok(())
     }
     .await;
     let _ = connection.close(200, "rectifier done".into()).await;
     result
+}
+
+/// Deletes the users of init.yml on conn.yml's vhost, each only if it is pqx's to remove (see
+/// `initiator::check_ours`): all are checked before any is deleted.
+async fn delete_users(conn: &Conn, conn_path: &std::path::Path, init: &InitConfig) -> Result<()> {
+    let vhost = conn.mq_vhost.clone();
+    let api = MqApi::new(ApiEndpoint {
+        vhost: vhost.clone(),
+        ..conn.api.clone()
+    })?;
+    let admin = MqSection::from_url(conn.mq_url.clone())
+        .endpoint()
+        .map_err(|source| crate::Error::Config {
+            path: conn_path.to_owned(),
+            source,
+        })?;
+    let users = user_names(init, &vhost);
+    for user in &users {
+        check_ours(&api, user, &admin.user).await?;
+    }
+    for user in users {
+        let line = match api.delete_user(&user).await? {
+            true => format!("deleted user {user}"),
+            false => format!("user {user}: not there"),
+        };
+        println!("{}", pqx_util::escape_control(&line));
+    }
+    Ok(())
 }
 
 /// The retry wait queues (`<queue>.retry.<ms>`, `<queue>.wait.<ms>`) of `queues`, found through the
@@ -115,7 +150,7 @@ mod tests {
 
     #[test]
     fn the_original_options_and_the_subcommands_are_the_same() {
-        let names = ["del_que", "del_exg", "del_tbl"];
+        let names = ["del_que", "del_exg", "del_tbl", "del_users"];
         crate::cli::assert_same_options(&names, |cli: RectifierCli| cli.choice.given());
     }
 }

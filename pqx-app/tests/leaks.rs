@@ -141,7 +141,7 @@ async fn a_literal_dollar_is_written_twice() -> Result<()> {
         common::MQ_PASS,
         &env.vhost.name,
     ))?;
-    api.create_user(&user, &password).await?;
+    api.put_user(&user, &password, &[]).await?;
     api.set_permissions(&user, ".*", ".*", ".*").await?;
     let escaped = password.replace('$', "$$");
     let conn = format!(

@@ -6,7 +6,7 @@
 mod common;
 
 use anyhow::Result;
-use common::{count_ended, ended, env, DbKind, Deadline, Records};
+use common::{count_ended, ended, env, ready_env, As, DbKind, Deadline, Records};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
 
@@ -71,8 +71,16 @@ async fn backoff_grows_the_wait_up_to_max_poke() -> Result<()> {
 
 #[tokio::test]
 async fn dedupe_key_runs_a_command_once_per_queue() -> Result<()> {
-    let env = env(DbKind::Sqlite).await?;
-    env.init()?;
+    dedupe_key_runs_once(As::Admin).await
+}
+
+#[tokio::test]
+async fn dedupe_key_runs_a_command_once_per_queue_as_host_users() -> Result<()> {
+    dedupe_key_runs_once(As::HostUsers).await
+}
+
+async fn dedupe_key_runs_once(who: As) -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, who).await?;
     let _sub = env.subscriber("h1")?;
     let marker = env.path("ran.txt");
     let task = env.write(
@@ -109,8 +117,16 @@ async fn dedupe_key_runs_a_command_once_per_queue() -> Result<()> {
 
 #[tokio::test]
 async fn publisher_wait_prints_results_and_fails_on_failures() -> Result<()> {
-    let env = env(DbKind::Sqlite).await?;
-    env.init()?;
+    publisher_wait(As::Admin).await
+}
+
+#[tokio::test]
+async fn publisher_wait_prints_results_and_fails_on_failures_as_host_users() -> Result<()> {
+    publisher_wait(As::HostUsers).await
+}
+
+async fn publisher_wait(who: As) -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, who).await?;
     let _h1 = env.subscriber("h1")?;
     let _h2 = env.subscriber("h2")?;
     let ok = env.write(
@@ -166,8 +182,16 @@ async fn publisher_wait_prints_results_and_fails_on_failures() -> Result<()> {
 
 #[tokio::test]
 async fn reply_to_sends_the_result_to_a_queue() -> Result<()> {
-    let env = env(DbKind::Sqlite).await?;
-    env.init()?;
+    reply_to_a_queue(As::Admin).await
+}
+
+#[tokio::test]
+async fn reply_to_sends_the_result_to_a_queue_as_host_users() -> Result<()> {
+    reply_to_a_queue(As::HostUsers).await
+}
+
+async fn reply_to_a_queue(who: As) -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, who).await?;
     let conn = env.vhost.connect().await?;
     let channel = conn.create_channel().await?;
     channel
@@ -177,6 +201,19 @@ async fn reply_to_sends_the_result_to_a_queue() -> Result<()> {
             FieldTable::default(),
         )
         .await?;
+    if who == As::HostUsers {
+        // A host may publish results only through the reply exchange: the queue is bound to it
+        // by its name, as `publisher --wait` binds its own.
+        channel
+            .queue_bind(
+                "results".into(),
+                "pqx.test.reply".into(),
+                "results".into(),
+                Default::default(),
+                FieldTable::default(),
+            )
+            .await?;
+    }
     let _sub = env.subscriber("h1")?;
     let task = env.write(
         "rpc.json",
@@ -199,6 +236,17 @@ async fn reply_to_sends_the_result_to_a_queue() -> Result<()> {
     assert_eq!(reply.attempt, 1);
     assert_eq!(reply.result, "succeeded");
     assert_eq!(reply.stdout, "answer\n");
+    // The broker vouches for who sent it: user_id is checked against the connection's user.
+    let sender = message
+        .properties
+        .user_id()
+        .as_ref()
+        .map(|u| u.as_str().to_owned());
+    let expected = match who {
+        As::Admin => common::MQ_USER.to_owned(),
+        As::HostUsers => format!("h1@{}", env.vhost.name),
+    };
+    assert_eq!(sender.as_deref(), Some(expected.as_str()));
     let _ = conn.close(200, "".into()).await;
     Ok(())
 }

@@ -8,11 +8,10 @@ mod common;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{count_ended, ended, env, DbKind, Records, DLQ};
+use common::{count_ended, ended, env, ready_env, As, DbKind, Records, DLQ};
 
-async fn retries_then_dead_letters(db: DbKind) -> Result<()> {
-    let env = env(db).await?;
-    env.init()?;
+async fn retries_then_dead_letters(db: DbKind, who: As) -> Result<()> {
+    let env = ready_env(db, who).await?;
     let _sub = env.subscriber("h1")?;
     let task = env.write(
         "fail.json",
@@ -60,6 +59,13 @@ async fn retries_then_dead_letters(db: DbKind) -> Result<()> {
         dead.properties.message_id().as_ref().map(|m| m.as_str()),
         Some(id.as_str())
     );
+    // The broker vouches for which user dead-lettered it.
+    let expected = match who {
+        As::Admin => common::MQ_USER.to_owned(),
+        As::HostUsers => format!("h1@{}", env.vhost.name),
+    };
+    let sender = dead.properties.user_id().as_ref().map(|u| u.to_string());
+    assert_eq!(sender.as_deref(), Some(expected.as_str()));
     let reason = pqx::mq::header_string(&dead.properties, pqx::mq::ERROR_HEADER);
     assert_eq!(
         reason.as_deref(),
@@ -73,18 +79,31 @@ async fn retries_then_dead_letters(db: DbKind) -> Result<()> {
 
 #[tokio::test]
 async fn retries_then_dead_letters_sqlite() -> Result<()> {
-    retries_then_dead_letters(DbKind::Sqlite).await
+    retries_then_dead_letters(DbKind::Sqlite, As::Admin).await
 }
 
 #[tokio::test]
 async fn retries_then_dead_letters_postgres() -> Result<()> {
-    retries_then_dead_letters(DbKind::Postgres).await
+    retries_then_dead_letters(DbKind::Postgres, As::Admin).await
+}
+
+#[tokio::test]
+async fn retries_then_dead_letters_as_host_users() -> Result<()> {
+    retries_then_dead_letters(DbKind::Postgres, As::HostUsers).await
 }
 
 #[tokio::test]
 async fn retry_goes_back_only_to_the_failing_queue() -> Result<()> {
-    let env = env(DbKind::Sqlite).await?;
-    env.init()?;
+    retry_only_on_the_failing_queue(As::Admin).await
+}
+
+#[tokio::test]
+async fn retry_goes_back_only_to_the_failing_queue_as_host_users() -> Result<()> {
+    retry_only_on_the_failing_queue(As::HostUsers).await
+}
+
+async fn retry_only_on_the_failing_queue(who: As) -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, who).await?;
     // The same command fails on h1's machine only.
     let _h1 = env.subscriber_with("h1", &[], &[("PQX_TEST_FAIL", "1")])?;
     let _h2 = env.subscriber("h2")?;

@@ -96,11 +96,13 @@ impl Broker {
     }
 }
 
-/// A vhost of one test's own, where the `pqx` user may do everything; deleted on drop.
+/// A vhost of one test's own, where the `pqx` user may do everything; deleted on drop, with the
+/// broker users made for it.
 pub struct Vhost {
     pub name: String,
     pub broker: Broker,
     kept: bool,
+    users: Vec<String>,
 }
 
 impl Vhost {
@@ -116,7 +118,14 @@ impl Vhost {
             name,
             broker,
             kept: false,
+            users: Vec::new(),
         })
+    }
+
+    /// Deletes these broker users when the vhost is deleted (users are the broker's, not the
+    /// vhost's).
+    pub fn delete_users_on_drop(&mut self, users: Vec<String>) {
+        self.users.extend(users);
     }
 
     /// Leaves the vhost on the node when dropped: RabbitMQ 3.10 cannot delete an exchange of the
@@ -207,7 +216,7 @@ impl Drop for Vhost {
         if self.kept {
             return;
         }
-        let (broker, name) = (self.broker, self.name.clone());
+        let (broker, name, users) = (self.broker, self.name.clone(), self.users.clone());
         // Drop cannot wait on the test's runtime: the request runs on a runtime of its own. A node
         // whose app was just restarted may not answer for a moment: it is tried a few times.
         let deleted = std::thread::spawn(move || {
@@ -217,6 +226,9 @@ impl Drop for Vhost {
                 .ok()?;
             let api = broker.api(&name).ok()?;
             runtime.block_on(async {
+                for user in &users {
+                    let _ = api.delete_user(user).await;
+                }
                 for _ in 0..20 {
                     if api.delete_vhost().await.is_ok() {
                         return Some(());

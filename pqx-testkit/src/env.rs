@@ -16,6 +16,9 @@ pub struct Env {
     pub dir: tempfile::TempDir,
     bins: PathBuf,
     log_filter: String,
+    /// Where `initiator -o decl_users` wrote the hosts' and the operator's files, once
+    /// [`Env::use_host_users`] made subscribers, publishers and inspectors use them.
+    users: Option<PathBuf>,
 }
 
 impl Env {
@@ -45,6 +48,7 @@ impl Env {
             dir,
             bins: bins.to_owned(),
             log_filter: "info".into(),
+            users: None,
         };
         env.write_conn(&env.db.url, broker.amqp_port)?;
         Ok(env)
@@ -86,9 +90,45 @@ impl Env {
         self.bins.join(binary)
     }
 
-    /// A binary, to run in the working directory with its logs there.
+    /// A binary, to run in the working directory with its logs there (a publisher or inspector
+    /// as the operator's user, after [`Env::use_host_users`]).
     pub fn command(&self, binary: &str) -> Command {
-        self.command_as(self.binary(binary), &[])
+        let mut command = self.command_as(self.binary(binary), &[]);
+        if let (Some(users), "publisher" | "inspector") = (&self.users, binary) {
+            add_config(&mut command, &users.join("operator"));
+        }
+        command
+    }
+
+    /// Runs `initiator -o decl_users --out-dir hosts` (after `initiator -o init`), and from then on
+    /// runs each subscriber as its host queue's user and each publisher and inspector as the
+    /// operator's, with the files it wrote. The users are deleted when the vhost is.
+    pub fn use_host_users(&mut self) -> Result<String> {
+        let out = self.ok("initiator", &["-o", "decl_users", "--out-dir", "hosts"])?;
+        self.vhost.delete_users_on_drop(self.user_names()?);
+        self.users = Some(self.path("hosts"));
+        Ok(out)
+    }
+
+    /// The users `decl_users` wrote files for: each directory's conn.yml's `mq.user`.
+    fn user_names(&self) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(self.path("hosts"))? {
+            let conn = entry?.path().join("conn.yml");
+            let text = std::fs::read_to_string(&conn)?;
+            let user = text
+                .lines()
+                .map(str::trim)
+                .find_map(|l| l.strip_prefix("user: "))
+                .with_context(|| format!("no user in {}", conn.display()))?;
+            names.push(user.trim_matches(|c| c == '\'' || c == '"').to_owned());
+        }
+        Ok(names)
+    }
+
+    /// The directory of host queue `queue`'s files, after [`Env::use_host_users`].
+    pub fn host_files(&self, queue: &str) -> Option<PathBuf> {
+        self.users.as_ref().map(|users| users.join(queue))
     }
 
     /// `program` with `args` first (a wrapper such as `setpriv ... subscriber`), run as
@@ -167,6 +207,9 @@ impl Env {
     ) -> Result<Subscriber> {
         let name = unique(&format!("subscriber-{queue}"));
         let mut command = self.command("subscriber");
+        if let Some(files) = self.host_files(queue) {
+            add_config(&mut command, &files);
+        }
         command
             .args(["-q", queue])
             .args(args)
@@ -174,4 +217,13 @@ impl Env {
         let ready = self.path(&format!("{name}.ready"));
         Subscriber::start(command, self.path(&format!("{name}.log")), Some(ready))
     }
+}
+
+/// `--conn DIR/conn.yml --init DIR/init.yml`.
+fn add_config(command: &mut Command, dir: &Path) {
+    command
+        .arg("--conn")
+        .arg(dir.join("conn.yml"))
+        .arg("--init")
+        .arg(dir.join("init.yml"));
 }

@@ -43,6 +43,9 @@ pub enum Error {
         port: u16,
         why: String,
     },
+    /// The system's random source failed.
+    #[error("cannot get random bytes from the system: {0}")]
+    Random(String),
     /// The RabbitMQ management API could not be reached or answered with an error.
     #[error("RabbitMQ management API {url}: {message}")]
     MqApi { url: String, message: String },

@@ -9,7 +9,9 @@ mod error;
 mod expand;
 mod log;
 mod mq_api;
+mod random;
 mod redact;
+mod secret;
 mod text;
 pub mod unique_keys;
 mod wait;
@@ -20,7 +22,11 @@ pub use db::connect_db;
 pub use error::{Error, Result};
 pub use expand::expand_env;
 pub use log::{init_logging, LogGuard};
-pub use mq_api::{ApiAuth, ApiEndpoint, MqApi, MqBinding, MqExchange, MqQueue};
+pub use mq_api::{
+    ApiAuth, ApiEndpoint, MqApi, MqBinding, MqExchange, MqPermissions, MqQueue, MqUser,
+};
+pub use random::random_bytes;
 pub use redact::redact_url;
+pub use secret::Secret;
 pub use text::{escape_control, escape_control_lines, human_bytes, read_text, ReadText};
 pub use wait::sleep_until;

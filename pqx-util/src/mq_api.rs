@@ -1,6 +1,6 @@
 //! A small client of RabbitMQ's management HTTP API: listing the exchanges, queues and bindings of a
-//! vhost (what `inspector` shows and the publisher routes by), and creating and deleting vhosts
-//! (what tests use for isolation).
+//! vhost (what `inspector` shows and the publisher routes by), managing users and their permissions
+//! (`initiator -o decl_users`), and creating and deleting vhosts (what tests use for isolation).
 
 use std::time::Duration;
 
@@ -105,6 +105,42 @@ pub struct MqBinding {
     pub arguments: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A user as the management API lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqUser {
+    pub name: String,
+    /// A list since RabbitMQ 3.9, a comma-separated string before.
+    #[serde(deserialize_with = "tags")]
+    pub tags: Vec<String>,
+}
+
+fn tags<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Tags {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Tags::deserialize(d)? {
+        Tags::List(list) => list,
+        Tags::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    })
+}
+
+/// A user's permissions on a vhost: regular expressions of the names it may configure, write to
+/// and read from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MqPermissions {
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
 /// What `/api/overview` says, of what pqx needs.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MqOverview {
@@ -154,28 +190,45 @@ impl MqApi {
     }
 
     async fn send(&self, request: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response> {
-        let err = |message: String| Error::MqApi {
-            url: redact_url(url),
-            message,
-        };
+        let response = self.sent(request, url).await?;
+        self.checked(response, url).await
+    }
+
+    /// The API's answer, whatever its status.
+    async fn sent(&self, request: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response> {
         let request = match &self.endpoint.auth {
             ApiAuth::None => request,
             ApiAuth::Basic { user, pass } => request.basic_auth(user, Some(pass)),
             ApiAuth::Header(value) => request.header(reqwest::header::AUTHORIZATION, value),
         };
-        let response = request.send().await.map_err(|e| {
-            err(format!(
+        request.send().await.map_err(|e| Error::MqApi {
+            url: redact_url(url),
+            message: format!(
                 "cannot connect: {} (is the management plugin enabled?)",
                 e.without_url()
-            ))
-        })?;
+            ),
+        })
+    }
+
+    /// `response` if it is a success, else an error with its status and the start of its body.
+    async fn checked(&self, response: reqwest::Response, url: &str) -> Result<reqwest::Response> {
         let status = response.status();
         if status.is_success() {
             return Ok(response);
         }
         let body = response.text().await.unwrap_or_default();
         let body: String = body.trim().chars().take(300).collect();
-        Err(err(format!("{status}: {}", crate::escape_control(&body))))
+        Err(Error::MqApi {
+            url: redact_url(url),
+            message: format!("{status}: {}", crate::escape_control(&body)),
+        })
+    }
+
+    async fn json<T: DeserializeOwned>(response: reqwest::Response, url: &str) -> Result<T> {
+        response.json().await.map_err(|e| Error::MqApi {
+            url: redact_url(url),
+            message: format!("unexpected answer: {}", e.without_url()),
+        })
     }
 
     async fn get<T: DeserializeOwned>(&self, what: &str) -> Result<T> {
@@ -185,10 +238,7 @@ impl MqApi {
 
     async fn get_url<T: DeserializeOwned>(&self, url: String) -> Result<T> {
         let response = self.send(self.http.get(&url), &url).await?;
-        response.json().await.map_err(|e| Error::MqApi {
-            url: redact_url(&url),
-            message: format!("unexpected answer: {}", e.without_url()),
-        })
+        Self::json(response, &url).await
     }
 
     /// The broker's exchange types: `x-delayed-message` when the delayed-message plugin is loaded.
@@ -248,12 +298,54 @@ impl MqApi {
         self.set_permissions(user, ".*", ".*", ".*").await
     }
 
-    /// Creates (or updates) user `name` with `password` and no tags.
-    pub async fn create_user(&self, name: &str, password: &str) -> Result<()> {
+    /// Creates (or updates) user `name` with `password` and `tags` (none, `management`, ...).
+    pub async fn put_user(&self, name: &str, password: &str, tags: &[&str]) -> Result<()> {
         let url = format!("{}/users/{}", self.base, encode(name));
-        let body = serde_json::json!({"password": password, "tags": ""});
+        let body = serde_json::json!({"password": password, "tags": tags.join(",")});
         self.send(self.http.put(&url).json(&body), &url).await?;
         Ok(())
+    }
+
+    /// User `name`, if it exists.
+    pub async fn user(&self, name: &str) -> Result<Option<MqUser>> {
+        let url = format!("{}/users/{}", self.base, encode(name));
+        self.get_if_found(url).await
+    }
+
+    /// The permissions of `user` on this vhost, if it has any.
+    pub async fn permissions(&self, user: &str) -> Result<Option<MqPermissions>> {
+        let url = format!(
+            "{}/permissions/{}/{}",
+            self.base,
+            self.vhost_path(),
+            encode(user)
+        );
+        self.get_if_found(url).await
+    }
+
+    /// The vhosts `user` has permissions on.
+    pub async fn vhosts_of(&self, user: &str) -> Result<Vec<String>> {
+        #[derive(Deserialize)]
+        struct Granted {
+            vhost: String,
+        }
+        let url = format!("{}/users/{}/permissions", self.base, encode(user));
+        let granted: Option<Vec<Granted>> = self.get_if_found(url).await?;
+        Ok(granted
+            .unwrap_or_default()
+            .into_iter()
+            .map(|g| g.vhost)
+            .collect())
+    }
+
+    /// What `url` answers, or `None` when the API says it is not there.
+    async fn get_if_found<T: DeserializeOwned>(&self, url: String) -> Result<Option<T>> {
+        let response = self.sent(self.http.get(&url), &url).await?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        let response = self.checked(response, &url).await?;
+        Self::json(response, &url).await.map(Some)
     }
 
     /// Gives `user` these permissions (regular expressions of names) on this vhost.
@@ -275,11 +367,14 @@ impl MqApi {
         Ok(())
     }
 
-    /// Deletes user `name`.
-    pub async fn delete_user(&self, name: &str) -> Result<()> {
+    /// Deletes user `name`; false when there was none.
+    pub async fn delete_user(&self, name: &str) -> Result<bool> {
+        if self.user(name).await?.is_none() {
+            return Ok(false);
+        }
         let url = format!("{}/users/{}", self.base, encode(name));
         self.send(self.http.delete(&url), &url).await?;
-        Ok(())
+        Ok(true)
     }
 
     /// Deletes the vhost with everything in it.
@@ -293,6 +388,18 @@ impl MqApi {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_tags_are_read_as_a_list_or_a_string() {
+        let new: MqUser =
+            serde_json::from_str(r#"{"name":"a","tags":["management","x"]}"#).unwrap();
+        assert_eq!(new.tags, ["management", "x"]);
+        let old: MqUser =
+            serde_json::from_str(r#"{"name":"a","tags":"administrator, y"}"#).unwrap();
+        assert_eq!(old.tags, ["administrator", "y"]);
+        let none: MqUser = serde_json::from_str(r#"{"name":"a","tags":""}"#).unwrap();
+        assert!(none.tags.is_empty());
+    }
 
     #[test]
     fn credentials_are_not_debug_printed() {

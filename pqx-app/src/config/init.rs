@@ -11,6 +11,8 @@ use pqx::mq::{
 use pqx::InvalidField;
 use serde::Deserialize;
 
+use pqx_util::Secret;
+
 use super::DeadMessageTtl;
 
 /// The host queues' `x-max-priority` when init.yml does not say: the highest `priority` a command
@@ -40,6 +42,18 @@ pub struct InitConfig {
     /// The host queues and the pairs they match.
     #[serde(default)]
     pub header_queues: Vec<HeaderQueue>,
+    /// The operator's broker user that `initiator -o decl_users` makes (default: user
+    /// `operator@<vhost>` with a generated password).
+    pub operator: Option<Account>,
+}
+
+/// A broker user `initiator -o decl_users` makes: its name and password, each optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    pub user: Option<String>,
+    /// Default: generated (and kept in the conn.yml written for it).
+    pub pass: Option<Secret>,
 }
 
 /// One entry of init.yml's `header_queues`: a host queue and how it is bound.
@@ -53,6 +67,11 @@ pub struct HeaderQueue {
     pub match_type: MatchType,
     /// The pairs a `mailing_to` entry must carry to reach this queue.
     pub kv: BTreeMap<String, String>,
+    /// The broker user of this queue's host that `initiator -o decl_users` makes (default
+    /// `<queue>@<vhost>`).
+    pub user: Option<String>,
+    /// Its password (default: generated, and kept in the conn.yml written for the host).
+    pub pass: Option<Secret>,
     /// Accepted and ignored: the original template's `- header_queue:` line parses as this key.
     #[serde(default, rename = "header_queue")]
     _header_queue: Option<serde::de::IgnoredAny>,
@@ -62,6 +81,22 @@ impl HeaderQueue {
     /// How the queue is bound to the headers exchange.
     pub fn binding(&self) -> HeadersBinding {
         HeadersBinding::new(self.queue.clone(), self.match_type, self.kv.clone())
+    }
+
+    /// The broker user of this queue's host on vhost `vhost`.
+    pub fn user_on(&self, vhost: &str) -> String {
+        self.user
+            .clone()
+            .unwrap_or_else(|| format!("{}@{vhost}", self.queue))
+    }
+}
+
+impl Account {
+    /// The operator's broker user on vhost `vhost`.
+    pub fn operator_on(account: Option<&Account>, vhost: &str) -> String {
+        account
+            .and_then(|a| a.user.clone())
+            .unwrap_or_else(|| format!("operator@{vhost}"))
     }
 }
 
@@ -144,28 +179,47 @@ impl InitConfig {
                 return Err(at("queue", format!("{name} is also {what}")));
             }
             check_pairs(name, &entry.kv).map_err(|p| at("kv", p))?;
+            if let Some(user) = &entry.user {
+                check_name(user, MAX_NAME_BYTES).map_err(|p| at("user", p))?;
+            }
         }
-        self.check_derived_names()
+        if let Some(user) = self.operator.as_ref().and_then(|o| o.user.as_ref()) {
+            check_name(user, MAX_NAME_BYTES).map_err(|p| InvalidField::new("operator.user", p))?;
+        }
+        self.check_derived_names(&names)
     }
 
-    /// Refuses a host queue named as another's retry exchange or wait queue. RabbitMQ grants rights
-    /// by name, to exchanges and queues alike: a host's rights on its own retry exchange
-    /// `h1.retry` would also be rights on a host queue of that name.
-    fn check_derived_names(&self) -> Result<(), InvalidField> {
+    /// Refuses a host queue named as another's retry exchange or wait queue, and an exchange or
+    /// queue init.yml names that is named so. RabbitMQ grants rights by name, to exchanges and
+    /// queues alike: a host's rights on its own retry exchange `h1.retry` would also be rights on
+    /// a host queue of that name, and its rights on the dead-letter exchange rights on host h2's
+    /// retry exchange if they had one name.
+    fn check_derived_names(&self, names: &[(&str, String)]) -> Result<(), InvalidField> {
+        let derived_of = |name: &str| {
+            self.header_queues.iter().find(|q| {
+                name == host_retry_exchange_name(&q.queue) || is_wait_queue_of(name, &q.queue)
+            })
+        };
         for (i, entry) in self.header_queues.iter().enumerate() {
-            for other in &self.header_queues {
-                let name = &entry.queue;
-                let derived = *name == host_retry_exchange_name(&other.queue)
-                    || is_wait_queue_of(name, &other.queue);
-                if derived {
-                    return Err(InvalidField::new(
-                        format!("header_queues[{i}].queue"),
-                        format!(
-                            "{name} is also the name of a retry exchange or wait queue of queue {}",
-                            other.queue
-                        ),
-                    ));
-                }
+            if let Some(other) = derived_of(&entry.queue) {
+                return Err(InvalidField::new(
+                    format!("header_queues[{i}].queue"),
+                    format!(
+                        "{} is also the name of a retry exchange or wait queue of queue {}",
+                        entry.queue, other.queue
+                    ),
+                ));
+            }
+        }
+        for (key, name) in names {
+            if let Some(other) = derived_of(name) {
+                return Err(InvalidField::new(
+                    *key,
+                    format!(
+                        "{name} is also the name of a retry exchange or wait queue of queue {}",
+                        other.queue
+                    ),
+                ));
             }
         }
         Ok(())

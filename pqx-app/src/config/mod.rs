@@ -17,7 +17,7 @@ pub use conn::{
     DEFAULT_DB_URL, DEFAULT_MQ_HOST, DEFAULT_MQ_PORT, DEFAULT_PG_PORT, DEFAULT_VHOST,
 };
 pub(crate) use init::check_name;
-pub use init::{HeaderQueue, InitConfig, MAX_PRIORITY};
+pub use init::{Account, HeaderQueue, InitConfig, MAX_PRIORITY};
 pub use ttl::DeadMessageTtl;
 
 use crate::{Error, Result};
@@ -149,6 +149,14 @@ header_queues:
             (
                 "header_queues:\n  - {queue: x.dlx, kv: {a: b}}\n",
                 "header_queues[0].queue: x.dlx is also the name of the dead_letter_exchange",
+            ),
+            (
+                "dead_letter_exchange: h1.retry\nheader_queues:\n  - {queue: h1, kv: {a: b}}\n",
+                "dead_letter_exchange: h1.retry is also the name of a retry exchange or wait queue of queue h1",
+            ),
+            (
+                "header_queues:\n  - {queue: h1, kv: {a: b}, user: \"a\\tb\"}\n",
+                "header_queues[0].user: \"a\\tb\" holds control characters",
             ),
             (
                 "header_queues:\n  - {queue: h1, kv: {}}\n",

@@ -5,8 +5,10 @@
 //! out by the original PQX is adopted as it is. Every step is idempotent.
 
 mod apply;
+mod host_files;
 mod plan;
 mod survey;
+mod users;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pqx_util::escape_control;
@@ -15,6 +17,8 @@ use crate::cli::Choice;
 use crate::{ConfigArgs, Conn, Error, PositionalConn, Result, Store};
 
 use plan::Scope;
+pub use users::UsersArgs;
+pub(crate) use users::{check_ours, names as user_names};
 
 /// Declare the exchanges, queues and bindings, and create the tables.
 #[derive(Debug, Parser)]
@@ -26,6 +30,8 @@ pub struct InitiatorCli {
     pub positional: PositionalConn,
     #[command(flatten)]
     pub choice: Choice<InitiatorOption>,
+    #[command(flatten)]
+    pub users: UsersArgs,
 }
 
 /// What initiator does: `-o NAME` and the subcommand NAME are the same.
@@ -46,6 +52,11 @@ pub enum InitiatorOption {
     /// All of the above
     #[clap(name = "init")]
     Init,
+    /// A broker user per host queue allowed only what its subscriber does, and an operator user;
+    /// a conn.yml and init.yml for each under --out-dir (also declares each host queue's retry
+    /// exchange and the reply exchange, which those users need)
+    #[clap(name = "decl_users", alias = "users")]
+    DeclareUsers,
 }
 
 /// Runs initiator; prints a line per thing it made sure of.
@@ -78,10 +89,13 @@ pub async fn run(cli: InitiatorCli) -> Result<()> {
     .await;
     let _ = connection.close(200, "initiator done".into()).await;
     result?;
-    if option == InitiatorOption::Init {
-        create_tables(&conn).await?;
+    match option {
+        InitiatorOption::Init => create_tables(&conn).await,
+        InitiatorOption::DeclareUsers => {
+            users::declare(&conn, &config.conn, &init, &cli.users).await
+        }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 impl InitiatorOption {
@@ -92,6 +106,7 @@ impl InitiatorOption {
                 dead_letters,
                 headers,
                 delayed,
+                own_retries: false,
             })
         };
         match self {
@@ -100,6 +115,12 @@ impl InitiatorOption {
             InitiatorOption::DeclareDeadLetter => only(true, false, false),
             InitiatorOption::CreateTables => None,
             InitiatorOption::Init => only(true, true, true),
+            // Least-privileged users retry through their queue's own exchange, whatever the
+            // delayed exchange is.
+            InitiatorOption::DeclareUsers => only(true, true, false).map(|scope| Scope {
+                own_retries: true,
+                ..scope
+            }),
         }
     }
 }
@@ -117,7 +138,14 @@ mod tests {
 
     #[test]
     fn the_original_options_and_the_subcommands_are_the_same() {
-        let names = ["decl_x", "decl_dx", "decl_dlx", "crt_tbl", "init"];
+        let names = [
+            "decl_x",
+            "decl_dx",
+            "decl_dlx",
+            "crt_tbl",
+            "init",
+            "decl_users",
+        ];
         crate::cli::assert_same_options(&names, |cli: InitiatorCli| cli.choice.given());
     }
 }

@@ -69,6 +69,8 @@ pub struct Scope {
     pub dead_letters: bool,
     pub headers: bool,
     pub delayed: bool,
+    /// Each host queue's own retry exchange even where the delayed exchange is the plugin's.
+    pub own_retries: bool,
 }
 
 /// Plans `scope` of `init`'s layout on a broker that holds `existing`.
@@ -78,6 +80,7 @@ pub fn plan(init: &InitConfig, existing: &Existing, scope: Scope) -> Plan {
         existing,
         plan: Plan::default(),
         queues: existing.queues.keys().cloned().collect(),
+        own_retries: scope.own_retries,
     };
     // Dead letters first: host queues name the exchange, and a message dead-lettered to a
     // missing exchange is dropped.
@@ -99,6 +102,8 @@ struct Planner<'a> {
     plan: Plan,
     /// The queues that exist, or will once the plan is applied.
     queues: BTreeSet<String>,
+    /// Each host queue's own retry exchange even where the delayed exchange is the plugin's.
+    own_retries: bool,
 }
 
 impl Planner<'_> {
@@ -216,7 +221,7 @@ impl Planner<'_> {
         }
         let line = format!("exchange {exchange_name} (headers)");
         self.plan.parts.push(Part { steps, line });
-        let own_retries = !self.delayed_exchange_is_the_plugins();
+        let own_retries = self.own_retries || !self.delayed_exchange_is_the_plugins();
         for binding in self.init.bindings() {
             let part = self.host_queue(&exchange_name, &binding);
             self.plan.parts.push(part);

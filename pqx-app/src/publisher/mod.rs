@@ -69,7 +69,14 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
         publish_until(&conn, &mut connection, &planned, reply_to, deadline, print).await;
     let result = match (published, replies, cli.wait) {
         (Ok(()), Some(replies), Some(secs)) => {
-            replies.collect(&planned, Duration::from_secs(secs)).await
+            // init.yml names the queues' users where `initiator -o decl_users` wrote it.
+            let senders = init
+                .header_queues
+                .iter()
+                .filter_map(|q| Some((q.queue.clone(), q.user.clone()?)))
+                .collect();
+            let wait = Duration::from_secs(secs);
+            replies.collect(&planned, wait, &senders).await
         }
         (published, _, _) => published,
     };

@@ -9,6 +9,7 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::Connection;
 use pqx::mq::{bind, exists, Declared};
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tracing::warn;
 
@@ -66,9 +67,19 @@ impl ReplyQueue {
         })
     }
 
-    /// Prints each result as it comes, until one per queue reached came or `wait` passed.
-    pub async fn collect(mut self, planned: &[Planned], wait: Duration) -> Result<()> {
+    /// Prints each result as it comes, until one per queue reached came or `wait` passed. Only a
+    /// result for a message published here counts, once per queue; where `senders` names the
+    /// broker user of a queue's host, only a result that user sent (the broker checks a message's
+    /// `user_id` against the connection's) is believed: another host cannot answer for it.
+    pub async fn collect(
+        mut self,
+        planned: &[Planned],
+        wait: Duration,
+        senders: &BTreeMap<String, String>,
+    ) -> Result<()> {
         let total: usize = planned.iter().map(|p| p.reaches.max(1)).sum();
+        let ids: BTreeSet<&str> = planned.iter().map(|p| p.message_id.as_str()).collect();
+        let mut seen = BTreeSet::new();
         let (mut received, mut failed) = (0usize, 0usize);
         let deadline = tokio::time::Instant::now() + wait;
         while received < total {
@@ -86,6 +97,15 @@ impl ReplyQueue {
                 warn!("a reply that is not a pqx result: ignored");
                 continue;
             };
+            let sender = delivery.properties.user_id().as_ref().map(|u| u.as_str());
+            if let Some(why) = unbelievable(&reply, sender, &ids, senders) {
+                let why = pqx_util::escape_control(&why);
+                warn!("a result {why}: ignored");
+                continue;
+            }
+            if !seen.insert((reply.message_id.clone(), reply.queue.clone())) {
+                continue;
+            }
             received += 1;
             failed += usize::from(!reply.success);
             // A reply is another machine's word, and its result a command's output.
@@ -109,5 +129,65 @@ impl ReplyQueue {
                 failed,
             }),
         }
+    }
+}
+
+/// Why `reply`, sent by broker user `sender`, is not to be believed, if it is not.
+fn unbelievable(
+    reply: &Reply,
+    sender: Option<&str>,
+    ids: &BTreeSet<&str>,
+    senders: &BTreeMap<String, String>,
+) -> Option<String> {
+    let id = reply.message_id.as_deref().unwrap_or_default();
+    if !ids.contains(id) {
+        return Some(format!("for message {id:?}, which was not published here"));
+    }
+    let expected = senders.get(&reply.queue)?;
+    match sender {
+        Some(user) if user == expected => None,
+        Some(user) => Some(format!(
+            "for queue {} sent by broker user {user}, not by {expected}",
+            reply.queue
+        )),
+        None => Some(format!(
+            "for queue {} that does not say which broker user sent it (expected {expected})",
+            reply.queue
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(id: &str, queue: &str) -> Reply {
+        Reply {
+            message_id: Some(id.into()),
+            queue: queue.into(),
+            host: "x".into(),
+            attempt: 1,
+            success: true,
+            exit_code: 0,
+            result: "succeeded".into(),
+            stdout: String::new(),
+            stderr: String::new(),
+        }
+    }
+
+    #[test]
+    fn only_the_queues_own_user_answers_for_it() {
+        let ids = BTreeSet::from(["m1"]);
+        let senders = BTreeMap::from([("h2".to_owned(), "h2@v".to_owned())]);
+        let check = |r: &Reply, sender| unbelievable(r, sender, &ids, &senders);
+        assert_eq!(check(&reply("m1", "h2"), Some("h2@v")), None);
+        assert_eq!(
+            check(&reply("m1", "h2"), Some("h1@v")).as_deref(),
+            Some("for queue h2 sent by broker user h1@v, not by h2@v")
+        );
+        assert!(check(&reply("m1", "h2"), None).is_some());
+        assert!(check(&reply("m9", "h2"), Some("h2@v")).is_some());
+        // A queue without a known user: any sender, as long as the message is ours.
+        assert_eq!(check(&reply("m1", "h3"), None), None);
     }
 }

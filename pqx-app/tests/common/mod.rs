@@ -45,6 +45,24 @@ pub async fn env_on(broker: Broker, db: DbKind) -> Result<Env> {
     Ok(env)
 }
 
+/// Who the binaries run as: the administrator's user of conn.yml, or each host's and the
+/// operator's least-privileged users (`initiator -o decl_users`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum As {
+    Admin,
+    HostUsers,
+}
+
+/// A test environment on the main node, laid out by `initiator -o init`, its binaries run as `who`.
+pub async fn ready_env(db: DbKind, who: As) -> Result<Env> {
+    let mut env = env(db).await?;
+    env.init()?;
+    if who == As::HostUsers {
+        env.use_host_users()?;
+    }
+    Ok(env)
+}
+
 /// Reading a test environment's records.
 pub(crate) trait Records {
     async fn store(&self) -> Result<Store>;

@@ -10,6 +10,7 @@ const ALL: Scope = Scope {
     dead_letters: true,
     headers: true,
     delayed: true,
+    own_retries: false,
 };
 
 fn init() -> InitConfig {
@@ -216,6 +217,7 @@ fn decl_dx_alone_binds_only_the_queues_that_exist() {
         dead_letters: false,
         headers: false,
         delayed: true,
+        own_retries: false,
     };
     let plan = plan(&init(), &existing, scope);
     assert_eq!(

@@ -39,6 +39,9 @@ pub enum Error {
     /// The subscriber could not set up its SIGINT/SIGTERM handling.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
+    /// A subscriber that checks signatures needs its queue's pairs.
+    #[error("conn.yml lists signing.trusted_keys, but init.yml has no header_queues entry for queue {queue}: a subscriber that checks signatures also checks that each command is addressed to its queue's pairs")]
+    NotInInit { queue: String },
     /// A user init.yml names is not pqx's to make, change or remove.
     #[error("user {user}: not changed: {why}; name another user in init.yml")]
     UserTaken { user: String, why: String },
@@ -94,6 +97,9 @@ pub enum Error {
         wait_secs: u64,
         failed: usize,
     },
+    /// A signing key cannot be read or written.
+    #[error(transparent)]
+    Key(#[from] crate::signing::KeyError),
     /// An error from the pqx library.
     #[error(transparent)]
     Pqx(#[from] pqx::Error),

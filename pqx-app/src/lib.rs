@@ -20,14 +20,16 @@ pub mod inspector;
 pub mod migration;
 pub mod publisher;
 pub mod rectifier;
+pub mod signing;
 pub mod subscriber;
 
 pub use command::{Command, TaskConfig};
 pub use config::{
     Account, ApiSection, ConfigArgs, Conn, ConnConfig, DbSection, DeadMessageTtl, HeaderQueue,
-    InitConfig, MqEndpoint, MqSection, PositionalConn, DEFAULT_API_PORT, DEFAULT_DB_URL,
-    DEFAULT_MQ_HOST, DEFAULT_MQ_PORT, DEFAULT_PG_PORT, DEFAULT_VHOST, MAX_PRIORITY,
+    InitConfig, MqEndpoint, MqSection, PositionalConn, Signing, SigningSection, DEFAULT_API_PORT,
+    DEFAULT_DB_URL, DEFAULT_MAX_AGE, DEFAULT_MQ_HOST, DEFAULT_MQ_PORT, DEFAULT_PG_PORT,
+    DEFAULT_VHOST, MAX_PRIORITY,
 };
 pub use error::{Error, InvalidTask, Result, TaskProblem};
 pub use outcome::{Outcome, Reply};
-pub use records::{Attempt, AttemptStart, Store};
+pub use records::{Attempt, AttemptStart, Refused, Store};

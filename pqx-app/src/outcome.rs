@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::entities::message_result;
 
+/// The exit code recorded for a refused command.
+pub const REFUSED_EXIT_CODE: i32 = 126;
+
 /// How one attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -44,6 +47,12 @@ impl Outcome {
                 "skipped: dedupe_key {dedupe_key:?} already succeeded on queue {queue} (attempt id {earlier})"
             ),
         )
+    }
+
+    /// A command a subscriber that trusts keys does not run (exit code 126, as a program that
+    /// may not be run).
+    pub fn refused(reason: &str) -> Self {
+        Self::without_output(false, REFUSED_EXIT_CODE, format!("refused: {reason}"))
     }
 
     /// A message that is not a command (exit code 127, as a program that could not start).

@@ -1,11 +1,15 @@
 //! conn.yml: where the broker, its management API and the records' database are, with the original
 //! PQX's keys. Every key is optional; each default is stated once, here.
 
+use std::path::Path;
+
 use lapin::uri::AMQPUri;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
 use pqx::InvalidField;
 use pqx_util::{ApiAuth, ApiEndpoint};
 use serde::Deserialize;
+
+use super::signing::{Signing, SigningSection};
 
 /// The management API's host when `mq_api` names none.
 pub const DEFAULT_MQ_HOST: &str = "127.0.0.1";
@@ -35,6 +39,9 @@ pub struct ConnConfig {
     /// The records' database (default [`DEFAULT_DB_URL`]).
     #[serde(default)]
     pub db: DbSection,
+    /// Signed commands: the key a publisher signs with, the keys a subscriber trusts.
+    #[serde(default)]
+    pub signing: SigningSection,
 }
 
 /// Where pqx connects, as conn.yml resolves: every default applied, every part put together.
@@ -48,12 +55,20 @@ pub struct Conn {
     pub api: ApiEndpoint,
     /// The records' database URL.
     pub db_url: String,
+    /// Signed commands.
+    pub signing: Signing,
 }
 
 impl ConnConfig {
-    /// Resolves the sections into where pqx connects; fails, naming the key, on a section that
-    /// names nothing pqx can connect to.
+    /// Resolves the sections into where pqx connects, paths relative to the working directory.
     pub fn resolve(&self) -> Result<Conn, InvalidField> {
+        self.resolve_in(Path::new("."))
+    }
+
+    /// Resolves the sections into where pqx connects; fails, naming the key, on a section that
+    /// names nothing pqx can connect to. Key and certificate paths are relative to `base`, the
+    /// directory of conn.yml.
+    pub fn resolve_in(&self, base: &Path) -> Result<Conn, InvalidField> {
         let mq = self.mq.as_ref().ok_or_else(|| {
             InvalidField::new(
                 "mq",
@@ -77,6 +92,7 @@ impl ConnConfig {
             mq_vhost: endpoint.vhost,
             api,
             db_url: self.db.url()?,
+            signing: self.signing.resolve(base)?,
         })
     }
 }

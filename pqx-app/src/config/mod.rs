@@ -5,6 +5,7 @@
 
 mod conn;
 mod init;
+mod signing;
 mod ttl;
 
 use std::path::{Path, PathBuf};
@@ -18,6 +19,7 @@ pub use conn::{
 };
 pub(crate) use init::check_name;
 pub use init::{Account, HeaderQueue, InitConfig, MAX_PRIORITY};
+pub use signing::{Signing, SigningSection, DEFAULT_MAX_AGE};
 pub use ttl::DeadMessageTtl;
 
 use crate::{Error, Result};
@@ -55,7 +57,11 @@ impl ConfigArgs {
 
     /// Reads conn.yml and resolves where pqx connects.
     pub fn conn(&self) -> Result<Conn> {
-        read_checked(&self.conn, |conn: ConnConfig| conn.resolve())
+        let base = match self.conn.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        read_checked(&self.conn, |conn: ConnConfig| conn.resolve_in(base))
     }
 
     /// Reads and checks init.yml.

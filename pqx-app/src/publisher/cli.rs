@@ -37,6 +37,18 @@ pub struct PublisherCli {
     /// Print only a summary, not a line per publish
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// Sign each command with this private key (PKCS#8 PEM, Ed25519; default: conn.yml's
+    /// signing.key, if any)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// With keygen: the private key file to write (its public key goes to FILE.pub)
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = "operator.key"
+    )]
+    pub out: PathBuf,
 }
 
 /// What publisher does: `-o NAME` and the subcommand NAME are the same.
@@ -45,6 +57,9 @@ pub enum PublisherOption {
     /// Publish the task file's commands
     #[clap(name = "pub")]
     Publish,
+    /// Make an operator's signing key pair (Ed25519): --out FILE (0600) and FILE.pub
+    #[clap(name = "keygen")]
+    Keygen,
 }
 
 impl PublisherCli {
@@ -65,7 +80,7 @@ mod tests {
 
     #[test]
     fn the_original_option_and_the_subcommand_are_the_same() {
-        crate::cli::assert_same_options(&["pub"], |cli: PublisherCli| cli.choice.given());
+        crate::cli::assert_same_options(&["pub", "keygen"], |cli: PublisherCli| cli.choice.given());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use lapin::Connection;
 use tracing::{info, warn};
 
+use crate::signing::OperatorKey;
 use crate::{Command, Conn, Error, Result};
 
 pub use cli::{PublisherCli, PublisherOption};
@@ -29,11 +30,13 @@ pub use plan::{plan, Planned};
 pub use routes::{NoRoutes, Routes};
 
 use replies::ReplyQueue;
-use send::{connect_until, publish_all};
+use send::{connect_until, publish_all, Outgoing};
 
 /// Runs publisher.
 pub async fn run(cli: PublisherCli) -> Result<()> {
-    let PublisherOption::Publish = cli.choice.chosen::<PublisherCli>();
+    if cli.choice.chosen::<PublisherCli>() == PublisherOption::Keygen {
+        return keygen(&cli.out);
+    }
     let commands = if cli.is_lines() {
         Command::from_lines_file(cli.task())?
     } else {
@@ -47,6 +50,10 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
         false => None,
     };
     let planned = plan(&commands, &init, routes.as_ref())?;
+    let signer = match cli.sign_key.as_ref().or(conn.signing.key.as_ref()) {
+        Some(path) => Some(OperatorKey::read(path)?),
+        None => None,
+    };
     let deadline = Instant::now() + Duration::from_secs(cli.retry_for);
 
     let mut connection = connect_until(&conn.mq_url, deadline).await?;
@@ -65,8 +72,12 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
             )
         }
     };
-    let published =
-        publish_until(&conn, &mut connection, &planned, reply_to, deadline, print).await;
+    let outgoing = Outgoing {
+        planned: &planned,
+        reply_to,
+        signer: signer.as_ref(),
+    };
+    let published = publish_until(&conn, &mut connection, outgoing, deadline, print).await;
     let result = match (published, replies, cli.wait) {
         (Ok(()), Some(replies), Some(secs)) => {
             // init.yml names the queues' users where `initiator -o decl_users` wrote it.
@@ -89,15 +100,15 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
 async fn publish_until(
     conn: &Conn,
     connection: &mut Connection,
-    planned: &[Planned],
-    reply_to: Option<&str>,
+    outgoing: Outgoing<'_>,
     deadline: Instant,
     mut on_published: impl FnMut(&Planned),
 ) -> Result<()> {
+    let (planned, reply_to) = (outgoing.planned, outgoing.reply_to);
     let mut done = vec![false; planned.len()];
     let mut tries = 1u32;
     loop {
-        let sent = publish_all(connection, planned, &mut done, reply_to, &mut on_published).await;
+        let sent = publish_all(connection, outgoing, &mut done, &mut on_published).await;
         match sent {
             Ok(()) => break,
             Err(e) if e.is_transient() && reply_to.is_none() && Instant::now() < deadline => {
@@ -124,5 +135,28 @@ async fn publish_until(
         info!(tries, "published after the broker came back");
     }
     info!(published = planned.len(), "all publishes confirmed");
+    Ok(())
+}
+
+/// `publisher keygen`: a new signing key pair, and how to trust it.
+fn keygen(out: &std::path::Path) -> Result<()> {
+    let trusted = OperatorKey::generate(out)?;
+    let public = crate::signing::public_path(out);
+    println!(
+        "wrote {} (the private key: keep it with the operator, 0600) and {}",
+        out.display(),
+        public.display()
+    );
+    println!("key id {}", trusted.id);
+    println!(
+        "sign with it: publisher --sign-key {} ..., or in conn.yml: signing: {{key: {}}}",
+        out.display(),
+        out.display()
+    );
+    println!("trust it on each subscriber, in its conn.yml:");
+    println!(
+        "signing:\n  trusted_keys:\n    - \"{} operator\"",
+        trusted.entry()
+    );
     Ok(())
 }

@@ -12,6 +12,7 @@ use lapin::BasicProperties;
 use pqx::mq::{command_properties, field_table};
 
 use super::routes::Routes;
+use crate::signing::{OperatorKey, Signed};
 use crate::{Command, Error, InitConfig, Result};
 
 /// One publish: a command to one host queue, or to the exchange for one mailing_to entry.
@@ -42,12 +43,31 @@ impl Planned {
         &self.message.body
     }
 
-    /// The message's properties; results go to `reply_to` when it is given.
-    pub fn properties(&self, reply_to: Option<&str>) -> BasicProperties {
+    /// The message's properties; results go to `reply_to` when it is given; signed with `signer`
+    /// when given, for the queue it is published straight to (none through the exchange).
+    pub fn properties(
+        &self,
+        reply_to: Option<&str>,
+        signer: Option<&OperatorKey>,
+    ) -> BasicProperties {
         let message = &self.message;
+        let mut headers = self.headers.clone();
+        if let Some(key) = signer {
+            let signed = Signed {
+                message_id: &self.message_id,
+                signed_at_ms: chrono::Utc::now().timestamp_millis(),
+                signed_for: self
+                    .exchange
+                    .is_empty()
+                    .then_some(self.routing_key.as_str()),
+                reply_to,
+                body: &message.body,
+            };
+            key.seal(&mut headers, &signed);
+        }
         let properties = command_properties(
             &self.message_id,
-            self.headers.clone(),
+            headers,
             message.waiting_timeout,
             message.priority,
         );

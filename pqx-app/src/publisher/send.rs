@@ -12,6 +12,7 @@ use pqx_util::Backoff;
 use tracing::warn;
 
 use super::plan::Planned;
+use crate::signing::OperatorKey;
 use crate::{Error, Result};
 
 /// How many publishes may wait for their confirm at once.
@@ -42,15 +43,24 @@ pub async fn connect_until(url: &str, deadline: Instant) -> Result<Connection> {
     }
 }
 
+/// What is published: the planned copies, where their results go, and the key they are signed
+/// with.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    pub planned: &'a [Planned],
+    pub reply_to: Option<&'a str>,
+    pub signer: Option<&'a OperatorKey>,
+}
+
 /// Publishes every planned message not yet `done`, marking each done (and calling `on_published`)
 /// when the broker confirms it.
 pub async fn publish_all(
     connection: &Connection,
-    planned: &[Planned],
+    outgoing: Outgoing<'_>,
     done: &mut [bool],
-    reply_to: Option<&str>,
     mut on_published: impl FnMut(&Planned),
 ) -> pqx::Result<()> {
+    let planned = outgoing.planned;
     let publisher = Publisher::open(connection).await?;
     let mut in_flight: VecDeque<(usize, PublisherConfirm)> = VecDeque::new();
     let result = async {
@@ -64,7 +74,8 @@ pub async fn publish_all(
                 }
             }
             let to = Destination::new(&p.exchange, &p.routing_key, &p.target);
-            let pending = publisher.send(to, p.body(), p.properties(reply_to)).await?;
+            let properties = p.properties(outgoing.reply_to, outgoing.signer);
+            let pending = publisher.send(to, p.body(), properties).await?;
             in_flight.push_back((i, pending));
         }
         while let Some(oldest) = in_flight.pop_front() {

@@ -7,6 +7,8 @@
 mod read;
 mod write;
 
+pub use write::Refused;
+
 use std::borrow::Cow;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};

@@ -36,6 +36,29 @@ impl Store {
         Ok(found.and_then(|(_, result)| result))
     }
 
+    /// Every attempt of message `message_id` recorded on `queue`: its number and, once it ended,
+    /// its exit code.
+    pub async fn attempts_here(
+        &self,
+        message_id: &str,
+        queue: &str,
+    ) -> Result<Vec<(u32, Option<i32>)>> {
+        let rows = message_history::Entity::find()
+            .find_also_related(message_result::Entity)
+            .filter(message_history::Column::MessageId.eq(storable(message_id)))
+            .filter(message_history::Column::Queue.eq(storable(queue)))
+            .all(&self.db)
+            .await
+            .context(|| format!("looking up the attempts of {message_id} in {}", self.url))?;
+        Ok(rows
+            .into_iter()
+            .map(|(history, result)| {
+                let attempt = history.attempt.and_then(|a| u32::try_from(a).ok());
+                (attempt.unwrap_or(1), result.map(|r| r.exit_code))
+            })
+            .collect())
+    }
+
     /// The history id of an attempt on `queue` with `dedupe_key` that succeeded, if there is one.
     pub async fn succeeded_before(&self, queue: &str, dedupe_key: &str) -> Result<Option<i64>> {
         let found = message_history::Entity::find()

@@ -9,30 +9,103 @@ use sea_orm::{ActiveModelTrait, DbErr, EntityTrait, Set};
 use super::{storable, storable_json, AttemptStart, Store};
 use crate::entities::{message_history, message_result};
 use crate::error::DbContext;
-use crate::{Outcome, Result};
+use crate::{Command, Outcome, Result};
+
+/// A message that was not run because it was refused.
+#[derive(Debug, Clone, Copy)]
+pub struct Refused<'a> {
+    /// Its command, when its body is one.
+    pub command: Option<&'a Command>,
+    pub body: &'a [u8],
+    pub message_id: Option<&'a str>,
+    pub queue: &'a str,
+    pub host: &'a str,
+    pub attempt: u32,
+}
+
+/// The history row of attempt `attempt` of `command`.
+fn history_row(
+    command: &Command,
+    message_id: Option<&str>,
+    queue: &str,
+    host: &str,
+    attempt: u32,
+) -> message_history::ActiveModel {
+    let config = &command.config;
+    let mut row = history_row_parts(message_id, queue, host, attempt);
+    row.mailing_to = Set(storable_json(command.mailing_to_json()));
+    row.retry = Set(config.retry.map(i16::from));
+    row.poke = Set(config.poke.map(i32::from));
+    row.waiting_timeout = Set(config.waiting_timeout.map(i64::from));
+    row.consuming_timeout = Set(config.consuming_timeout.map(i64::from));
+    row.cmd = Set(storable_json(command.redacted_cmd_json()));
+    row.dedupe_key = Set(config
+        .dedupe_key
+        .as_deref()
+        .map(|k| storable(k).into_owned()));
+    row
+}
+
+/// The parts of a history row that do not come from the command.
+fn history_row_parts(
+    message_id: Option<&str>,
+    queue: &str,
+    host: &str,
+    attempt: u32,
+) -> message_history::ActiveModel {
+    message_history::ActiveModel {
+        time: Set(Utc::now()),
+        message_id: Set(message_id.map(|id| storable(id).into_owned())),
+        queue: Set(Some(storable(queue).into_owned())),
+        host: Set(Some(storable(host).into_owned())),
+        attempt: Set(i32::try_from(attempt).ok()),
+        ..Default::default()
+    }
+}
+
+/// How much of a body that is not a command is kept in the record of its refusal.
+const UNPARSED_KEPT: usize = 200;
 
 impl Store {
     /// Records the start of an attempt; returns its history id.
     pub async fn record_start(&self, start: &AttemptStart<'_>) -> Result<i64> {
-        let config = &start.command.config;
-        let row = message_history::ActiveModel {
-            mailing_to: Set(storable_json(start.command.mailing_to_json())),
-            retry: Set(config.retry.map(i16::from)),
-            poke: Set(config.poke.map(i32::from)),
-            waiting_timeout: Set(config.waiting_timeout.map(i64::from)),
-            consuming_timeout: Set(config.consuming_timeout.map(i64::from)),
-            cmd: Set(storable_json(start.command.redacted_cmd_json())),
-            time: Set(Utc::now()),
-            message_id: Set(start.message_id.map(|id| storable(id).into_owned())),
-            queue: Set(Some(storable(start.queue).into_owned())),
-            host: Set(Some(storable(start.host).into_owned())),
-            attempt: Set(i32::try_from(start.attempt).ok()),
-            dedupe_key: Set(config
-                .dedupe_key
-                .as_deref()
-                .map(|k| storable(k).into_owned())),
-            ..Default::default()
+        let row = history_row(
+            start.command,
+            start.message_id,
+            start.queue,
+            start.host,
+            start.attempt,
+        );
+        self.insert_history(row).await
+    }
+
+    /// Records a message that was not run because it was refused, with how it ended: its command
+    /// when it is one, else the start of its body.
+    pub async fn record_refused(&self, refused: &Refused<'_>, outcome: &Outcome) -> Result<()> {
+        let (message_id, queue, host, attempt) = (
+            refused.message_id,
+            refused.queue,
+            refused.host,
+            refused.attempt,
+        );
+        let row = match refused.command {
+            Some(command) => history_row(command, message_id, queue, host, attempt),
+            None => {
+                let start: String = String::from_utf8_lossy(refused.body)
+                    .chars()
+                    .take(UNPARSED_KEPT)
+                    .collect();
+                let mut row = history_row_parts(message_id, queue, host, attempt);
+                row.mailing_to = Set(serde_json::json!([]));
+                row.cmd = Set(storable_json(serde_json::json!({ "Unparsed": start })));
+                row
+            }
         };
+        let history_id = self.insert_history(row).await?;
+        self.record_end(history_id, outcome).await
+    }
+
+    async fn insert_history(&self, row: message_history::ActiveModel) -> Result<i64> {
         let row = row
             .insert(&self.db)
             .await

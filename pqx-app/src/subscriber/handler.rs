@@ -8,11 +8,12 @@ use pqx::exec::{execute, CancellationToken, OutputStream, RunEnd, Settings};
 use tracing::{error, info, warn};
 
 use super::hold::{hold, Held};
-use super::incoming::{Ids, Incoming, Poison};
+use super::incoming::{Envelope, Ids, Incoming, Poison};
 use super::plan::{plan, Answers, Plan, Questions};
 use super::reply::Replier;
 use super::settle::{Outbound, Settlement, Settler};
-use crate::{AttemptStart, Outcome, Store};
+use super::trust::{Recorded, Refusal, Trust};
+use crate::{AttemptStart, Command, Outcome, Refused, Store};
 
 /// Runs the deliveries of one host queue.
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct Handler {
     settings: Settings,
     settler: Settler,
     replier: Replier,
+    /// The keys this subscriber trusts; none: it runs unsigned commands.
+    trust: Option<Trust>,
 }
 
 /// What a delivery comes to: how it is settled and, when its attempt ended, how.
@@ -73,7 +76,14 @@ impl Handler {
             settings,
             settler,
             replier,
+            trust: None,
         }
+    }
+
+    /// Runs only what `trust` lets through.
+    pub fn with_trust(mut self, trust: Option<Trust>) -> Self {
+        self.trust = trust;
+        self
     }
 
     /// Handles one delivery to the end; every outcome is logged, none is returned. `cancel` stops a
@@ -84,7 +94,7 @@ impl Handler {
         outbound: &Outbound,
         cancel: &CancellationToken,
     ) {
-        let decoded = Incoming::decode(&delivery);
+        let decoded = Incoming::decode(&delivery, self.trust.as_ref());
         let (envelope, reply_to) = match &decoded {
             Ok(incoming) => (&incoming.envelope, incoming.reply_to()),
             Err(rejected) => (&rejected.envelope, rejected.envelope.reply_to.as_deref()),
@@ -94,8 +104,14 @@ impl Handler {
             message_id: envelope.message_id.as_deref(),
         };
         let verdict = match &decoded {
-            Ok(incoming) => self.decide(incoming, ids, cancel).await,
-            Err(rejected) => reject(&rejected.reason, ids),
+            Ok(incoming) => self.decide(incoming, &delivery, ids, cancel).await,
+            Err(rejected) => match &rejected.reason {
+                Poison::Refused(refusal) => {
+                    let refused = self.refused_of(rejected.command.as_ref(), &delivery, envelope);
+                    self.refuse(refusal, refused, ids, cancel).await
+                }
+                reason => reject(reason, ids),
+            },
         };
         if let (true, Some(to), Some(outcome)) =
             (verdict.settlement.is_final(), reply_to, &verdict.outcome)
@@ -110,10 +126,11 @@ impl Handler {
             .await;
     }
 
-    /// Plans from the records, then settles from the record, skips or runs.
+    /// Plans from the records, then settles from the record, refuses, skips or runs.
     async fn decide(
         &self,
         incoming: &Incoming,
+        delivery: &Delivery,
         ids: Ids<'_>,
         cancel: &CancellationToken,
     ) -> Verdict {
@@ -121,6 +138,19 @@ impl Handler {
             Ok(answers) => answers,
             Err(settlement) => return Verdict::settled(settlement),
         };
+        if let (Some(trust), Some(seal), false) = (&self.trust, &incoming.seal, answers.settled()) {
+            let recorded: Vec<Recorded> = answers
+                .history
+                .iter()
+                .map(|&(attempt, exit_code)| Recorded { attempt, exit_code })
+                .collect();
+            let now = chrono::Utc::now().timestamp_millis();
+            let envelope = &incoming.envelope;
+            if let Err(refusal) = trust.check_records(envelope, seal, &recorded, now) {
+                let refused = self.refused_of(Some(&incoming.command), delivery, envelope);
+                return self.refuse(&refusal, refused, ids, cancel).await;
+            }
+        }
         match plan(answers) {
             Plan::FromRecord(result) => {
                 let (queue, message_id) = (ids.queue, ids.message_id);
@@ -146,6 +176,12 @@ impl Handler {
             let what = "look up the attempt";
             let ended = || self.store.ended_attempt(id, ids.queue, attempt);
             answers.ended = Settlement::unless_done(hold(ids, what, cancel, ended).await, what)?;
+        }
+        if let (false, Some(id)) = (answers.settled(), questions.history) {
+            let what = "look up the attempts of the message";
+            let recorded = || self.store.attempts_here(id, ids.queue);
+            let held = hold(ids, what, cancel, recorded).await;
+            answers.history = Settlement::unless_done(held, what)?;
         }
         if let (false, Some(key)) = (answers.settled(), questions.dedupe_key) {
             let what = "look up the dedupe key";
@@ -309,6 +345,49 @@ impl Handler {
             settlement,
             outcome: Some(outcome),
         }
+    }
+
+    /// What is recorded of a refused delivery.
+    fn refused_of<'a>(
+        &'a self,
+        command: Option<&'a Command>,
+        delivery: &'a Delivery,
+        envelope: &'a Envelope,
+    ) -> Refused<'a> {
+        Refused {
+            command,
+            body: &delivery.data,
+            message_id: envelope.message_id.as_deref(),
+            queue: &self.settler.queue,
+            host: &self.replier.host,
+            attempt: envelope.attempt,
+        }
+    }
+
+    /// Records a refused command and dead-letters it with the reason; its caller hears nothing
+    /// back (where a result goes is the message's word, which is not taken).
+    async fn refuse(
+        &self,
+        refusal: &Refusal,
+        refused: Refused<'_>,
+        ids: Ids<'_>,
+        cancel: &CancellationToken,
+    ) -> Verdict {
+        let reason = format!("refused: {refusal}");
+        let (queue, message_id) = (ids.queue, ids.message_id);
+        let shown = pqx_util::escape_control(&reason);
+        warn!(queue, message_id, reason = %shown, "not run: dead-lettering it");
+        let outcome = Outcome::refused(&refusal.to_string());
+        let what = "record the refused command";
+        let record = || self.store.record_refused(&refused, &outcome);
+        match hold(ids, what, cancel, record).await {
+            Held::Done(()) => {}
+            Held::Stopped => return Verdict::requeue(),
+            Held::Refused(e) => {
+                error!(queue, message_id, error = %e, "cannot record the refused command; dead-lettering it anyway")
+            }
+        }
+        Verdict::settled(Settlement::DeadLetter(reason))
     }
 
     fn start_of<'a>(&'a self, incoming: &'a Incoming) -> AttemptStart<'a> {

@@ -1,9 +1,14 @@
 //! Step 1 of a delivery: decoding it. Its properties say which message and attempt it is and where
-//! its result goes; its body is a command, or it is poison (dead-lettered with the reason).
+//! its result goes; its body is a command, or it is poison (dead-lettered with the reason). A
+//! subscriber that trusts keys first checks the signature over the body as it came, then what the
+//! signed command says (`trust.rs`): a refused command is poison too, told apart from an invalid
+//! one.
 
 use lapin::message::Delivery;
 use pqx::mq::attempt_of;
 
+use super::trust::{Refusal, Trust};
+use crate::signing::Seal;
 use crate::{Command, InvalidTask};
 
 /// What a delivery's properties say, whatever its body.
@@ -33,13 +38,17 @@ pub struct Ids<'a> {
 pub struct Incoming {
     pub envelope: Envelope,
     pub command: Command,
+    /// Its signature, where the subscriber trusts keys.
+    pub seal: Option<Seal>,
 }
 
-/// A delivery that holds no command, and why.
+/// A delivery that holds no command to run, and why; the command, when it is one (a refused
+/// command is recorded with it).
 #[derive(Debug, Clone)]
 pub struct Rejected {
     pub envelope: Envelope,
     pub reason: Poison,
+    pub command: Option<Command>,
 }
 
 /// Why a body is not a command.
@@ -52,33 +61,60 @@ pub enum Poison {
     /// Its properties do not fit in pqx's frames: it was taken on a connection with large ones.
     #[error("its properties take {0} bytes: more than fit in the {frame} frames pqx subscribers use", frame = pqx_util::human_bytes(u64::from(pqx::mq::FRAME_MAX)))]
     TooLarge(usize),
+    /// A subscriber that trusts keys does not run it.
+    #[error("refused: {0}")]
+    Refused(Refusal),
 }
 
 impl Incoming {
-    /// Decodes a delivery (a poison one, which is rare, in a box).
-    pub fn decode(delivery: &Delivery) -> Result<Self, Box<Rejected>> {
+    /// Decodes a delivery (a poison one, which is rare, in a box), checking it against `trust`
+    /// when the subscriber trusts keys.
+    pub fn decode(delivery: &Delivery, trust: Option<&Trust>) -> Result<Self, Box<Rejected>> {
         let envelope = Envelope::of(delivery);
+        let rejected = |envelope, reason, command| {
+            Box::new(Rejected {
+                envelope,
+                reason,
+                command,
+            })
+        };
         if !pqx::mq::fits_in_a_frame(&delivery.properties) {
             let size = pqx::mq::properties_size(&delivery.properties).unwrap_or(usize::MAX);
-            let reason = Poison::TooLarge(size);
-            return Err(Box::new(Rejected { envelope, reason }));
+            return Err(rejected(envelope, Poison::TooLarge(size), None));
         }
+        let sealed = trust.map(|t| t.unseal(&delivery.properties, &delivery.data));
         let command = std::str::from_utf8(&delivery.data)
             .map_err(Poison::NotUtf8)
             .and_then(|text| Command::from_json(text).map_err(Poison::Invalid));
-        match command {
-            Ok(command) => {
-                // Only the command says how many retries it has, which an original PQX
-                // subscriber's countdown is read against.
-                let retry = command.config.retry.unwrap_or(0);
-                let envelope = Envelope {
-                    attempt: attempt_of(&delivery.properties, retry),
-                    ..envelope
-                };
-                Ok(Self { envelope, command })
+        let seal = match sealed {
+            None => None,
+            Some(Ok(seal)) => Some(seal),
+            Some(Err(refusal)) => {
+                return Err(rejected(envelope, Poison::Refused(refusal), command.ok()))
             }
-            Err(reason) => Err(Box::new(Rejected { envelope, reason })),
+        };
+        let command = match command {
+            Ok(command) => command,
+            Err(reason) => return Err(rejected(envelope, reason, None)),
+        };
+        if let (Some(trust), Some(seal)) = (trust, &seal) {
+            let now = chrono::Utc::now().timestamp_millis();
+            if let Err(refusal) = trust.check(&command, &delivery.properties, seal, now) {
+                return Err(rejected(envelope, Poison::Refused(refusal), Some(command)));
+            }
         }
+        // Only the command says how many retries it has, which an original PQX subscriber's
+        // countdown is read against.
+        let retry = command.config.retry.unwrap_or(0);
+        let envelope = Envelope {
+            attempt: attempt_of(&delivery.properties, retry),
+            ..envelope
+        };
+        Ok(Self {
+            envelope,
+            command,
+            seal,
+        })
     }
 
     /// Where the final result goes: the message's `reply_to`, else the command's.

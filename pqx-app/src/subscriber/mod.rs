@@ -22,6 +22,7 @@ mod session;
 mod settle;
 mod signals;
 mod startup;
+mod trust;
 
 use std::time::Duration;
 
@@ -34,6 +35,7 @@ use crate::{Result, Store};
 pub use cli::SubscriberCli;
 pub use handler::Handler;
 pub use settle::{Settlement, Settler};
+pub use trust::{Refusal, Trust};
 
 use ready::ReadyFile;
 use session::{Frames, Lost, Session};
@@ -71,7 +73,8 @@ pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
         dead_letter_exchange: init.dead_letter_exchange(),
         dead_letter_queue: init.dead_letter_queue(),
     };
-    let handler = Handler::new(store, settler, settings);
+    let trust = trust_of(&conn.signing, &init, cli.queue())?;
+    let handler = Handler::new(store, settler, settings).with_trust(trust);
     let broker = Broker {
         url: &conn.mq_url,
         api: &conn.api,
@@ -79,6 +82,30 @@ pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
         reply_exchange: &init.reply_exchange(),
     };
     stay_connected(&cli, broker, &handler, signals, startup).await
+}
+
+/// What the subscriber trusts: the keys of conn.yml's `signing`, and its queue's pairs from
+/// init.yml, which a signed command must be addressed to; without trusted keys, nothing is checked
+/// and it says so once.
+fn trust_of(
+    signing: &crate::Signing,
+    init: &crate::InitConfig,
+    queue: &str,
+) -> Result<Option<Trust>> {
+    if signing.trusted.is_empty() {
+        warn!(queue, "conn.yml has no signing.trusted_keys: this subscriber runs every command that reaches its queue, signed or not");
+        return Ok(None);
+    }
+    let own = init.header_queues.iter().find(|q| q.queue == queue);
+    let Some(own) = own else {
+        return Err(crate::Error::NotInInit {
+            queue: queue.to_owned(),
+        });
+    };
+    let keys: Vec<&str> = signing.trusted.iter().map(|k| k.name.as_str()).collect();
+    let max_age = humantime::format_duration(signing.max_age).to_string();
+    info!(queue, keys = %keys.join(", "), max_age, "runs only commands signed by a trusted key");
+    Ok(Trust::new(signing, own.binding()))
 }
 
 /// Where the subscriber connects, and the names it looks for to pick the ways its retries and

@@ -18,6 +18,9 @@ pub struct Questions<'a> {
     pub ended: Option<(&'a str, u32)>,
     /// Whether a command with this key already succeeded on the queue.
     pub dedupe_key: Option<&'a str>,
+    /// Which attempts of this signed message were recorded on the queue (asked where the
+    /// subscriber trusts keys: a signed command runs once).
+    pub history: Option<&'a str>,
 }
 
 /// What the records answered.
@@ -27,6 +30,8 @@ pub struct Answers {
     pub ended: Option<message_result::Model>,
     /// The history id of an earlier attempt with the same dedupe key that succeeded.
     pub succeeded_before: Option<i64>,
+    /// The attempts of this message recorded on the queue: number and, once ended, exit code.
+    pub history: Vec<(u32, Option<i32>)>,
 }
 
 /// What to do with the command.
@@ -50,6 +55,10 @@ impl<'a> Questions<'a> {
                 _ => None,
             },
             dedupe_key: incoming.command.config.dedupe_key.as_deref(),
+            history: match (&incoming.seal, &envelope.message_id) {
+                (Some(_), Some(id)) => Some(id.as_str()),
+                _ => None,
+            },
         }
     }
 }
@@ -95,6 +104,7 @@ mod tests {
                 correlation_id: None,
             },
             command,
+            seal: None,
         }
     }
 
@@ -127,12 +137,14 @@ mod tests {
         let both = Answers {
             ended: Some(result(1)),
             succeeded_before: Some(5),
+            history: Vec::new(),
         };
         assert!(both.settled());
         assert_eq!(plan(both), Plan::FromRecord(result(1)));
         let earlier = Answers {
             ended: None,
             succeeded_before: Some(5),
+            history: Vec::new(),
         };
         assert!(!earlier.settled());
         assert_eq!(plan(earlier), Plan::Skip { earlier: 5 });

@@ -36,6 +36,10 @@ fn long_string(s: &LongString) -> String {
 pub const RETRIES_HEADER: &str = "x-retries";
 
 /// An integer header's value, whatever integer type it was sent as.
+pub fn header_i64(properties: &BasicProperties, key: &str) -> Option<i64> {
+    header_int(properties, key)
+}
+
 fn header_int(properties: &BasicProperties, key: &str) -> Option<i64> {
     match properties.headers().as_ref()?.inner().get(key)? {
         AMQPValue::LongLongInt(n) => Some(*n),

@@ -34,7 +34,7 @@ bench:
 	target/release/pqx-bench
 
 services:
-	scripts/services.sh --postgres --second-node
+	scripts/services.sh --postgres --second-node --tls
 	scripts/test-tools.sh
 
 services-stop:

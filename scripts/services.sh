@@ -4,9 +4,13 @@
 # them when stopped, and creates the user, vhost, role and database that config/conn.yml.template
 # names. Safe to run any number of times.
 #
-#   scripts/services.sh [--postgres] [--second-node]
+#   scripts/services.sh [--postgres] [--second-node] [--tls]
 #                                        bring services up (--second-node: a second RabbitMQ
-#                                        node on port 5673 for the tests that restart a broker)
+#                                        node on port 5673 for the tests that restart a broker;
+#                                        --tls: a throwaway CA and certificates in $PQX_TLS_DIR,
+#                                        RabbitMQ's TLS listeners on 127.0.0.1:5671 (AMQP) and
+#                                        :15671 (management), PostgreSQL serving the same CA's
+#                                        certificate)
 #   scripts/services.sh stop             stop what this script started
 set -euo pipefail
 
@@ -30,7 +34,8 @@ ctl() {
 }
 
 # A node's rabbitmq.conf: loopback only, and consumer_timeout raised so that a long command's unacked
-# delivery does not get its channel closed after the default 30 minutes (up to 7 days here).
+# delivery does not get its channel closed after the default 30 minutes (up to 7 days here). With
+# a third argument, TLS listeners on those ports with the certificates of tls_up.
 rabbit_conf() {
   cat <<CONF
 $MARK
@@ -39,6 +44,60 @@ management.tcp.ip = 127.0.0.1
 management.tcp.port = $2
 consumer_timeout = 604800000
 CONF
+  [ -n "${3:-}" ] || return 0
+  cat <<CONF
+listeners.ssl.default = 127.0.0.1:$3
+ssl_options.cacertfile = $RABBIT_TLS/ca.pem
+ssl_options.certfile = $RABBIT_TLS/server.pem
+ssl_options.keyfile = $RABBIT_TLS/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = false
+management.ssl.ip = 127.0.0.1
+management.ssl.port = $4
+management.ssl.cacertfile = $RABBIT_TLS/ca.pem
+management.ssl.certfile = $RABBIT_TLS/server.pem
+management.ssl.keyfile = $RABBIT_TLS/server.key
+CONF
+}
+
+# Throwaway certificates for the tests of TLS, made once: a CA, a server certificate for 127.0.0.1
+# (RabbitMQ and PostgreSQL), a client certificate, and a second CA that signed none of them.
+TLS_DIR=${PQX_TLS_DIR:-/etc/pqx-test-tls}
+RABBIT_TLS=/etc/rabbitmq/pqx-tls
+tls_ready() { [ -f "$TLS_DIR/server.pem" ] && [ -f "$TLS_DIR/wrong-ca.pem" ]; }
+
+# Signs a certificate for $1 (file stem) with subject $2 and extensions $3 by the CA.
+tls_sign() {
+  local stem=$1 subject=$2 ext=$3
+  as_root openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "$subject" \
+    -keyout "$TLS_DIR/$stem.key" -out "$TLS_DIR/$stem.csr" 2>/dev/null
+  printf '%b' "$ext" | as_root tee "$TLS_DIR/$stem.ext" >/dev/null
+  as_root openssl x509 -req -in "$TLS_DIR/$stem.csr" -CA "$TLS_DIR/ca.pem" -CAkey "$TLS_DIR/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$TLS_DIR/$stem.ext" -out "$TLS_DIR/$stem.pem" 2>/dev/null
+  as_root rm -f "$TLS_DIR/$stem.csr" "$TLS_DIR/$stem.ext"
+}
+
+tls_up() {
+  command -v openssl >/dev/null || apt_install openssl
+  if ! tls_ready; then
+    say "making a throwaway CA and certificates in $TLS_DIR"
+    as_root mkdir -p "$TLS_DIR"
+    for ca in ca wrong-ca; do
+      as_root openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+        -subj "/CN=pqx test $ca" -keyout "$TLS_DIR/$ca.key" -out "$TLS_DIR/$ca.pem" 2>/dev/null
+    done
+    tls_sign server "/CN=127.0.0.1" "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
+    tls_sign client "/CN=pqx-test-client" "extendedKeyUsage=clientAuth\n"
+    # The CAs' keys are the script's only; the rest is for the tests, which may run as anyone.
+    as_root chmod 600 "$TLS_DIR/ca.key" "$TLS_DIR/wrong-ca.key"
+    as_root chmod 644 "$TLS_DIR"/*.pem "$TLS_DIR/client.key" "$TLS_DIR/server.key"
+    as_root rm -f "$TLS_DIR"/*.srl
+  fi
+  # RabbitMQ and PostgreSQL read their key as their own user.
+  as_root mkdir -p "$RABBIT_TLS"
+  as_root cp "$TLS_DIR/ca.pem" "$TLS_DIR/server.pem" "$TLS_DIR/server.key" "$RABBIT_TLS/"
+  as_root chown -R rabbitmq:rabbitmq "$RABBIT_TLS"
+  as_root chmod 600 "$RABBIT_TLS/server.key"
 }
 
 # await_startup fails at once until the node has registered with epmd, so poll it.
@@ -76,8 +135,15 @@ await_api() {
 
 rabbit_up() {
   command -v rabbitmq-server >/dev/null || apt_install rabbitmq-server
+  [ "$tls" = 1 ] && tls_up
+  local conf restart=0
+  # Once made, the TLS listeners stay: runs without --tls do not restart the broker to drop them.
+  if tls_ready; then conf=$(rabbit_conf 5672 15672 5671 15671); else conf=$(rabbit_conf 5672 15672); fi
   if [ ! -f "$RABBIT_CONF" ] || grep -q "^$MARK" "$RABBIT_CONF"; then
-    rabbit_conf 5672 15672 | as_root tee "$RABBIT_CONF" >/dev/null
+    if [ "$(as_root cat "$RABBIT_CONF" 2>/dev/null)" != "$conf" ]; then
+      printf '%s\n' "$conf" | as_root tee "$RABBIT_CONF" >/dev/null
+      restart=1
+    fi
   else
     say "leaving $RABBIT_CONF as it is (not written by pqx)"
   fi
@@ -91,6 +157,10 @@ ENV
   fi
   export ERL_EPMD_ADDRESS=127.0.0.1
   as_root rabbitmq-plugins enable --offline rabbitmq_management >/dev/null
+  if [ "$restart" = 1 ] && ctl "" await_startup --timeout 1 >/dev/null 2>&1; then
+    say "restarting RabbitMQ: its configuration changed"
+    ctl "" stop >/dev/null 2>&1 || true
+  fi
   if ! ctl "" await_startup --timeout 1 >/dev/null 2>&1; then
     say "starting RabbitMQ"
     as_root env ERL_EPMD_ADDRESS=127.0.0.1 rabbitmq-server -detached >/dev/null 2>&1 || true
@@ -99,6 +169,20 @@ ENV
   grant "" "$MQ_VHOST"
   await_api 15672
   say "RabbitMQ up: amqp://$MQ_USER@127.0.0.1:5672/$MQ_VHOST, management on 127.0.0.1:15672"
+  if tls_ready; then
+    await_tls 5671 "RabbitMQ's TLS listener"
+    say "RabbitMQ TLS: amqps://127.0.0.1:5671, https://127.0.0.1:15671 (CA $TLS_DIR/ca.pem)"
+  fi
+}
+
+# Waits for a TLS handshake with the test CA on 127.0.0.1 port $1.
+await_tls() {
+  for _ in $(seq 1 60); do
+    openssl s_client -connect "127.0.0.1:$1" -CAfile "$TLS_DIR/ca.pem" -verify_return_error \
+      </dev/null >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  die "$2 does not answer on 127.0.0.1:$1"
 }
 
 # A second RabbitMQ node on 127.0.0.1:5673 (management 15673) that the fault tests stop and start,
@@ -205,7 +289,25 @@ pg_up() {
   if [ "$(psql_su "select 1 from pg_database where datname='$PG_DB'")" != 1 ]; then
     psql_su "create database $PG_DB owner $PG_USER" >/dev/null
   fi
+  if tls_ready; then pg_tls "$ver" "$name" "$port"; fi
   say "PostgreSQL up: postgres://$PG_USER@127.0.0.1:$port/$PG_DB"
+}
+
+# PostgreSQL serves the test CA's certificate for 127.0.0.1 (sslmode=verify-full checks it).
+pg_tls() {
+  local ver=$1 name=$2 port=$3 dir=/etc/postgresql/$1/$2/pqx-tls
+  as_root mkdir -p "$dir"
+  as_root cp "$TLS_DIR/server.pem" "$TLS_DIR/server.key" "$dir/"
+  as_root chown -R postgres:postgres "$dir"
+  as_root chmod 600 "$dir/server.key"
+  local now; now=$(as_root su postgres -c "psql -p $port -qtAX -c 'show ssl_cert_file'")
+  if [ "$now" != "$dir/server.pem" ]; then
+    say "PostgreSQL: serving the test CA's certificate"
+    as_root su postgres -c "psql -p $port -qtAX -c \"alter system set ssl = on\"" >/dev/null
+    as_root su postgres -c "psql -p $port -qtAX -c \"alter system set ssl_cert_file = '$dir/server.pem'\"" >/dev/null
+    as_root su postgres -c "psql -p $port -qtAX -c \"alter system set ssl_key_file = '$dir/server.key'\"" >/dev/null
+    as_root su postgres -c "psql -p $port -qtAX -c 'select pg_reload_conf()'" >/dev/null
+  fi
 }
 
 stop_all() {
@@ -220,12 +322,14 @@ stop_all() {
 
 postgres=0
 node2=0
+tls=0
 for arg in "$@"; do
   case "$arg" in
     stop) stop_all; exit 0 ;;
     --postgres) postgres=1 ;;
     --second-node) node2=1 ;;
-    *) die "unknown argument '$arg': expected --postgres, --second-node or stop" ;;
+    --tls) tls=1 ;;
+    *) die "unknown argument '$arg': expected --postgres, --second-node, --tls or stop" ;;
   esac
 done
 command -v curl >/dev/null || apt_install curl

@@ -58,7 +58,7 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
     if option == RectifierOption::DeleteUsers {
         return delete_users(&conn, &config.conn, &init).await;
     }
-    let connection = pqx::mq::connect(&conn.mq_url, "pqx rectifier").await?;
+    let connection = pqx::mq::connect_to(&conn.mq, "pqx rectifier").await?;
     let channel = pqx::mq::open_channel(&connection).await?;
     let result: Result<()> = async {
         match option {
@@ -104,7 +104,7 @@ async fn delete_users(conn: &Conn, conn_path: &std::path::Path, init: &InitConfi
         vhost: vhost.clone(),
         ..conn.api.clone()
     })?;
-    let admin = MqSection::from_url(conn.mq_url.clone())
+    let admin = MqSection::from_url(conn.mq.url.clone())
         .endpoint()
         .map_err(|source| crate::Error::Config {
             path: conn_path.to_owned(),

@@ -17,6 +17,7 @@ mod poll;
 mod process;
 mod proxy;
 mod subscriber;
+mod tls;
 
 pub use broker::{mq_host, node2_ctl, node2_name, Broker, Vhost, MAIN, MQ_PASS, MQ_USER, NODE2};
 pub use database::{pg_admin_url, DbKind, TestDb};
@@ -27,3 +28,4 @@ pub use poll::Deadline;
 pub use process::{all_cmdlines, busy_cpu_secs, process_cpu_secs, rss_kib, wait_gone};
 pub use proxy::TcpProxy;
 pub use subscriber::Subscriber;
+pub use tls::{tls_dir, AMQPS_PORT, API_TLS_PORT};

@@ -41,13 +41,64 @@ pub async fn connect_db(url: &str) -> Result<DatabaseConnection> {
         // (server restart, proxy, firewall) and is checked, and replaced, before use.
         options.test_before_acquire_if_idle_for(Duration::from_millis(250));
     }
-    let db = Database::connect(options)
-        .await
-        .map_err(|source| Error::Db {
-            url: shown.clone(),
-            source,
-        })?;
+    let db = Database::connect(options).await.map_err(|source| {
+        match sqlx_error(&source).and_then(|e| tls_refusal(e, url)) {
+            Some(why) => Error::DbTls {
+                url: shown.clone(),
+                why,
+            },
+            None => Error::Db {
+                url: shown.clone(),
+                source,
+            },
+        }
+    })?;
     Ok(db)
+}
+
+/// The sqlx error under a sea-orm one (which does not give it as its source).
+fn sqlx_error(error: &sea_orm::DbErr) -> Option<&(dyn std::error::Error + 'static)> {
+    use sea_orm::{DbErr, RuntimeErr};
+    match error {
+        DbErr::Conn(RuntimeErr::SqlxError(e)) | DbErr::Exec(RuntimeErr::SqlxError(e)) => {
+            Some(e.as_ref())
+        }
+        _ => None,
+    }
+}
+
+/// What a TLS failure under `error` means, said plainly, if there is one.
+fn tls_refusal(error: &(dyn std::error::Error + 'static), url: &str) -> Option<String> {
+    use rustls::CertificateError;
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            let host = url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default();
+            return Some(match tls {
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+                    "the server's certificate is not signed by the CA in sslrootcert (or the system's CAs without one)".to_owned()
+                }
+                rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+                ) => format!("the server's certificate is not valid for the host name {host:?} the URL names"),
+                rustls::Error::InvalidCertificate(
+                    CertificateError::Expired | CertificateError::ExpiredContext { .. },
+                ) => "the server's certificate has expired".to_owned(),
+                other => other.to_string(),
+            });
+        }
+        // An IO error's source is its inner error's source: the inner error is its `get_ref`.
+        cause = match e.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            None => e.source(),
+        };
+    }
+    None
 }
 
 /// Opens and drops one TCP connection to the server, so that an unreachable server is reported as

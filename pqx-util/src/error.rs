@@ -35,6 +35,9 @@ pub enum Error {
         #[source]
         source: sea_orm::DbErr,
     },
+    /// A TLS handshake with the database server failed on its certificate.
+    #[error("database {url}: TLS: {why}")]
+    DbTls { url: String, why: String },
     /// Nothing answers at the database server's address.
     #[error("database {url}: cannot reach {host}:{port}: {why}")]
     DbUnreachable {

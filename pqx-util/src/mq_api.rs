@@ -2,6 +2,7 @@
 //! vhost (what `inspector` shows and the publisher routes by), managing users and their permissions
 //! (`initiator -o decl_users`), and creating and deleting vhosts (what tests use for isolation).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
@@ -17,6 +18,9 @@ pub struct ApiEndpoint {
     pub base_url: String,
     pub auth: ApiAuth,
     pub vhost: String,
+    /// For `https://`: the CA certificates (PEM) the API's certificate must be signed by, the
+    /// only ones trusted (default: the system's).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ApiEndpoint {
@@ -29,7 +33,17 @@ impl ApiEndpoint {
                 pass: pass.to_owned(),
             },
             vhost: vhost.to_owned(),
+            ca_file: None,
         }
+    }
+
+    /// The same API over `https://`, trusting `ca_file` (the system's CAs when `None`).
+    pub fn https(mut self, ca_file: Option<PathBuf>) -> Self {
+        if let Some(rest) = self.base_url.strip_prefix("http://") {
+            self.base_url = format!("https://{rest}");
+        }
+        self.ca_file = ca_file;
+        self
     }
 }
 
@@ -40,6 +54,7 @@ impl std::fmt::Debug for ApiEndpoint {
             .field("base_url", &redact_url(&self.base_url))
             .field("auth", &self.auth)
             .field("vhost", &self.vhost)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }
@@ -105,6 +120,31 @@ pub struct MqBinding {
     pub arguments: serde_json::Map<String, serde_json::Value>,
 }
 
+/// A client connection as the management API lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqConnection {
+    pub vhost: String,
+    pub user: String,
+    /// Whether it is TLS.
+    #[serde(default)]
+    pub ssl: bool,
+    /// The subject of the client certificate it showed, if any.
+    #[serde(default)]
+    pub peer_cert_subject: Option<String>,
+    /// What the client says of itself; pqx names its connections (`pqx subscriber h1`).
+    #[serde(default)]
+    pub client_properties: serde_json::Map<String, serde_json::Value>,
+}
+
+impl MqConnection {
+    /// The name the client gave its connection.
+    pub fn name(&self) -> Option<&str> {
+        self.client_properties
+            .get("connection_name")
+            .and_then(|n| n.as_str())
+    }
+}
+
 /// A user as the management API lists it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MqUser {
@@ -163,16 +203,32 @@ pub struct MqApi {
 }
 
 impl MqApi {
-    /// A client for `endpoint`; nothing is sent until a call.
+    /// A client for `endpoint`; nothing is sent until a call. A CA file that cannot be read is an
+    /// error naming it.
     pub fn new(endpoint: ApiEndpoint) -> Result<Self> {
         let base = endpoint.base_url.trim_end_matches('/').to_owned();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| Error::MqApi {
-                url: redact_url(&base),
-                message: e.to_string(),
-            })?;
+        let failed = |message: String| Error::MqApi {
+            url: redact_url(&base),
+            message,
+        };
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        if let Some(path) = &endpoint.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| failed(format!("cannot read the CA file {}: {e}", path.display())))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| failed(format!("{}: not PEM certificates: {e}", path.display())))?;
+            if certs.is_empty() {
+                return Err(failed(format!(
+                    "{}: holds no PEM certificate",
+                    path.display()
+                )));
+            }
+            builder = builder.tls_built_in_root_certs(false);
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder.build().map_err(|e| failed(e.to_string()))?;
         Ok(Self {
             endpoint,
             base,
@@ -284,6 +340,12 @@ impl MqApi {
     /// The vhost's queues.
     pub async fn queues(&self) -> Result<Vec<MqQueue>> {
         self.get("queues").await
+    }
+
+    /// The client connections to this vhost.
+    pub async fn connections(&self) -> Result<Vec<MqConnection>> {
+        let url = format!("{}/vhosts/{}/connections", self.base, self.vhost_path());
+        self.get_url(url).await
     }
 
     /// The vhost's bindings, including the default exchange's implicit ones.

@@ -16,6 +16,12 @@ pub enum Error {
     /// The broker refused a declaration because an existing exchange or queue differs.
     #[error("{context}: it already exists with other settings ({reply}); remove it with `rectifier -o del_que` / `del_exg` and run initiator again")]
     Differs { context: String, reply: String },
+    /// A TLS handshake with the broker failed on a certificate or a setting: not worth retrying.
+    #[error("{broker}: {refused}")]
+    Tls {
+        broker: String,
+        refused: crate::mq::TlsRefused,
+    },
     /// The broker does not have an exchange or queue that the operation needs.
     #[error("{context}: {reply} (run `initiator -o init` to declare it)")]
     Missing { context: String, reply: String },
@@ -99,7 +105,7 @@ impl<T> AmqpContext<T> for std::result::Result<T, lapin::Error> {
     }
 }
 
-fn classify(source: lapin::Error, context: String, declaring: bool) -> Error {
+pub(crate) fn classify(source: lapin::Error, context: String, declaring: bool) -> Error {
     let reply = source.to_string();
     match soft_error(&source) {
         Some(AMQPSoftError::PRECONDITIONFAILED)

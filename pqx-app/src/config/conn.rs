@@ -1,10 +1,11 @@
 //! conn.yml: where the broker, its management API and the records' database are, with the original
 //! PQX's keys. Every key is optional; each default is stated once, here.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use lapin::uri::AMQPUri;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
+use pqx::mq::{BrokerAddress, TlsError, TlsFiles};
 use pqx::InvalidField;
 use pqx_util::{ApiAuth, ApiEndpoint};
 use serde::Deserialize;
@@ -22,6 +23,10 @@ pub const DEFAULT_MQ_PASS: &str = "guest";
 pub const DEFAULT_VHOST: &str = "/";
 /// The management API's port when conn.yml names none.
 pub const DEFAULT_API_PORT: u16 = 15672;
+/// The broker's AMQP port over TLS, when `mq.tls` is given with the parts and no port.
+pub const DEFAULT_MQ_TLS_PORT: u16 = 5671;
+/// The management API's HTTPS port, when the broker is reached over TLS and `mq_api` names none.
+pub const DEFAULT_API_TLS_PORT: u16 = 15671;
 /// The SQLite file used when conn.yml names no database.
 pub const DEFAULT_DB_URL: &str = "sqlite://pqx.db?mode=rwc";
 /// PostgreSQL's port when `db.port` is left out.
@@ -47,8 +52,8 @@ pub struct ConnConfig {
 /// Where pqx connects, as conn.yml resolves: every default applied, every part put together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conn {
-    /// The broker's AMQP URL.
-    pub mq_url: String,
+    /// The broker: its AMQP URL and TLS settings.
+    pub mq: BrokerAddress,
     /// The vhost of that URL.
     pub mq_vhost: String,
     /// The management API.
@@ -77,8 +82,19 @@ impl ConnConfig {
             )
         })?;
         let endpoint = mq.endpoint()?;
+        let url = mq.url(&endpoint);
+        let tls = mq.tls.as_ref().map(|t| t.files(base));
         let api = match &self.mq_api {
-            Some(api) => api.endpoint()?,
+            Some(api) => api.endpoint(base)?,
+            // Over TLS, the management API is asked over HTTPS, trusting the same CA.
+            None if url.starts_with("amqps://") => ApiEndpoint::new(
+                &endpoint.host,
+                DEFAULT_API_TLS_PORT,
+                &endpoint.user,
+                &endpoint.pass,
+                &endpoint.vhost,
+            )
+            .https(tls.as_ref().and_then(|t| t.ca_file.clone())),
             None => ApiEndpoint::new(
                 &endpoint.host,
                 DEFAULT_API_PORT,
@@ -87,13 +103,45 @@ impl ConnConfig {
                 &endpoint.vhost,
             ),
         };
+        let mut address = BrokerAddress::new(url);
+        if let Some(files) = tls {
+            address = address.with_tls(files).map_err(|e| match e {
+                TlsError::File { field, path, why } => {
+                    InvalidField::new(field, format!("{}: {why}", path.display()))
+                }
+                TlsError::Setting { field, why } => InvalidField::new(field, why),
+            })?;
+        }
         Ok(Conn {
-            mq_url: mq.url(&endpoint),
+            mq: address,
             mq_vhost: endpoint.vhost,
             api,
-            db_url: self.db.url()?,
+            db_url: self.db.url(base)?,
             signing: self.signing.resolve(base)?,
         })
+    }
+}
+
+/// conn.yml's `mq.tls`: what an `amqps://` connection trusts and shows. Paths are relative to the
+/// directory of conn.yml.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The CA certificates (PEM) the broker's certificate must be signed by; default: the system's.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate (PEM) to show the broker, with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+impl TlsSection {
+    fn files(&self, base: &Path) -> TlsFiles {
+        let at = |p: &Option<PathBuf>| p.as_ref().map(|p| base.join(p));
+        TlsFiles {
+            ca_file: at(&self.ca_file),
+            cert_file: at(&self.cert_file),
+            key_file: at(&self.key_file),
+        }
     }
 }
 
@@ -113,6 +161,9 @@ pub struct MqSection {
     pub pass: Option<String>,
     /// Default [`DEFAULT_VHOST`].
     pub vhost: Option<String>,
+    /// TLS (`amqps://`): with the parts, it makes the URL `amqps://` on port
+    /// [`DEFAULT_MQ_TLS_PORT`] unless `port` says otherwise.
+    pub tls: Option<TlsSection>,
 }
 
 /// Where and as whom a broker connection goes, whichever way conn.yml gives it.
@@ -140,8 +191,9 @@ impl MqSection {
             return url.clone();
         }
         let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+        let scheme = if self.tls.is_some() { "amqps" } else { "amqp" };
         format!(
-            "amqp://{}:{}@{}:{}/{}",
+            "{scheme}://{}:{}@{}:{}/{}",
             enc(&endpoint.user),
             enc(&endpoint.pass),
             endpoint.host,
@@ -175,9 +227,13 @@ impl MqSection {
         let or = |value: &Option<String>, default: &str| {
             value.clone().unwrap_or_else(|| default.to_owned())
         };
+        let default_port = match self.tls {
+            Some(_) => DEFAULT_MQ_TLS_PORT,
+            None => DEFAULT_MQ_PORT,
+        };
         Ok(MqEndpoint {
             host,
-            port: self.port.unwrap_or(DEFAULT_MQ_PORT),
+            port: self.port.unwrap_or(default_port),
             user: or(&self.user, DEFAULT_MQ_USER),
             pass: or(&self.pass, DEFAULT_MQ_PASS),
             vhost: or(&self.vhost, DEFAULT_VHOST),
@@ -203,11 +259,14 @@ pub struct ApiSection {
     pub pass: Option<String>,
     /// Default [`DEFAULT_VHOST`].
     pub vhost: Option<String>,
+    /// With an `https://` url: the CA certificates (PEM) the API's certificate must be signed by
+    /// (default: the system's), relative to the directory of conn.yml.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl ApiSection {
-    /// The API this section names.
-    pub fn endpoint(&self) -> Result<ApiEndpoint, InvalidField> {
+    /// The API this section names; a CA file is taken relative to `base`.
+    pub fn endpoint(&self, base: &Path) -> Result<ApiEndpoint, InvalidField> {
         let (mut user, mut pass) = (self.user.clone(), self.pass.clone());
         let base_url = match &self.url {
             Some(url) => {
@@ -251,6 +310,7 @@ impl ApiSection {
                 .vhost
                 .clone()
                 .unwrap_or_else(|| DEFAULT_VHOST.to_owned()),
+            ca_file: self.ca_file.as_ref().map(|p| base.join(p)),
         })
     }
 }
@@ -271,11 +331,17 @@ pub struct DbSection {
     pub pass: Option<String>,
     /// The database name (PostgreSQL) or file (SQLite).
     pub db: Option<String>,
+    /// PostgreSQL's TLS mode (`verify-full` checks the server's certificate and name), as its
+    /// clients name it; with the parts only (a url says `?sslmode=...` itself).
+    pub sslmode: Option<String>,
+    /// The CA certificate (PEM) the server's must be signed by, relative to the directory of
+    /// conn.yml; with the parts only (a url says `?sslrootcert=...`).
+    pub sslrootcert: Option<PathBuf>,
 }
 
 impl DbSection {
-    /// The URL to connect to.
-    pub fn url(&self) -> Result<String, InvalidField> {
+    /// The URL to connect to; a CA file is taken relative to `base`.
+    pub fn url(&self, base: &Path) -> Result<String, InvalidField> {
         if let Some(url) = &self.url {
             return check_db_url(url).map(|()| url.clone());
         }
@@ -302,7 +368,25 @@ impl DbSection {
                     Some(pass) => format!("{user}:{}", utf8_percent_encode(pass, NON_ALPHANUMERIC)),
                     None => user.to_string(),
                 };
-                Ok(format!("postgres://{auth}@{host}:{port}/{db}"))
+                let mut params = Vec::new();
+                if let Some(mode) = &self.sslmode {
+                    params.push(format!(
+                        "sslmode={}",
+                        utf8_percent_encode(mode, NON_ALPHANUMERIC)
+                    ));
+                }
+                if let Some(ca) = &self.sslrootcert {
+                    let path = base.join(ca).display().to_string();
+                    params.push(format!(
+                        "sslrootcert={}",
+                        utf8_percent_encode(&path, NON_ALPHANUMERIC)
+                    ));
+                }
+                let query = match params.is_empty() {
+                    true => String::new(),
+                    false => format!("?{}", params.join("&")),
+                };
+                Ok(format!("postgres://{auth}@{host}:{port}/{db}{query}"))
             }
             other => Err(InvalidField::new(
                 "db.protocol",
@@ -342,9 +426,9 @@ mod tests {
         let conn =
             resolve("mq: {host: localhost, port: 5677, user: dev, pass: p/ss, vhost: devhost}")
                 .unwrap();
-        assert_eq!(conn.mq_url, "amqp://dev:p%2Fss@localhost:5677/devhost");
+        assert_eq!(conn.mq.url, "amqp://dev:p%2Fss@localhost:5677/devhost");
         let conn = resolve("mq: {host: h}").unwrap();
-        assert_eq!(conn.mq_url, "amqp://guest:guest@h:5672/%2F");
+        assert_eq!(conn.mq.url, "amqp://guest:guest@h:5672/%2F");
         assert_eq!(conn.mq_vhost, "/");
         assert_eq!(conn.db_url, DEFAULT_DB_URL);
     }
@@ -424,7 +508,10 @@ mod tests {
 
     #[test]
     fn db_default_is_sqlite() {
-        assert_eq!(DbSection::default().url().unwrap(), DEFAULT_DB_URL);
+        assert_eq!(
+            DbSection::default().url(Path::new(".")).unwrap(),
+            DEFAULT_DB_URL
+        );
     }
 
     #[test]
@@ -439,8 +526,17 @@ mod tests {
             ..DbSection::default()
         };
         assert_eq!(
-            db.url().unwrap(),
+            db.url(Path::new(".")).unwrap(),
             "postgres://dev:p%40ss%20word@127.0.0.1:5433/pqx"
+        );
+        let verified = DbSection {
+            sslmode: Some("verify-full".into()),
+            sslrootcert: Some("tls/ca.pem".into()),
+            ..db
+        };
+        assert_eq!(
+            verified.url(Path::new("/etc/pqx")).unwrap(),
+            "postgres://dev:p%40ss%20word@127.0.0.1:5433/pqx?sslmode=verify%2Dfull&sslrootcert=%2Fetc%2Fpqx%2Ftls%2Fca%2Epem"
         );
     }
 
@@ -450,14 +546,17 @@ mod tests {
             url: Some(url.into()),
             ..DbSection::default()
         };
-        assert!(db("sqlite://pqx.db?mode=rwc").url().is_ok());
-        assert!(db("postgres://u:p@h:5432/d").url().is_ok());
+        assert!(db("sqlite://pqx.db?mode=rwc").url(Path::new(".")).is_ok());
+        assert!(db("postgres://u:p@h:5432/d").url(Path::new(".")).is_ok());
         assert_eq!(
-            db("mysql://u:p@h/d").url().unwrap_err().to_string(),
+            db("mysql://u:p@h/d")
+                .url(Path::new("."))
+                .unwrap_err()
+                .to_string(),
             "db.url: expected sqlite://FILE?mode=rwc or postgres://USER:PASS@HOST:PORT/DB"
         );
         let err = db("postgres://u:s3cret@h:99999/d")
-            .url()
+            .url(Path::new("."))
             .unwrap_err()
             .to_string();
         assert_eq!(err, "db.url: not a URL: invalid port number");
@@ -471,7 +570,7 @@ mod tests {
             ..DbSection::default()
         };
         assert_eq!(
-            db.url().unwrap_err().to_string(),
+            db.url(Path::new(".")).unwrap_err().to_string(),
             "db.user: required with db.protocol postgres (or give db.url)"
         );
         let db = DbSection {
@@ -479,7 +578,7 @@ mod tests {
             ..DbSection::default()
         };
         assert_eq!(
-            db.url().unwrap_err().to_string(),
+            db.url(Path::new(".")).unwrap_err().to_string(),
             "db.protocol: \"mysql\" is not supported: expected postgres or sqlite"
         );
     }

@@ -53,7 +53,7 @@ pub async fn declare(
         vhost: vhost.clone(),
         ..conn.api.clone()
     })?;
-    let admin = MqSection::from_url(conn.mq_url.clone())
+    let admin = MqSection::from_url(conn.mq.url.clone())
         .endpoint()
         .map_err(|source| Error::Config {
             path: conn_path.to_owned(),

@@ -56,7 +56,7 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
     };
     let deadline = Instant::now() + Duration::from_secs(cli.retry_for);
 
-    let mut connection = connect_until(&conn.mq_url, deadline).await?;
+    let mut connection = connect_until(&conn.mq, deadline).await?;
     let replies = match cli.wait {
         Some(_) => Some(ReplyQueue::open(&connection, &init.reply_exchange()).await?),
         None => None,
@@ -115,7 +115,7 @@ async fn publish_until(
                 let left = done.iter().filter(|d| !**d).count();
                 warn!(tries, left, error = %e, "the broker went away: publishing again what it did not confirm");
                 let _ = connection.close(200, "publisher reconnecting".into()).await;
-                *connection = connect_until(&conn.mq_url, deadline).await?;
+                *connection = connect_until(&conn.mq, deadline).await?;
                 tries += 1;
             }
             Err(e) => {

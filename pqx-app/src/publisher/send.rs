@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use lapin::{Connection, PublisherConfirm};
-use pqx::mq::{confirmed, Destination, Publisher};
+use pqx::mq::{confirmed, BrokerAddress, Destination, Publisher};
 use pqx_util::Backoff;
 use tracing::warn;
 
@@ -22,11 +22,11 @@ const IN_FLIGHT: usize = 8192;
 const CONNECT_FIRST: Duration = Duration::from_millis(200);
 const CONNECT_MAX: Duration = Duration::from_secs(5);
 
-/// Connects to `url`, trying again until `deadline` while the broker cannot be reached.
-pub async fn connect_until(url: &str, deadline: Instant) -> Result<Connection> {
+/// Connects to `address`, trying again until `deadline` while the broker cannot be reached.
+pub async fn connect_until(address: &BrokerAddress, deadline: Instant) -> Result<Connection> {
     let mut backoff = Backoff::new(CONNECT_FIRST, CONNECT_MAX);
     loop {
-        match pqx::mq::connect(url, "pqx publisher").await {
+        match pqx::mq::connect_to(address, "pqx publisher").await {
             Ok(connection) => return Ok(connection),
             Err(e) if e.is_transient() && Instant::now() + backoff.peek() < deadline => {
                 let wait = backoff.next_wait();

@@ -76,7 +76,7 @@ pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
     let trust = trust_of(&conn.signing, &init, cli.queue())?;
     let handler = Handler::new(store, settler, settings).with_trust(trust);
     let broker = Broker {
-        url: &conn.mq_url,
+        address: &conn.mq,
         api: &conn.api,
         delayed_exchange: &init.delayed_exchange(),
         reply_exchange: &init.reply_exchange(),
@@ -112,7 +112,7 @@ fn trust_of(
 /// results take.
 #[derive(Debug, Clone, Copy)]
 struct Broker<'a> {
-    url: &'a str,
+    address: &'a pqx::mq::BrokerAddress,
     api: &'a pqx_util::ApiEndpoint,
     delayed_exchange: &'a str,
     reply_exchange: &'a str,

@@ -67,12 +67,15 @@ impl Session {
         frames: Frames,
     ) -> pqx::Result<Self> {
         let name = format!("pqx subscriber {queue}");
-        let url = broker.url;
+        let address = broker.address;
         let (connection, concurrency) = match frames {
-            Frames::Small => (pqx::mq::connect(url, &name).await?, concurrency),
+            Frames::Small => (pqx::mq::connect_to(address, &name).await?, concurrency),
             Frames::Large => {
                 let large = pqx::mq::LARGE_FRAME_MAX;
-                (pqx::mq::connect_with_frame_max(url, &name, large).await?, 1)
+                (
+                    pqx::mq::connect_with_frame_max(address, &name, large).await?,
+                    1,
+                )
             }
         };
         let connection = Arc::new(connection);
@@ -85,7 +88,7 @@ impl Session {
             publisher,
             routes,
             connection: connection.clone(),
-            user: pqx::mq::user_of(url),
+            user: pqx::mq::user_of(&address.url),
         };
         Ok(Self {
             frames,

@@ -1,10 +1,75 @@
-//! Connecting to RabbitMQ by URL, with the frame size pqx needs, and opening channels.
+//! Connecting to RabbitMQ by URL, with the frame size pqx needs and, for `amqps://`, pqx's own TLS
+//! configuration (`tls.rs`), and opening channels.
+
+use std::sync::Arc;
 
 use lapin::protocol::{AMQPErrorKind, AMQPHardError};
+use lapin::tcp::{AMQPUriTcpExt, RustlsConnector, TLSConfig};
+use lapin::uri::{AMQPScheme, AMQPUri};
 use lapin::{Channel, Connection, ConnectionProperties};
+use rustls::ClientConfig;
 
-use crate::error::AmqpContext;
-use crate::Result;
+use crate::error::{classify, AmqpContext};
+use crate::mq::tls::{client_config, refusal, TlsError, TlsFiles, TlsRefused};
+use crate::{Error, Result};
+
+/// Where a broker is and how to reach it: its AMQP URL and, for `amqps://`, the TLS configuration
+/// (the system's CAs unless one is given).
+#[derive(Clone)]
+pub struct BrokerAddress {
+    pub url: String,
+    files: Option<TlsFiles>,
+    tls: Option<Arc<ClientConfig>>,
+}
+
+impl BrokerAddress {
+    /// The broker at `url`, with the system's CAs for `amqps://`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            files: None,
+            tls: None,
+        }
+    }
+
+    /// With the TLS files of conn.yml, read now: an error names the file.
+    pub fn with_tls(mut self, files: TlsFiles) -> std::result::Result<Self, TlsError> {
+        self.tls = Some(client_config(&files)?);
+        self.files = Some(files);
+        Ok(self)
+    }
+
+    /// The TLS files, when conn.yml gives them.
+    pub fn tls_files(&self) -> Option<&TlsFiles> {
+        self.files.as_ref()
+    }
+
+    /// The TLS configuration for `amqps://`.
+    fn tls(&self) -> std::result::Result<Arc<ClientConfig>, TlsError> {
+        match &self.tls {
+            Some(config) => Ok(config.clone()),
+            None => client_config(&TlsFiles::default()),
+        }
+    }
+}
+
+impl PartialEq for BrokerAddress {
+    fn eq(&self, other: &Self) -> bool {
+        self.url == other.url && self.files == other.files
+    }
+}
+
+impl Eq for BrokerAddress {}
+
+// The password of the URL never reaches a log line through `{:?}`.
+impl std::fmt::Debug for BrokerAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerAddress")
+            .field("url", &pqx_util::redact_url(&self.url))
+            .field("tls", &self.files)
+            .finish()
+    }
+}
 
 /// The largest AMQP frame pqx asks the broker for, unless the URL names one. lapin keeps 32 frames of
 /// zero-filled buffer each way per connection: at RabbitMQ's default frame of 128 KiB that is 8 MiB
@@ -50,19 +115,88 @@ fn with_param(url: &str, param: &str) -> String {
 /// Opens a connection to the broker at `url` named `name` (shown in the management UI); errors
 /// show the URL as given, password redacted.
 pub async fn connect(url: &str, name: &str) -> Result<Connection> {
-    open(&with_frame_max(url), url, name).await
+    connect_to(&BrokerAddress::new(url), name).await
 }
 
-/// [`connect`] with frames of `frame_max` bytes.
-pub async fn connect_with_frame_max(url: &str, name: &str, frame_max: u32) -> Result<Connection> {
-    open(&forcing_frame_max(url, frame_max), url, name).await
+/// Opens a connection to the broker at `address` named `name`.
+pub async fn connect_to(address: &BrokerAddress, name: &str) -> Result<Connection> {
+    open(&with_frame_max(&address.url), address, name).await
 }
 
-async fn open(url: &str, as_given: &str, name: &str) -> Result<Connection> {
+/// [`connect_to`] with frames of `frame_max` bytes.
+pub async fn connect_with_frame_max(
+    address: &BrokerAddress,
+    name: &str,
+    frame_max: u32,
+) -> Result<Connection> {
+    open(&forcing_frame_max(&address.url, frame_max), address, name).await
+}
+
+async fn open(url: &str, address: &BrokerAddress, name: &str) -> Result<Connection> {
+    let broker = format!("RabbitMQ {}", pqx_util::redact_url(&address.url));
+    let uri = url.parse::<AMQPUri>().map_err(|e| Error::Amqp {
+        context: broker.clone(),
+        source: std::io::Error::other(format!("not an AMQP URL: {e}")).into(),
+    })?;
+    let tls = match uri.scheme {
+        AMQPScheme::AMQPS => Some(RustlsConnector::from(address.tls().map_err(|e| {
+            Error::Tls {
+                broker: broker.clone(),
+                refused: TlsRefused(e.to_string()),
+            }
+        })?)),
+        AMQPScheme::AMQP => None,
+    };
+    let runtime = lapin::runtime::default_runtime().context(|| broker.clone())?;
     let properties = ConnectionProperties::default().with_connection_name(name.to_owned().into());
-    Connection::connect(url, properties)
+    // The TCP connection as lapin makes it, then the TLS handshake with pqx's own configuration.
+    let connect = async move |uri: AMQPUri, runtime| {
+        let plain = AMQPUri {
+            scheme: AMQPScheme::AMQP,
+            ..uri.clone()
+        };
+        let stream = plain
+            .connect_with_config_async(TLSConfig::default(), &runtime)
+            .await?;
+        let Some(connector) = &tls else {
+            return Ok(stream);
+        };
+        let host = &uri.authority.host;
+        stream
+            .into_rustls(connector, host)
+            .await
+            .map_err(|e| tls_failure(e, host).into())
+    };
+    Connection::connector(uri, runtime, connect, properties)
         .await
-        .context(|| format!("RabbitMQ {}", pqx_util::redact_url(as_given)))
+        .map_err(|source| match tls_refused(&source) {
+            Some(refused) => Error::Tls {
+                broker: broker.clone(),
+                refused,
+            },
+            None => classify(source, broker.clone(), false),
+        })
+}
+
+/// A failed TLS handshake as an IO error that says why, marked so that it is told apart from a
+/// network failure (which is worth waiting out).
+fn tls_failure(error: std::io::Error, host: &str) -> std::io::Error {
+    let refused = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .map(|e| refusal(e, host));
+    match refused {
+        Some(refused) => std::io::Error::other(refused),
+        None => error,
+    }
+}
+
+/// The TLS refusal a lapin error carries, if it does.
+fn tls_refused(error: &lapin::Error) -> Option<TlsRefused> {
+    let lapin::ErrorKind::IOError(io) = error.kind() else {
+        return None;
+    };
+    io.get_ref()?.downcast_ref::<TlsRefused>().cloned()
 }
 
 /// The user an AMQP URL connects as, if it parses.

@@ -10,12 +10,13 @@ mod properties;
 mod publish;
 mod retry;
 mod subscribe;
+mod tls;
 mod topology;
 
 pub use binding::{HeadersBinding, MatchType};
 pub use connect::{
-    connect, connect_with_frame_max, is_frame_too_large, open_channel, user_of, FRAME_MAX,
-    LARGE_FRAME_MAX,
+    connect, connect_to, connect_with_frame_max, is_frame_too_large, open_channel, user_of,
+    BrokerAddress, FRAME_MAX, LARGE_FRAME_MAX,
 };
 pub use dead_letter::{dead_letter, ERROR_HEADER, QUEUE_HEADER};
 pub use headers::{
@@ -34,6 +35,7 @@ pub use retry::{
     MAX_RETRY_DELAY, RETRY_QUEUE_HEADER,
 };
 pub use subscribe::subscribe;
+pub use tls::{client_config, TlsError, TlsFiles, TlsRefused};
 pub use topology::{
     bind, dead_letter_queue_arguments, declare_exchange, declare_queue, delete_exchange,
     delete_queue, exists, headers_binding_arguments, host_queue_arguments, retry_binding_arguments,

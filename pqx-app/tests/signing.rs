@@ -487,3 +487,41 @@ async fn bad_keys_and_settings_are_named() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_signed_command_cut_off_by_a_killed_subscriber_runs_again_when_redelivered() -> Result<()>
+{
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
+    let trusted = keygen(&env, "op.key")?;
+    write_signing(
+        &env,
+        &format!("  key: op.key\n  trusted_keys: [\"{trusted}\"]\n"),
+    )?;
+    let mut sub = env.subscriber("h1")?;
+    let marker = env.path("ended");
+    let task = env.write(
+        "slow.json",
+        &format!(
+            r#"{{"mailing_to":[{{"unique_key":"h1"}}],"cmd":{{"Bash":{{"cmd":["sleep 2; echo done >> {}"]}}}}}}"#,
+            marker.display()
+        ),
+    )?;
+    let id = env.publish(&task)?.remove(0);
+    env.wait_attempts(&id, 30, |a| a.len() == 1).await?;
+    sub.signal(nix::sys::signal::Signal::SIGKILL)?;
+    sub.wait_exit(10)?;
+    let _again = env.subscriber("h1")?;
+    let attempts = env.wait_attempts(&id, 30, |a| count_ended(a) == 1).await?;
+    assert_eq!(
+        attempts.len(),
+        2,
+        "the cut-off start and the run to the end: {attempts:#?}"
+    );
+    let result = attempts[1]
+        .result
+        .as_ref()
+        .context("the second run ended")?;
+    assert_eq!(result.exit_code, 0, "{result:?}");
+    Ok(())
+}

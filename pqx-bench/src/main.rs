@@ -10,6 +10,7 @@ mod fork;
 mod latency;
 mod memory;
 mod report;
+mod signing;
 mod throughput;
 
 use std::path::PathBuf;
@@ -41,7 +42,8 @@ struct Cli {
     /// Leave out the PostgreSQL figures
     #[arg(long)]
     no_postgres: bool,
-    /// Only these sections (fork, broker, publish, e2e, latency, memory, routing); default all
+    /// Only these sections (fork, broker, publish, e2e, latency, memory, routing, signing);
+    /// default all
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -105,6 +107,9 @@ async fn run(cli: &Cli) -> Result<Report> {
     }
     if cli.wants("routing") {
         routing(cli, &mut r).await?;
+    }
+    if cli.wants("signing") {
+        signing(cli, &mut r).await?;
     }
 
     if let Some(dir) = cli.out.parent() {
@@ -304,6 +309,83 @@ async fn routing(cli: &Cli, r: &mut Report) -> Result<()> {
         thousand,
         "cmd/s",
         &format!("10 queues are {ratio:.2}x faster"),
+    );
+    Ok(())
+}
+
+async fn signing(cli: &Cli, r: &mut Report) -> Result<()> {
+    let n = cli.reps.max(1);
+    eprintln!("8. signed commands");
+    let (sign, verify): (Vec<f64>, Vec<f64>) = reps(n, || signing::sign_and_verify_us(2000))?
+        .into_iter()
+        .unzip();
+    let note = "Ed25519 over one command, in process";
+    r.add("signing", "sign, per command", sign, "us", note);
+    r.add("signing", "verify, per command", verify, "us", note);
+    let mut dbs = vec![(DbKind::Sqlite, "SQLite")];
+    if !cli.no_postgres {
+        dbs.push((DbKind::Postgres, "PostgreSQL"));
+    }
+    for (db, name) in dbs {
+        // Taken in turns, so that both see the same moments of the machine.
+        let (mut plain, mut signed) = (vec![], vec![]);
+        for _ in 0..n {
+            let env = env::env(db, 1).await?;
+            plain.push(
+                throughput::end_to_end_in(&env, cli.commands, 2, &[])
+                    .await?
+                    .rate,
+            );
+            throughput::settle().await;
+            let env = signing::signed_env(db).await?;
+            signed.push(
+                throughput::end_to_end_in(&env, cli.commands, 2, &[])
+                    .await?
+                    .rate,
+            );
+            throughput::settle().await;
+        }
+        let note = format!(
+            "{} x Bash true, {name}, 2 subscribers; signed = {:.1}% of unsigned",
+            cli.commands,
+            100.0 * report::median(&signed) / report::median(&plain)
+        );
+        r.add(
+            "signing",
+            &format!("end to end, {name}, unsigned"),
+            plain,
+            "cmd/s",
+            &note,
+        );
+        let figure = format!("end to end, {name}, signed and verified");
+        r.add("signing", &figure, signed, "cmd/s", &note);
+    }
+    let (mut bulk_plain, mut bulk_signed) = (vec![], vec![]);
+    for _ in 0..n {
+        bulk_plain.push(
+            throughput::bulk_publish_rate(&env::env(DbKind::Sqlite, 1).await?, cli.messages)
+                .await?,
+        );
+        let env = signing::signed_env(DbKind::Sqlite).await?;
+        bulk_signed.push(throughput::bulk_publish_rate(&env, cli.messages).await?);
+    }
+    let bulk_note = format!(
+        "publisher --lines; signed = {:.1}% of unsigned",
+        100.0 * report::median(&bulk_signed) / report::median(&bulk_plain)
+    );
+    r.add(
+        "signing",
+        "publish, unsigned",
+        bulk_plain,
+        "cmd/s",
+        &bulk_note,
+    );
+    r.add(
+        "signing",
+        "publish, signed",
+        bulk_signed,
+        "cmd/s",
+        &bulk_note,
     );
     Ok(())
 }

@@ -52,7 +52,16 @@ pub async fn end_to_end(
     subscribers: usize,
     extra: &[&str],
 ) -> Result<EndToEnd> {
-    let env = env(db, 1).await?;
+    end_to_end_in(&env(db, 1).await?, n, subscribers, extra).await
+}
+
+/// [`end_to_end`] in an environment made by the caller (with signing keys, say).
+pub async fn end_to_end_in(
+    env: &Env,
+    n: usize,
+    subscribers: usize,
+    extra: &[&str],
+) -> Result<EndToEnd> {
     let file = env.tasks("e2e.jsonl", n, 0, "true")?;
     env.publish_lines(&file)?;
     let conn = env.db().await?;

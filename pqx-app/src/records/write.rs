@@ -3,8 +3,10 @@
 //! twice, after the database's answer to the first write was lost, is recorded once.
 
 use chrono::Utc;
-use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveModelTrait, DbErr, EntityTrait, Set};
+use sea_orm::sea_query::{Alias, Expr, JoinType, OnConflict, Query, SelectStatement};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue, ConnectionTrait, DbErr, EntityTrait, ExprTrait, Iterable, Set,
+};
 
 use super::{storable, storable_json, AttemptStart, Store};
 use crate::entities::{message_history, message_result};
@@ -21,6 +23,40 @@ pub struct Refused<'a> {
     pub queue: &'a str,
     pub host: &'a str,
     pub attempt: u32,
+}
+
+/// The attempts recorded on `start`'s queue that mean running `start` would run its message
+/// again: one that succeeded, one later, or this one, unless it is a redelivery and this attempt was
+/// cut off before its end.
+fn ran_before(start: &AttemptStart<'_>, redelivered: bool) -> SelectStatement {
+    let (h, r) = (Alias::new("h"), Alias::new("r"));
+    let history = |c: message_history::Column| Expr::col((h.clone(), c));
+    let attempt = i32::try_from(start.attempt).unwrap_or(i32::MAX);
+    let this_attempt = history(message_history::Column::Attempt).eq(attempt);
+    let this_one = match redelivered {
+        true => this_attempt.and(Expr::col((r.clone(), message_result::Column::Id)).is_not_null()),
+        false => this_attempt,
+    };
+    let message_id = start.message_id.map(|id| storable(id).into_owned());
+    Query::select()
+        .expr(Expr::val(1))
+        .from_as(message_history::Entity, h.clone())
+        .join_as(
+            JoinType::LeftJoin,
+            message_result::Entity,
+            r.clone(),
+            Expr::col((r.clone(), message_result::Column::HistoryId))
+                .equals((h.clone(), message_history::Column::Id)),
+        )
+        .and_where(history(message_history::Column::MessageId).eq(message_id))
+        .and_where(history(message_history::Column::Queue).eq(storable(start.queue).into_owned()))
+        .and_where(
+            Expr::col((r, message_result::Column::ExitCode))
+                .eq(0)
+                .or(history(message_history::Column::Attempt).gt(attempt))
+                .or(this_one),
+        )
+        .to_owned()
 }
 
 /// The history row of attempt `attempt` of `command`.
@@ -103,6 +139,56 @@ impl Store {
         };
         let history_id = self.insert_history(row).await?;
         self.record_end(history_id, outcome).await
+    }
+
+    /// Records the start of an attempt unless it would run a signed message again: when this
+    /// message id already succeeded on the queue, or an attempt of it as late or later was
+    /// recorded there (but for a redelivery of this attempt that was cut off before its end).
+    /// Returns its history id, or `None` when nothing was recorded. The check and the record are
+    /// one statement: a signed command costs no more round trips to the database than another.
+    pub async fn record_start_unless_ran(
+        &self,
+        start: &AttemptStart<'_>,
+        redelivered: bool,
+    ) -> Result<Option<i64>> {
+        let row = history_row(
+            start.command,
+            start.message_id,
+            start.queue,
+            start.host,
+            start.attempt,
+        );
+        let (columns, values): (Vec<_>, Vec<_>) = message_history::Column::iter()
+            .filter_map(|column| match row.get(column) {
+                ActiveValue::Set(value) => Some((column, Expr::val(value))),
+                _ => None,
+            })
+            .unzip();
+        let ran = ran_before(start, redelivered);
+        let mut select = Query::select();
+        select.exprs(values).and_where(Expr::exists(ran).not());
+        let mut insert = Query::insert();
+        insert
+            .into_table(message_history::Entity)
+            .columns(columns)
+            .select_from(select)
+            .map_err(|e| crate::Error::Db {
+                context: "recording the start of a signed attempt".into(),
+                source: DbErr::Custom(e.to_string()),
+            })?
+            .returning_col(message_history::Column::Id);
+        let statement = self.db.get_database_backend().build(&insert);
+        let inserted = self
+            .db
+            .query_one_raw(statement)
+            .await
+            .context(|| format!("recording the start of an attempt in {}", self.url))?;
+        match inserted {
+            Some(row) => Ok(Some(row.try_get_by_index::<i64>(0).context(|| {
+                format!("reading the id of a recorded attempt in {}", self.url)
+            })?)),
+            None => Ok(None),
+        }
     }
 
     async fn insert_history(&self, row: message_history::ActiveModel) -> Result<i64> {

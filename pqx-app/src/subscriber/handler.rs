@@ -13,6 +13,14 @@ use super::plan::{plan, Answers, Plan, Questions};
 use super::reply::Replier;
 use super::settle::{Outbound, Settlement, Settler};
 use super::trust::{Recorded, Refusal, Trust};
+
+/// The attempts the records hold, as the trust checks read them.
+fn recorded(history: &[(u32, Option<i32>)]) -> Vec<Recorded> {
+    history
+        .iter()
+        .map(|&(attempt, exit_code)| Recorded { attempt, exit_code })
+        .collect()
+}
 use crate::{AttemptStart, Command, Outcome, Refused, Store};
 
 /// Runs the deliveries of one host queue.
@@ -138,17 +146,16 @@ impl Handler {
             Ok(answers) => answers,
             Err(settlement) => return Verdict::settled(settlement),
         };
+        let now = chrono::Utc::now().timestamp_millis();
         if let (Some(trust), Some(seal), false) = (&self.trust, &incoming.seal, answers.settled()) {
-            let recorded: Vec<Recorded> = answers
-                .history
-                .iter()
-                .map(|&(attempt, exit_code)| Recorded { attempt, exit_code })
-                .collect();
-            let now = chrono::Utc::now().timestamp_millis();
-            let envelope = &incoming.envelope;
-            if let Err(refusal) = trust.check_records(envelope, seal, &recorded, now) {
-                let refused = self.refused_of(Some(&incoming.command), delivery, envelope);
-                return self.refuse(&refusal, refused, ids, cancel).await;
+            if !trust.is_fresh(seal, now) {
+                let envelope = &incoming.envelope;
+                if let Err(refusal) =
+                    trust.check_records(envelope, seal, &recorded(&answers.history), now)
+                {
+                    let refused = self.refused_of(Some(&incoming.command), delivery, envelope);
+                    return self.refuse(&refusal, refused, ids, cancel).await;
+                }
             }
         }
         match plan(answers) {
@@ -159,7 +166,63 @@ impl Handler {
                 self.verdict(incoming, ids, Outcome::from_record(result))
             }
             Plan::Skip { earlier } => self.skip(incoming, earlier, ids, cancel).await,
-            Plan::Run => self.run(incoming, ids, cancel).await,
+            Plan::Run if incoming.seal.is_some() => {
+                self.run_signed(incoming, delivery, ids, cancel).await
+            }
+            Plan::Run => self.run(incoming, ids, cancel, None).await,
+        }
+    }
+
+    /// Records the start of a signed command unless it ran here before, then runs it; what ran
+    /// before is refused.
+    async fn run_signed(
+        &self,
+        incoming: &Incoming,
+        delivery: &Delivery,
+        ids: Ids<'_>,
+        cancel: &CancellationToken,
+    ) -> Verdict {
+        let start = self.start_of(incoming);
+        let redelivered = incoming.envelope.redelivered;
+        let what = "record the attempt";
+        let record = || self.store.record_start_unless_ran(&start, redelivered);
+        match Settlement::unless_done(hold(ids, what, cancel, record).await, what) {
+            Ok(Some(history_id)) => self.run(incoming, ids, cancel, Some(history_id)).await,
+            Ok(None) => {
+                let refusal = self.why_it_ran(incoming, ids, cancel).await;
+                let refused =
+                    self.refused_of(Some(&incoming.command), delivery, &incoming.envelope);
+                self.refuse(&refusal, refused, ids, cancel).await
+            }
+            Err(settlement) => Verdict::settled(settlement),
+        }
+    }
+
+    /// Why a signed command's start was not recorded: what the records hold of it here.
+    async fn why_it_ran(
+        &self,
+        incoming: &Incoming,
+        ids: Ids<'_>,
+        cancel: &CancellationToken,
+    ) -> Refusal {
+        let envelope = &incoming.envelope;
+        let replay = Refusal::Replayed {
+            attempt: envelope.attempt,
+            queue: ids.queue.to_owned(),
+        };
+        let (Some(trust), Some(seal), Some(id)) = (&self.trust, &incoming.seal, ids.message_id)
+        else {
+            return replay;
+        };
+        let what = "look up the attempts of the message";
+        let found = || self.store.attempts_here(id, ids.queue);
+        let Held::Done(history) = hold(ids, what, cancel, found).await else {
+            return replay;
+        };
+        let now = chrono::Utc::now().timestamp_millis();
+        match trust.check_records(envelope, seal, &recorded(&history), now) {
+            Err(refusal) => refusal,
+            Ok(()) => replay,
         }
     }
 
@@ -177,7 +240,15 @@ impl Handler {
             let ended = || self.store.ended_attempt(id, ids.queue, attempt);
             answers.ended = Settlement::unless_done(hold(ids, what, cancel, ended).await, what)?;
         }
-        if let (false, Some(id)) = (answers.settled(), questions.history) {
+        // A fresh signature needs no look-up: running it again is refused as its start is
+        // recorded. An old one is taken only as a retry or redelivery of what ran here.
+        let old_seal = match (&self.trust, &incoming.seal) {
+            (Some(trust), Some(seal)) => {
+                !trust.is_fresh(seal, chrono::Utc::now().timestamp_millis())
+            }
+            _ => false,
+        };
+        if let (false, true, Some(id)) = (answers.settled(), old_seal, questions.history) {
             let what = "look up the attempts of the message";
             let recorded = || self.store.attempts_here(id, ids.queue);
             let held = hold(ids, what, cancel, recorded).await;
@@ -229,8 +300,15 @@ impl Handler {
         }
     }
 
-    /// Runs the command while its start is recorded, then records how it ended.
-    async fn run(&self, incoming: &Incoming, ids: Ids<'_>, cancel: &CancellationToken) -> Verdict {
+    /// Runs the command while its start is recorded (unless it is already, as `history_id`), then
+    /// records how it ended.
+    async fn run(
+        &self,
+        incoming: &Incoming,
+        ids: Ids<'_>,
+        cancel: &CancellationToken,
+        history_id: Option<i64>,
+    ) -> Verdict {
         let (queue, message_id) = (ids.queue, ids.message_id);
         let command = &incoming.command;
         let attempt = incoming.envelope.attempt;
@@ -244,9 +322,15 @@ impl Handler {
         let start = self.start_of(incoming);
         // The start is recorded while the command starts, not before: the database is not on the
         // way from delivery to run. Either way both are done before the delivery is settled.
-        let recording = hold(ids, "record the attempt", cancel, || {
-            self.store.record_start(&start)
-        });
+        let recording = async {
+            match history_id {
+                Some(id) => Held::Done(id),
+                None => {
+                    let record = || self.store.record_start(&start);
+                    hold(ids, "record the attempt", cancel, record).await
+                }
+            }
+        };
         let timeout = command.config.run_timeout();
         let on_line = |stream: OutputStream, line: &str| {
             // What a command prints must not rewrite the terminal or log of whoever reads it.

@@ -125,6 +125,12 @@ impl Trust {
         Ok(())
     }
 
+    /// Whether `seal` is within `max_age`: then whether the message ran here before is checked
+    /// as its start is recorded (`Store::record_start_unless_ran`), with no look-up before.
+    pub fn is_fresh(&self, seal: &Seal, now_ms: i64) -> bool {
+        now_ms.saturating_sub(seal.signed_at_ms) <= millis(self.max_age)
+    }
+
     /// Checks a message against what the records hold of its message id on this queue: not run
     /// before, and fresh unless a retry or redelivery of an attempt recorded here.
     pub fn check_records(

@@ -41,7 +41,9 @@ base_image() {
   say "no registry gave $BASE_IMAGE: making it with debootstrap from $MIRROR (about a minute)"
   local root
   root=$(mktemp -d /var/tmp/pqx-base.XXXXXX)
-  trap 'as_root rm -rf "$root"' RETURN
+  # A RETURN trap stays set after the function returns: it clears itself, or it would run again
+  # (with $root gone) when the next function returns.
+  trap 'as_root rm -rf "${root:-}"; trap - RETURN' RETURN
   as_root debootstrap --variant=minbase "$SUITE" "$root" "$MIRROR" >/dev/null \
     || die "debootstrap $SUITE from $MIRROR failed"
   slim "$root"

@@ -2,13 +2,13 @@
 //! again with other settings. Deleting what is already gone is not an error.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use pqx::mq::{delete_exchange, delete_queue, host_retry_exchange_name, is_wait_queue_of};
-use pqx_util::{ApiEndpoint, MqApi};
+use pqx::mq::{delete_exchange, delete_queue, is_wait_queue_of};
+use pqx_util::MqApi;
 use tracing::warn;
 
 use crate::cli::Choice;
-use crate::initiator::{check_ours, user_names};
-use crate::{ConfigArgs, Conn, InitConfig, MqSection, PositionalConn, Result, Store};
+use crate::initiator::{admin_api, check_ours, user_names};
+use crate::{ConfigArgs, Conn, InitConfig, PositionalConn, Result, Store};
 
 /// Remove the queues, exchanges or tables that initiator made.
 #[derive(Debug, Parser)]
@@ -74,15 +74,7 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
                 }
             }
             RectifierOption::DeleteExchanges => {
-                let mut exchanges = vec![
-                    init.header_exchange.clone(),
-                    init.delayed_exchange(),
-                    init.dead_letter_exchange(),
-                    init.reply_exchange(),
-                ];
-                let host_queues = init.header_queues.iter();
-                exchanges.extend(host_queues.map(|q| host_retry_exchange_name(&q.queue)));
-                for exchange in exchanges {
+                for exchange in init.exchanges() {
                     delete_exchange(&channel, &exchange).await?;
                     println!("deleted exchange {exchange}");
                 }
@@ -99,18 +91,8 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
 /// Deletes the users of init.yml on conn.yml's vhost, each only if it is pqx's to remove (see
 /// `initiator::check_ours`): all are checked before any is deleted.
 async fn delete_users(conn: &Conn, conn_path: &std::path::Path, init: &InitConfig) -> Result<()> {
-    let vhost = conn.mq_vhost.clone();
-    let api = MqApi::new(ApiEndpoint {
-        vhost: vhost.clone(),
-        ..conn.api.clone()
-    })?;
-    let admin = MqSection::from_url(conn.mq.url.clone())
-        .endpoint()
-        .map_err(|source| crate::Error::Config {
-            path: conn_path.to_owned(),
-            source,
-        })?;
-    let users = user_names(init, &vhost);
+    let (api, admin) = admin_api(conn, conn_path)?;
+    let users = user_names(init, api.vhost());
     for user in &users {
         check_ours(&api, user, &admin.user).await?;
     }

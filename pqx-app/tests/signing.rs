@@ -13,7 +13,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use common::{count_ended, env, DbKind, Deadline, Env, Records, DLQ};
 use lapin::message::Delivery;
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use pqx::mq::{header_string, ERROR_HEADER};
@@ -45,23 +44,7 @@ fn write_signing(env: &Env, signing: &str) -> Result<()> {
 
 /// Publishes `body` with `properties` straight to `queue`, confirmed.
 async fn send(env: &Env, queue: &str, properties: BasicProperties, body: &[u8]) -> Result<()> {
-    let conn = env.vhost.connect().await?;
-    let channel = conn.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            properties,
-        )
-        .await?
-        .await?;
-    let _ = conn.close(200, "".into()).await;
-    Ok(())
+    env.vhost.publish(queue, properties, body).await
 }
 
 /// `properties` with one header set (or removed, for `None`), and the case named.

@@ -14,27 +14,12 @@ use lapin::BasicProperties;
 
 const QUICK: &str = r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["echo next"]}}}"#;
 
-/// Publishes `body` straight to `queue` with these headers, on a connection whose frames are large
-/// enough for them (as any client of the broker may).
+/// Publishes `body` straight to `queue` with these headers.
 async fn publish_raw(env: &Env, queue: &str, headers: FieldTable, body: &[u8]) -> Result<()> {
-    let url = format!("{}?frame_max=131072", env.vhost.url());
-    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await?;
-    let channel = conn.create_channel().await?;
     let properties = BasicProperties::default()
         .with_message_id(common::unique("raw").as_str().into())
         .with_headers(headers);
-    channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            properties,
-        )
-        .await?
-        .await?;
-    let _ = conn.close(200, "".into()).await;
-    Ok(())
+    env.vhost.publish(queue, properties, body).await
 }
 
 fn headers(pairs: &[(&str, usize)]) -> FieldTable {

@@ -152,6 +152,36 @@ impl Vhost {
             .with_context(|| format!("connecting to vhost {}", self.name))
     }
 
+    /// Publishes `body` with `properties` straight to `queue` (through the default exchange) and
+    /// waits for the broker's confirm, on a connection whose frames are large enough for any
+    /// message the broker takes (as any client of the broker may send).
+    pub async fn publish(
+        &self,
+        queue: &str,
+        properties: lapin::BasicProperties,
+        body: &[u8],
+    ) -> Result<()> {
+        let url = format!("{}?frame_max=131072", self.url());
+        let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(lapin::options::ConfirmSelectOptions::default())
+            .await?;
+        let confirm = channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                lapin::options::BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await?
+            .await;
+        let _ = conn.close(200, "".into()).await;
+        confirm.with_context(|| format!("publishing to {queue}"))?;
+        Ok(())
+    }
+
     /// How many messages wait in `queue`.
     pub async fn queue_len(&self, queue: &str) -> Result<u32> {
         let conn = self.connect().await?;

@@ -127,6 +127,20 @@ impl InitConfig {
         self.or_suffix(&self.reply_exchange, "reply")
     }
 
+    /// Every exchange init.yml names or pqx derives from it: headers, delayed, dead-letter and
+    /// reply exchanges, and each host queue's retry exchange.
+    pub fn exchanges(&self) -> Vec<String> {
+        let mut exchanges = vec![
+            self.header_exchange.clone(),
+            self.delayed_exchange(),
+            self.dead_letter_exchange(),
+            self.reply_exchange(),
+        ];
+        let host_queues = self.header_queues.iter();
+        exchanges.extend(host_queues.map(|q| host_retry_exchange_name(&q.queue)));
+        exchanges
+    }
+
     /// The host queues' `x-max-priority`.
     pub fn max_priority(&self) -> u8 {
         self.max_priority.unwrap_or(MAX_PRIORITY)

@@ -18,7 +18,7 @@ use crate::{ConfigArgs, Conn, Error, PositionalConn, Result, Store};
 
 use plan::Scope;
 pub use users::UsersArgs;
-pub(crate) use users::{check_ours, names as user_names};
+pub(crate) use users::{admin_api, check_ours, names as user_names};
 
 /// Declare the exchanges, queues and bindings, and create the tables.
 #[derive(Debug, Parser)]

@@ -38,14 +38,7 @@ pub struct Existing {
 
 /// The exchanges and queues init.yml names.
 fn names(init: &InitConfig) -> (BTreeSet<String>, BTreeSet<String>) {
-    let mut exchanges = vec![
-        init.header_exchange.clone(),
-        init.delayed_exchange(),
-        init.dead_letter_exchange(),
-        init.reply_exchange(),
-    ];
-    let host_queues = init.header_queues.iter();
-    exchanges.extend(host_queues.map(|q| pqx::mq::host_retry_exchange_name(&q.queue)));
+    let exchanges = init.exchanges();
     let mut queues: BTreeSet<String> = init.header_queues.iter().map(|q| q.queue.clone()).collect();
     queues.insert(init.dead_letter_queue());
     queues.insert(init.original_retry_queue());

@@ -15,7 +15,7 @@ use pqx_util::{ApiEndpoint, MqApi, Secret};
 
 use super::host_files::{Account, HostFiles};
 use crate::access::{self, Permissions, OPERATOR_TAGS};
-use crate::{Conn, Error, InitConfig, MqSection, Result};
+use crate::{Conn, Error, InitConfig, MqEndpoint, MqSection, Result};
 
 /// Where `decl_users` writes the hosts' files, and how the hosts reach the broker.
 #[derive(Debug, Clone, Args)]
@@ -48,17 +48,8 @@ pub async fn declare(
     init: &InitConfig,
     args: &UsersArgs,
 ) -> Result<()> {
-    let vhost = conn.mq_vhost.clone();
-    let api = MqApi::new(ApiEndpoint {
-        vhost: vhost.clone(),
-        ..conn.api.clone()
-    })?;
-    let admin = MqSection::from_url(conn.mq.url.clone())
-        .endpoint()
-        .map_err(|source| Error::Config {
-            path: conn_path.to_owned(),
-            source,
-        })?;
+    let (api, admin) = admin_api(conn, conn_path)?;
+    let vhost = api.vhost().to_owned();
     let planned = plan(init, &vhost);
     for user in &planned {
         check_ours(&api, &user.user, &admin.user).await?;
@@ -111,6 +102,22 @@ pub async fn declare(
         );
     }
     Ok(())
+}
+
+/// The management API on conn.yml's vhost, and where and as whom conn.yml (at `conn_path`) reaches
+/// the broker: what users are made and removed with, and the user they must not be.
+pub fn admin_api(conn: &Conn, conn_path: &std::path::Path) -> Result<(MqApi, MqEndpoint)> {
+    let api = MqApi::new(ApiEndpoint {
+        vhost: conn.mq_vhost.clone(),
+        ..conn.api.clone()
+    })?;
+    let admin = MqSection::from_url(conn.mq.url.clone())
+        .endpoint()
+        .map_err(|source| Error::Config {
+            path: conn_path.to_owned(),
+            source,
+        })?;
+    Ok((api, admin))
 }
 
 /// The users of `init` on `vhost`: each host queue's, then the operator's.

@@ -59,6 +59,12 @@ fn ran_before(start: &AttemptStart<'_>, redelivered: bool) -> SelectStatement {
         .to_owned()
 }
 
+/// The history row of an attempt as it starts.
+fn start_row(start: &AttemptStart<'_>) -> message_history::ActiveModel {
+    let (message_id, queue, host) = (start.message_id, start.queue, start.host);
+    history_row(start.command, message_id, queue, host, start.attempt)
+}
+
 /// The history row of attempt `attempt` of `command`.
 fn history_row(
     command: &Command,
@@ -105,13 +111,7 @@ const UNPARSED_KEPT: usize = 200;
 impl Store {
     /// Records the start of an attempt; returns its history id.
     pub async fn record_start(&self, start: &AttemptStart<'_>) -> Result<i64> {
-        let row = history_row(
-            start.command,
-            start.message_id,
-            start.queue,
-            start.host,
-            start.attempt,
-        );
+        let row = start_row(start);
         self.insert_history(row).await
     }
 
@@ -151,13 +151,7 @@ impl Store {
         start: &AttemptStart<'_>,
         redelivered: bool,
     ) -> Result<Option<i64>> {
-        let row = history_row(
-            start.command,
-            start.message_id,
-            start.queue,
-            start.host,
-            start.attempt,
-        );
+        let row = start_row(start);
         let (columns, values): (Vec<_>, Vec<_>) = message_history::Column::iter()
             .filter_map(|column| match row.get(column) {
                 ActiveValue::Set(value) => Some((column, Expr::val(value))),

@@ -737,6 +737,12 @@ async fn decl_users_writes_private_files_that_name_only_their_host() -> Result<(
     );
     let h1_pass = password_of(&env, "h1")?;
     assert_eq!(h1_pass.len(), 32);
+    // The passwords are in their files only: not in what initiator printed or logged.
+    assert!(!out.contains(&h1_pass) && !out.contains(&h2_pass));
+    for entry in std::fs::read_dir(env.path("logs"))? {
+        let log = std::fs::read_to_string(entry?.path())?;
+        assert!(!log.contains(&h1_pass) && !log.contains(&h2_pass), "{log}");
+    }
 
     // Again: the same users, the same passwords, the same files.
     let again = env.ok("initiator", &["-o", "decl_users", "--out-dir", "hosts"])?;

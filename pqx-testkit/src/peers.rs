@@ -68,9 +68,7 @@ impl Sshd {
             }
         }
         std::fs::copy(path("id.pub"), path("authorized_keys"))?;
-        let port = free_port()?;
         let user = ssh_user();
-        std::fs::write(path("sshd_config"), sshd_config(dir.path(), port, &user))?;
         std::fs::write(
             path("client_config"),
             format!(
@@ -79,23 +77,33 @@ impl Sshd {
                 path("known_hosts").display()
             ),
         )?;
-        let child = Command::new("/usr/sbin/sshd")
-            .args(["-D", "-e", "-f"])
-            .arg(path("sshd_config"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(path("sshd.log"))?)
-            .spawn()
-            .context("starting sshd (openssh-server): run scripts/test-tools.sh")?;
         let password = ssh_password()?;
-        let sshd = Self {
-            dir,
-            port,
-            user,
-            password,
-            child,
-        };
-        wait_for_port(port, "sshd")?;
-        Ok(sshd)
+        // A free port may be taken again before sshd binds it (by another test's sshd, say): then
+        // this sshd exits, and another port is tried, rather than a test talking to another's.
+        for _ in 0..5 {
+            let port = free_port()?;
+            std::fs::write(path("sshd_config"), sshd_config(dir.path(), port, &user))?;
+            let mut child = Command::new("/usr/sbin/sshd")
+                .args(["-D", "-e", "-f"])
+                .arg(path("sshd_config"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(path("sshd.log"))?)
+                .spawn()
+                .context("starting sshd (openssh-server): run scripts/test-tools.sh")?;
+            if listening(&mut child, port, &path("sshd.log"))? {
+                return Ok(Self {
+                    dir,
+                    port,
+                    user,
+                    password,
+                    child,
+                });
+            }
+        }
+        bail!(
+            "sshd could not bind a free port in 5 tries: {}",
+            std::fs::read_to_string(path("sshd.log")).unwrap_or_default()
+        )
     }
 
     /// The client config file for `PQX_SSH_CONFIG`.
@@ -106,6 +114,24 @@ impl Sshd {
     /// What sshd logged, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+}
+
+/// Waits until the sshd `child` says it listens on `port` (true), or exits (false: the port was
+/// taken); `log` is its stderr.
+fn listening(child: &mut Child, port: u16, log: &Path) -> Result<bool> {
+    let said = format!("Server listening on 127.0.0.1 port {port}");
+    let read = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Deadline::after_secs(20);
+    loop {
+        if read().contains(&said) {
+            wait_for_port(port, "sshd")?;
+            return Ok(true);
+        }
+        if child.try_wait()?.is_some() {
+            return Ok(false);
+        }
+        deadline.tick_blocking(|| format!("sshd did not listen on {port}: {}", read()))?;
     }
 }
 

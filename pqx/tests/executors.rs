@@ -190,7 +190,13 @@ async fn ssh_session_is_killed_at_the_timeout() -> Result<()> {
         sshd.port, sshd.user
     );
     let (report, _) = exec(&json, &ssh_settings(&sshd), Some(Duration::from_secs(2))).await;
-    assert_eq!(report.end, RunEnd::TimedOut(Duration::from_secs(2)));
+    assert_eq!(
+        report.end,
+        RunEnd::TimedOut(Duration::from_secs(2)),
+        "{}\nsshd: {}",
+        report.summary(),
+        sshd.log()
+    );
     assert!(
         report.summary().starts_with("failed: timed out after 2s"),
         "{}",

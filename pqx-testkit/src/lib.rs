@@ -23,7 +23,7 @@ pub use broker::{mq_host, node2_ctl, node2_name, Broker, Vhost, MAIN, MQ_PASS, M
 pub use database::{pg_admin_url, DbKind, TestDb};
 pub use env::Env;
 pub use names::unique;
-pub use peers::{free_port, HttpServer, Sshd};
+pub use peers::{free_port, free_ports, HttpServer, Sshd};
 pub use poll::Deadline;
 pub use process::{all_cmdlines, busy_cpu_secs, process_cpu_secs, rss_kib, wait_gone};
 pub use proxy::TcpProxy;

@@ -30,9 +30,21 @@ fn ssh_password() -> Result<String> {
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    let [port] = free_ports()?;
+    Ok(port)
+}
+
+/// `N` free TCP ports on 127.0.0.1, all different: each is held until all are picked (a port
+/// released and asked for again may be the same one).
+pub fn free_ports<const N: usize>() -> Result<[u16; N]> {
+    let listeners = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let mut ports = [0u16; N];
+    for (port, listener) in ports.iter_mut().zip(&listeners) {
+        *port = listener.local_addr()?.port();
+    }
+    Ok(ports)
 }
 
 fn wait_for_port(port: u16, what: &str) -> Result<()> {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use pqx_testkit::{free_port, unique};
+use pqx_testkit::{free_ports, unique};
 
 use crate::engine::{podman, podman_ok, repo_root};
 
@@ -34,16 +34,26 @@ impl Project {
         let logs = repo_root().join("target/container-tests");
         let tasks = logs.join(&name);
         std::fs::create_dir_all(&tasks)?;
+        let [mq_port, api_port, pg_port] = free_ports()?;
         let project = Self {
             dir: repo_root().join(dir),
             log: logs.join(format!("{name}.log")),
             name,
-            mq_port: free_port()?,
-            api_port: free_port()?,
-            pg_port: free_port()?,
+            mq_port,
+            api_port,
+            pg_port,
             tasks,
         };
         project.compose_ok(&["up", "-d"])?;
+        // podman-compose 1.0.3 goes on when a container cannot start (a port taken, say) and
+        // exits 0: that is told here, with what it printed, not after a long wait for health.
+        for service in ["rabbitmq", "postgres"] {
+            let container = project.container(service);
+            if !crate::engine::running(&container).unwrap_or(false) {
+                let log = std::fs::read_to_string(&project.log).unwrap_or_default();
+                bail!("{container} is not running after `podman-compose up -d`:\n{log}");
+            }
+        }
         Ok(project)
     }
 

@@ -4,9 +4,11 @@
 # them when stopped, and creates the user, vhost, role and database that config/conn.yml.template
 # names. Safe to run any number of times.
 #
-#   scripts/services.sh [--postgres] [--second-node] [--tls]
+#   scripts/services.sh [--postgres] [--second-node] [--tls] [--cluster]
 #                                        bring services up (--second-node: a second RabbitMQ
 #                                        node on port 5673 for the tests that restart a broker;
+#                                        --cluster: three more nodes, clustered, AMQP on
+#                                        127.0.0.1:5681-5683, management on 15681-15683;
 #                                        --tls: a throwaway CA and certificates in $PQX_TLS_DIR,
 #                                        RabbitMQ's TLS listeners on 127.0.0.1:5671 (AMQP) and
 #                                        :15671 (management), PostgreSQL serving the same CA's
@@ -269,6 +271,60 @@ node2_up() {
   say "second RabbitMQ node up: $node on 127.0.0.1:5673, management on 127.0.0.1:15673"
 }
 
+# A three-node cluster for the tests of a broker cluster (quorum queues, a node lost): nodes
+# pqx-c1..3@<host>, AMQP on 5681..5683, management on 15681..15683, each in its own directories.
+CLUSTER_BASE=/var/lib/rabbitmq/pqx-cluster
+cluster_name() { echo "pqx-c$1@$(hostname -s)"; }
+cluster_env() {
+  local n=$1 dir=$CLUSTER_BASE/c$1
+  echo RABBITMQ_NODENAME="$(cluster_name "$n")" RABBITMQ_NODE_PORT=$((5680 + n)) \
+    RABBITMQ_DIST_PORT=$((25680 + n)) RABBITMQ_MNESIA_BASE="$dir/mnesia" \
+    RABBITMQ_LOG_BASE="$dir/log" RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins" \
+    RABBITMQ_CONFIG_FILE="$dir/rabbitmq.conf" RABBITMQ_PID_FILE="$dir/pid" \
+    ERL_EPMD_ADDRESS=127.0.0.1
+}
+
+# Starts cluster node $1 unless it runs.
+cluster_node_up() {
+  local n=$1 node dir=$CLUSTER_BASE/c$1
+  node=$(cluster_name "$n")
+  ctl "$node" await_startup --timeout 1 >/dev/null 2>&1 && return 0
+  as_root mkdir -p "$dir/mnesia" "$dir/log"
+  rabbit_conf $((5680 + n)) $((15680 + n)) | as_root tee "$dir/rabbitmq.conf" >/dev/null
+  echo "[rabbitmq_management]." | as_root tee "$dir/enabled_plugins" >/dev/null
+  as_root chown -R rabbitmq:rabbitmq "$CLUSTER_BASE"
+  say "starting cluster node $node"
+  # shellcheck disable=SC2046
+  as_root env $(cluster_env "$n") rabbitmq-server -detached >/dev/null 2>&1 || true
+}
+
+# Whether node $1's cluster lists node $2 as a member.
+cluster_has() {
+  ctl "$1" cluster_status --formatter json 2>/dev/null | grep -q "\"$2\""
+}
+
+cluster_up() {
+  local n first
+  first=$(cluster_name 1)
+  for n in 1 2 3; do cluster_node_up "$n"; done
+  for n in 1 2 3; do await_node "$(cluster_name "$n")" "cluster node $(cluster_name "$n") (see $CLUSTER_BASE/c$n/log)"; done
+  for n in 2 3; do
+    local node; node=$(cluster_name "$n")
+    if ! cluster_has "$first" "$node"; then
+      say "joining $node to the cluster of $first"
+      local out
+      out=$( { ctl "$node" stop_app && ctl "$node" reset && ctl "$node" join_cluster "$first" &&
+        ctl "$node" start_app; } 2>&1) || die "cannot join $node to $first: $out"
+    fi
+    # A test that stopped a node's app may have been cut off before it started it again.
+    ctl "$node" start_app >/dev/null 2>&1 || true
+  done
+  ctl "$first" start_app >/dev/null 2>&1 || true
+  grant "$first" /
+  for n in 1 2 3; do await_api $((15680 + n)); done
+  say "RabbitMQ cluster up: $(cluster_name 1), $(cluster_name 2), $(cluster_name 3) on 127.0.0.1:5681-5683, management on 15681-15683"
+}
+
 pg_cluster() { pg_lsclusters -h 2>/dev/null | awk 'NR==1{print $1" "$2}'; }
 
 pg_up() {
@@ -311,6 +367,7 @@ pg_tls() {
 }
 
 stop_all() {
+  for n in 3 2 1; do as_root rabbitmqctl -q -n "$(cluster_name "$n")" stop >/dev/null 2>&1 || true; done
   as_root rabbitmqctl -q -n "$(node2_name)" stop >/dev/null 2>&1 || true
   as_root rabbitmqctl -q stop >/dev/null 2>&1 || true
   if command -v pg_lsclusters >/dev/null && [ -n "$(pg_cluster)" ]; then
@@ -323,17 +380,20 @@ stop_all() {
 postgres=0
 node2=0
 tls=0
+cluster=0
 for arg in "$@"; do
   case "$arg" in
     stop) stop_all; exit 0 ;;
     --postgres) postgres=1 ;;
     --second-node) node2=1 ;;
     --tls) tls=1 ;;
-    *) die "unknown argument '$arg': expected --postgres, --second-node, --tls or stop" ;;
+    --cluster) cluster=1 ;;
+    *) die "unknown argument '$arg': expected --postgres, --second-node, --tls, --cluster or stop" ;;
   esac
 done
 command -v curl >/dev/null || apt_install curl
 rabbit_up
 [ "$node2" = 1 ] && node2_up
+[ "$cluster" = 1 ] && cluster_up
 [ "$postgres" = 1 ] && pg_up
 exit 0

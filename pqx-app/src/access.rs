@@ -35,7 +35,7 @@ pub const OPERATOR_TAGS: &[&str] = &["management"];
 /// The permissions of the user of host queue `queue`.
 pub fn host(init: &InitConfig, queue: &str) -> Permissions {
     let own = escape(queue);
-    let wait_queues = format!(r"{own}\.wait\.[0-9]+");
+    let wait_queues = format!(r"{own}\.q?wait\.[0-9]+");
     let retry_exchange = escape(&host_retry_exchange_name(queue));
     Permissions {
         configure: format!("^{wait_queues}$"),
@@ -98,14 +98,14 @@ mod tests {
     #[test]
     fn a_host_gets_its_own_names_and_the_shared_outlets() {
         let h1 = host(&init(), "h1");
-        assert_eq!(h1.configure, r"^h1\.wait\.[0-9]+$");
+        assert_eq!(h1.configure, r"^h1\.q?wait\.[0-9]+$");
         assert_eq!(
             h1.write,
-            r"^(h1\.retry|h1\.wait\.[0-9]+|pqx\.dlx|pqx\.reply)$"
+            r"^(h1\.retry|h1\.q?wait\.[0-9]+|pqx\.dlx|pqx\.reply)$"
         );
-        assert_eq!(h1.read, r"^(h1|h1\.retry|h1\.wait\.[0-9]+)$");
+        assert_eq!(h1.read, r"^(h1|h1\.retry|h1\.q?wait\.[0-9]+)$");
         let web = host(&init(), "web.1");
-        assert_eq!(web.read, r"^(web\.1|web\.1\.retry|web\.1\.wait\.[0-9]+)$");
+        assert_eq!(web.read, r"^(web\.1|web\.1\.retry|web\.1\.q?wait\.[0-9]+)$");
     }
 
     #[test]

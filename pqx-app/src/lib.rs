@@ -28,7 +28,7 @@ pub use config::{
     Account, ApiSection, ConfigArgs, Conn, ConnConfig, DbSection, DeadMessageTtl, HeaderQueue,
     InitConfig, MqEndpoint, MqSection, PositionalConn, Signing, SigningSection, DEFAULT_API_PORT,
     DEFAULT_DB_URL, DEFAULT_MAX_AGE, DEFAULT_MQ_HOST, DEFAULT_MQ_PORT, DEFAULT_PG_PORT,
-    DEFAULT_VHOST, MAX_PRIORITY,
+    DEFAULT_VHOST, DELIVERY_LIMIT, MAX_PRIORITY,
 };
 pub use error::{Error, InvalidTask, Result, TaskProblem};
 pub use outcome::{Outcome, Reply};

@@ -56,9 +56,9 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
     }
     let init = config.init()?;
     if option == RectifierOption::DeleteUsers {
-        return delete_users(&conn, &config.conn, &init).await;
+        return delete_users(&conn, &init).await;
     }
-    let connection = pqx::mq::connect_to(&conn.mq, "pqx rectifier").await?;
+    let (connection, _) = pqx::mq::connect_any(&conn.mq, "pqx rectifier", 0, None).await?;
     let channel = pqx::mq::open_channel(&connection).await?;
     let result: Result<()> = async {
         match option {
@@ -90,11 +90,11 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
 
 /// Deletes the users of init.yml on conn.yml's vhost, each only if it is pqx's to remove (see
 /// `initiator::check_ours`): all are checked before any is deleted.
-async fn delete_users(conn: &Conn, conn_path: &std::path::Path, init: &InitConfig) -> Result<()> {
-    let (api, admin) = admin_api(conn, conn_path)?;
+async fn delete_users(conn: &Conn, init: &InitConfig) -> Result<()> {
+    let (api, admin) = admin_api(conn)?;
     let users = user_names(init, api.vhost());
     for user in &users {
-        check_ours(&api, user, &admin.user).await?;
+        check_ours(&api, user, &admin).await?;
     }
     for user in users {
         let line = match api.delete_user(&user).await? {

@@ -16,6 +16,8 @@ use crate::{redact_url, Error, Result};
 pub struct ApiEndpoint {
     /// The API's base URL, e.g. `http://127.0.0.1:15672/api`.
     pub base_url: String,
+    /// The base URLs of a cluster's other nodes' APIs, asked in order when one does not answer.
+    pub fallbacks: Vec<String>,
     pub auth: ApiAuth,
     pub vhost: String,
     /// For `https://`: the CA certificates (PEM) the API's certificate must be signed by, the
@@ -28,6 +30,7 @@ impl ApiEndpoint {
     pub fn new(host: &str, port: u16, user: &str, pass: &str, vhost: &str) -> Self {
         Self {
             base_url: format!("http://{host}:{port}/api"),
+            fallbacks: Vec::new(),
             auth: ApiAuth::Basic {
                 user: user.to_owned(),
                 pass: pass.to_owned(),
@@ -52,6 +55,7 @@ impl std::fmt::Debug for ApiEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiEndpoint")
             .field("base_url", &redact_url(&self.base_url))
+            .field("fallbacks", &self.fallbacks)
             .field("auth", &self.auth)
             .field("vhost", &self.vhost)
             .field("ca_file", &self.ca_file)
@@ -198,7 +202,12 @@ pub struct MqExchangeType {
 #[derive(Debug, Clone)]
 pub struct MqApi {
     endpoint: ApiEndpoint,
+    /// The first node's base URL, which every URL is built on.
     base: String,
+    /// The other nodes' base URLs, asked in order when one does not answer.
+    fallbacks: Vec<String>,
+    /// The node that answered last (0: the first): asked first.
+    answering: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     http: reqwest::Client,
 }
 
@@ -229,9 +238,16 @@ impl MqApi {
             }
         }
         let http = builder.build().map_err(|e| failed(e.to_string()))?;
+        let fallbacks = endpoint
+            .fallbacks
+            .iter()
+            .map(|f| f.trim_end_matches('/').to_owned())
+            .collect();
         Ok(Self {
             endpoint,
             base,
+            fallbacks,
+            answering: std::sync::Arc::default(),
             http,
         })
     }
@@ -245,23 +261,57 @@ impl MqApi {
         utf8_percent_encode(self.vhost(), NON_ALPHANUMERIC).to_string()
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response> {
-        let response = self.sent(request, url).await?;
-        self.checked(response, url).await
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<reqwest::Response> {
+        let (response, answered) = self.sent(method, url, body).await?;
+        self.checked(response, &answered).await
     }
 
-    /// The API's answer, whatever its status.
-    async fn sent(&self, request: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response> {
-        let request = match &self.endpoint.auth {
-            ApiAuth::None => request,
-            ApiAuth::Basic { user, pass } => request.basic_auth(user, Some(pass)),
-            ApiAuth::Header(value) => request.header(reqwest::header::AUTHORIZATION, value),
-        };
-        request.send().await.map_err(|e| Error::MqApi {
+    /// The API's answer, whatever its status, with the URL that answered: `url` (built on the
+    /// first node's base) asked of the node that answered last, then of each other node, until
+    /// one answers.
+    async fn sent(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(reqwest::Response, String)> {
+        use std::sync::atomic::Ordering;
+        let path = url.strip_prefix(self.base.as_str()).unwrap_or(url);
+        let bases: Vec<&str> = std::iter::once(self.base.as_str())
+            .chain(self.fallbacks.iter().map(String::as_str))
+            .collect();
+        let first = self.answering.load(Ordering::Relaxed) % bases.len();
+        let mut failures = Vec::new();
+        for k in 0..bases.len() {
+            let i = (first + k) % bases.len();
+            let url = format!("{}{path}", bases[i]);
+            let mut request = self.http.request(method.clone(), &url);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let request = match &self.endpoint.auth {
+                ApiAuth::None => request,
+                ApiAuth::Basic { user, pass } => request.basic_auth(user, Some(pass)),
+                ApiAuth::Header(value) => request.header(reqwest::header::AUTHORIZATION, value),
+            };
+            match request.send().await {
+                Ok(response) => {
+                    self.answering.store(i, Ordering::Relaxed);
+                    return Ok((response, url));
+                }
+                Err(e) => failures.push(format!("{}: {}", redact_url(&url), e.without_url())),
+            }
+        }
+        Err(Error::MqApi {
             url: redact_url(url),
             message: format!(
                 "cannot connect: {} (is the management plugin enabled?)",
-                e.without_url()
+                failures.join("; ")
             ),
         })
     }
@@ -293,7 +343,7 @@ impl MqApi {
     }
 
     async fn get_url<T: DeserializeOwned>(&self, url: String) -> Result<T> {
-        let response = self.send(self.http.get(&url), &url).await?;
+        let response = self.send(reqwest::Method::GET, &url, None).await?;
         Self::json(response, &url).await
     }
 
@@ -356,7 +406,7 @@ impl MqApi {
     /// Creates the vhost and gives `user` all permissions on it.
     pub async fn create_vhost(&self, user: &str) -> Result<()> {
         let url = format!("{}/vhosts/{}", self.base, self.vhost_path());
-        self.send(self.http.put(&url), &url).await?;
+        self.send(reqwest::Method::PUT, &url, None).await?;
         self.set_permissions(user, ".*", ".*", ".*").await
     }
 
@@ -364,7 +414,7 @@ impl MqApi {
     pub async fn put_user(&self, name: &str, password: &str, tags: &[&str]) -> Result<()> {
         let url = format!("{}/users/{}", self.base, encode(name));
         let body = serde_json::json!({"password": password, "tags": tags.join(",")});
-        self.send(self.http.put(&url).json(&body), &url).await?;
+        self.send(reqwest::Method::PUT, &url, Some(&body)).await?;
         Ok(())
     }
 
@@ -402,11 +452,11 @@ impl MqApi {
 
     /// What `url` answers, or `None` when the API says it is not there.
     async fn get_if_found<T: DeserializeOwned>(&self, url: String) -> Result<Option<T>> {
-        let response = self.sent(self.http.get(&url), &url).await?;
+        let (response, answered) = self.sent(reqwest::Method::GET, &url, None).await?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        let response = self.checked(response, &url).await?;
+        let response = self.checked(response, &answered).await?;
         Self::json(response, &url).await.map(Some)
     }
 
@@ -425,7 +475,7 @@ impl MqApi {
             encode(user)
         );
         let body = serde_json::json!({"configure": configure, "write": write, "read": read});
-        self.send(self.http.put(&url).json(&body), &url).await?;
+        self.send(reqwest::Method::PUT, &url, Some(&body)).await?;
         Ok(())
     }
 
@@ -435,14 +485,14 @@ impl MqApi {
             return Ok(false);
         }
         let url = format!("{}/users/{}", self.base, encode(name));
-        self.send(self.http.delete(&url), &url).await?;
+        self.send(reqwest::Method::DELETE, &url, None).await?;
         Ok(true)
     }
 
     /// Deletes the vhost with everything in it.
     pub async fn delete_vhost(&self) -> Result<()> {
         let url = format!("{}/vhosts/{}", self.base, self.vhost_path());
-        self.send(self.http.delete(&url), &url).await?;
+        self.send(reqwest::Method::DELETE, &url, None).await?;
         Ok(())
     }
 }

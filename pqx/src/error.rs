@@ -16,6 +16,9 @@ pub enum Error {
     /// The broker refused a declaration because an existing exchange or queue differs.
     #[error("{context}: it already exists with other settings ({reply}); remove it with `rectifier -o del_que` / `del_exg` and run initiator again")]
     Differs { context: String, reply: String },
+    /// No node of a cluster could be reached: why, for each.
+    #[error("cannot reach any RabbitMQ node: {}", tried.join("; "))]
+    NoNode { tried: Vec<String> },
     /// A TLS handshake with the broker failed on a certificate or a setting: not worth retrying.
     #[error("{broker}: {refused}")]
     Tls {
@@ -49,6 +52,9 @@ impl Error {
     /// Whether the error is the broker or the network going away (worth reconnecting for), rather
     /// than something a retry cannot fix (credentials, a missing queue, a refused argument).
     pub fn is_transient(&self) -> bool {
+        if let Error::NoNode { .. } = self {
+            return true;
+        }
         let Error::Amqp { source, .. } = self else {
             return false;
         };

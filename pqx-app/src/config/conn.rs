@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use lapin::uri::AMQPUri;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, NON_ALPHANUMERIC};
-use pqx::mq::{BrokerAddress, TlsError, TlsFiles};
+use pqx::mq::{BrokerAddress, Brokers, TlsError, TlsFiles};
 use pqx::InvalidField;
 use pqx_util::{ApiAuth, ApiEndpoint};
 use serde::Deserialize;
@@ -52,8 +52,10 @@ pub struct ConnConfig {
 /// Where pqx connects, as conn.yml resolves: every default applied, every part put together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conn {
-    /// The broker: its AMQP URL and TLS settings.
-    pub mq: BrokerAddress,
+    /// The broker's nodes: their AMQP URLs and TLS settings.
+    pub mq: Brokers,
+    /// Where and as whom each node is reached, in the same order.
+    pub mq_endpoints: Vec<MqEndpoint>,
     /// The vhost of that URL.
     pub mq_vhost: String,
     /// The management API.
@@ -81,45 +83,63 @@ impl ConnConfig {
                  (see config/conn.yml.template)",
             )
         })?;
-        let endpoint = mq.endpoint()?;
-        let url = mq.url(&endpoint);
+        let nodes = mq.nodes()?;
+        let endpoint = nodes[0].0.clone();
         let tls = mq.tls.as_ref().map(|t| t.files(base));
         let api = match &self.mq_api {
             Some(api) => api.endpoint(base)?,
-            // Over TLS, the management API is asked over HTTPS, trusting the same CA.
-            None if url.starts_with("amqps://") => ApiEndpoint::new(
-                &endpoint.host,
-                DEFAULT_API_TLS_PORT,
-                &endpoint.user,
-                &endpoint.pass,
-                &endpoint.vhost,
-            )
-            .https(tls.as_ref().and_then(|t| t.ca_file.clone())),
-            None => ApiEndpoint::new(
-                &endpoint.host,
-                DEFAULT_API_PORT,
-                &endpoint.user,
-                &endpoint.pass,
-                &endpoint.vhost,
-            ),
+            None => default_api(&nodes, tls.as_ref()),
         };
-        let mut address = BrokerAddress::new(url);
-        if let Some(files) = tls {
-            address = address.with_tls(files).map_err(|e| match e {
-                TlsError::File { field, path, why } => {
-                    InvalidField::new(field, format!("{}: {why}", path.display()))
-                }
-                TlsError::Setting { field, why } => InvalidField::new(field, why),
-            })?;
+        let mut addresses = Vec::with_capacity(nodes.len());
+        let endpoints = nodes.iter().map(|(e, _)| e.clone()).collect();
+        for (_, url) in nodes {
+            let mut address = BrokerAddress::new(url);
+            if let Some(files) = &tls {
+                address = address.with_tls(files.clone()).map_err(|e| match e {
+                    TlsError::File { field, path, why } => {
+                        InvalidField::new(field, format!("{}: {why}", path.display()))
+                    }
+                    TlsError::Setting { field, why } => InvalidField::new(field, why),
+                })?;
+            }
+            addresses.push(address);
         }
         Ok(Conn {
-            mq: address,
+            mq: Brokers::new(addresses),
+            mq_endpoints: endpoints,
             mq_vhost: endpoint.vhost,
             api,
             db_url: self.db.url(base)?,
             signing: self.signing.resolve(base)?,
         })
     }
+}
+
+/// The management API when conn.yml names none: on each node's host, on port
+/// [`DEFAULT_API_PORT`], or over HTTPS on [`DEFAULT_API_TLS_PORT`] trusting the broker's CA when
+/// the broker is reached over TLS; the first node's, then the others' when it does not answer.
+fn default_api(nodes: &[(MqEndpoint, String)], tls: Option<&TlsFiles>) -> ApiEndpoint {
+    let over_tls = nodes[0].1.starts_with("amqps://");
+    let port = if over_tls {
+        DEFAULT_API_TLS_PORT
+    } else {
+        DEFAULT_API_PORT
+    };
+    let at = |e: &MqEndpoint| ApiEndpoint::new(&e.host, port, &e.user, &e.pass, &e.vhost);
+    let mut api = at(&nodes[0].0);
+    if over_tls {
+        api = api.https(tls.and_then(|t| t.ca_file.clone()));
+    }
+    for (node, _) in &nodes[1..] {
+        let other = match over_tls {
+            true => at(node).https(None).base_url,
+            false => at(node).base_url,
+        };
+        if other != api.base_url && !api.fallbacks.contains(&other) {
+            api.fallbacks.push(other);
+        }
+    }
+    api
 }
 
 /// conn.yml's `mq.tls`: what an `amqps://` connection trusts and shows. Paths are relative to the
@@ -151,8 +171,13 @@ impl TlsSection {
 pub struct MqSection {
     /// A full AMQP URL (`amqp://user:pass@127.0.0.1:5672/vhost`); wins over the parts.
     pub url: Option<String>,
+    /// A cluster's nodes, as full AMQP URLs, instead of `url`: connections go to the first that
+    /// answers (a subscriber starts at one picked at random, so that load spreads).
+    pub urls: Option<Vec<String>>,
     /// Required without a url.
     pub host: Option<String>,
+    /// A cluster's nodes, as `host` or `host:port`, with the parts below, instead of `host`.
+    pub hosts: Option<Vec<String>>,
     /// Default [`DEFAULT_MQ_PORT`].
     pub port: Option<u16>,
     /// Default [`DEFAULT_MQ_USER`].
@@ -185,11 +210,8 @@ impl MqSection {
         }
     }
 
-    /// The AMQP URL to connect to: `url` as given, or one made of the parts of `endpoint`.
-    fn url(&self, endpoint: &MqEndpoint) -> String {
-        if let Some(url) = &self.url {
-            return url.clone();
-        }
+    /// The AMQP URL of the node at `endpoint`, made of its parts.
+    fn url_of(&self, endpoint: &MqEndpoint) -> String {
         let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
         let scheme = if self.tls.is_some() { "amqps" } else { "amqp" };
         format!(
@@ -202,28 +224,75 @@ impl MqSection {
         )
     }
 
-    /// The host, port, user, password and vhost, from the URL when there is one; a URL that does
-    /// not parse is an error, never a fallback to defaults.
+    /// The first node's host, port, user, password and vhost (all nodes share the user, password
+    /// and vhost).
     pub fn endpoint(&self) -> Result<MqEndpoint, InvalidField> {
-        if let Some(url) = &self.url {
-            let uri = url.parse::<AMQPUri>().map_err(|e| {
-                let why = e.replace(url.as_str(), &pqx_util::redact_url(url));
-                InvalidField::new("mq.url", format!("not an AMQP URL: {why}"))
-            })?;
-            let user = uri.authority.userinfo;
-            return Ok(MqEndpoint {
-                host: uri.authority.host,
-                port: uri.authority.port,
-                user: user.username,
-                pass: user.password,
-                vhost: uri.vhost,
-            });
+        let mut nodes = self.nodes()?;
+        Ok(nodes.remove(0).0)
+    }
+
+    /// Each node's endpoint and AMQP URL, in conn.yml's order: `urls`, or `hosts` with the parts,
+    /// or the one `url` or `host`. A URL that does not parse is an error, never a fallback to
+    /// defaults; an empty list is an error.
+    pub fn nodes(&self) -> Result<Vec<(MqEndpoint, String)>, InvalidField> {
+        let both = |key: &str, one: &str| {
+            InvalidField::new(
+                format!("mq.{key}"),
+                format!("give mq.{one} or mq.{key}, not both"),
+            )
+        };
+        let empty = |key: &str| {
+            InvalidField::new(format!("mq.{key}"), "empty: name at least one broker node")
+        };
+        match (&self.url, &self.urls, &self.host, &self.hosts) {
+            (Some(_), Some(_), _, _) => Err(both("urls", "url")),
+            (_, _, Some(_), Some(_)) => Err(both("hosts", "host")),
+            (_, Some(urls), _, _) => {
+                if urls.is_empty() {
+                    return Err(empty("urls"));
+                }
+                let nodes = urls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, url)| {
+                        let endpoint = parse_url(url, &format!("mq.urls[{i}]"))?;
+                        Ok((endpoint, url.clone()))
+                    })
+                    .collect::<Result<Vec<_>, InvalidField>>()?;
+                same_vhost(&nodes, "urls")?;
+                Ok(nodes)
+            }
+            (Some(url), None, _, _) => Ok(vec![(parse_url(url, "mq.url")?, url.clone())]),
+            (None, None, _, Some(hosts)) => {
+                if hosts.is_empty() {
+                    return Err(empty("hosts"));
+                }
+                hosts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, host)| {
+                        let (name, port) = split_host(host)
+                            .map_err(|why| InvalidField::new(format!("mq.hosts[{i}]"), why))?;
+                        let endpoint = self.parts(name, port);
+                        let url = self.url_of(&endpoint);
+                        Ok((endpoint, url))
+                    })
+                    .collect()
+            }
+            (None, None, host, None) => {
+                let host = host
+                    .clone()
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| InvalidField::new("mq.host", "required without mq.url"))?;
+                let endpoint = self.parts(host, self.port);
+                let url = self.url_of(&endpoint);
+                Ok(vec![(endpoint, url)])
+            }
         }
-        let host = self
-            .host
-            .clone()
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| InvalidField::new("mq.host", "required without mq.url"))?;
+    }
+
+    /// A node at `host` (and `port`), with the parts' user, password and vhost.
+    fn parts(&self, host: String, port: Option<u16>) -> MqEndpoint {
         let or = |value: &Option<String>, default: &str| {
             value.clone().unwrap_or_else(|| default.to_owned())
         };
@@ -231,13 +300,58 @@ impl MqSection {
             Some(_) => DEFAULT_MQ_TLS_PORT,
             None => DEFAULT_MQ_PORT,
         };
-        Ok(MqEndpoint {
+        MqEndpoint {
             host,
-            port: self.port.unwrap_or(default_port),
+            port: port.or(self.port).unwrap_or(default_port),
             user: or(&self.user, DEFAULT_MQ_USER),
             pass: or(&self.pass, DEFAULT_MQ_PASS),
             vhost: or(&self.vhost, DEFAULT_VHOST),
-        })
+        }
+    }
+}
+
+/// The endpoint of AMQP URL `url`, conn.yml's `key`.
+fn parse_url(url: &str, key: &str) -> Result<MqEndpoint, InvalidField> {
+    let uri = url.parse::<AMQPUri>().map_err(|e| {
+        let why = e.replace(url, &pqx_util::redact_url(url));
+        InvalidField::new(key, format!("not an AMQP URL: {why}"))
+    })?;
+    let user = uri.authority.userinfo;
+    Ok(MqEndpoint {
+        host: uri.authority.host,
+        port: uri.authority.port,
+        user: user.username,
+        pass: user.password,
+        vhost: uri.vhost,
+    })
+}
+
+/// `host` or `host:port`.
+fn split_host(text: &str) -> Result<(String, Option<u16>), String> {
+    match text.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => {
+            let port = port
+                .parse::<u16>()
+                .map_err(|_| format!("{text:?}: the port is not a number from 0 to 65535"))?;
+            Ok((host.to_owned(), Some(port)))
+        }
+        _ if text.is_empty() => Err("empty: expected host or host:port".into()),
+        _ => Ok((text.to_owned(), None)),
+    }
+}
+
+/// Fails unless every node of `nodes` is the same vhost (they are one broker's nodes).
+fn same_vhost(nodes: &[(MqEndpoint, String)], key: &str) -> Result<(), InvalidField> {
+    let first = &nodes[0].0.vhost;
+    match nodes.iter().position(|(e, _)| &e.vhost != first) {
+        Some(i) => Err(InvalidField::new(
+            format!("mq.{key}[{i}]"),
+            format!(
+                "names vhost {:?}, not {first:?} as mq.{key}[0] does: the nodes are one broker's",
+                nodes[i].0.vhost
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -248,6 +362,9 @@ pub struct ApiSection {
     /// The API's base URL, e.g. `http://127.0.0.1:15672/api`; wins over host and port. User info
     /// in it (`http://user:pass@host...`) is used as basic auth.
     pub url: Option<String>,
+    /// A cluster's nodes' APIs, instead of `url`: asked in order, the next when one does not
+    /// answer.
+    pub urls: Option<Vec<String>>,
     /// An `Authorization` header value (`Basic <base64>`); wins over user and pass.
     pub auth: Option<String>,
     /// Default [`DEFAULT_MQ_HOST`].
@@ -268,33 +385,42 @@ impl ApiSection {
     /// The API this section names; a CA file is taken relative to `base`.
     pub fn endpoint(&self, base: &Path) -> Result<ApiEndpoint, InvalidField> {
         let (mut user, mut pass) = (self.user.clone(), self.pass.clone());
-        let base_url = match &self.url {
-            Some(url) => {
-                let mut parsed = url::Url::parse(url)
-                    .map_err(|e| InvalidField::new("mq_api.url", format!("not a URL: {e}")))?;
-                if !matches!(parsed.scheme(), "http" | "https") {
-                    return Err(InvalidField::new(
-                        "mq_api.url",
-                        "expected http:// or https://",
-                    ));
-                }
-                // Credentials in the URL would be shown wherever the URL is: they become basic
-                // auth instead.
-                if !parsed.username().is_empty() {
-                    let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
-                    user = Some(decode(parsed.username()));
-                    pass = parsed.password().map(decode);
-                    let _ = parsed.set_username("");
-                    let _ = parsed.set_password(None);
-                }
-                parsed.as_str().trim_end_matches('/').to_owned()
+        let urls: Vec<(String, &str)> = match (&self.url, &self.urls) {
+            (Some(_), Some(_)) => {
+                return Err(InvalidField::new(
+                    "mq_api.urls",
+                    "give mq_api.url or mq_api.urls, not both",
+                ))
             }
-            None => format!(
+            (Some(url), None) => vec![("mq_api.url".into(), url.as_str())],
+            (None, Some(urls)) if urls.is_empty() => {
+                return Err(InvalidField::new(
+                    "mq_api.urls",
+                    "empty: name at least one node's API",
+                ))
+            }
+            (None, Some(urls)) => urls
+                .iter()
+                .enumerate()
+                .map(|(i, url)| (format!("mq_api.urls[{i}]"), url.as_str()))
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        let mut base_urls = Vec::new();
+        for (key, url) in urls {
+            let (base_url, credentials) = api_url(&key, url)?;
+            if let (None, Some((u, p))) = (&user, credentials) {
+                (user, pass) = (Some(u), p);
+            }
+            base_urls.push(base_url);
+        }
+        if base_urls.is_empty() {
+            base_urls.push(format!(
                 "http://{}:{}/api",
                 self.host.as_deref().unwrap_or(DEFAULT_MQ_HOST),
                 self.port.unwrap_or(DEFAULT_API_PORT)
-            ),
-        };
+            ));
+        }
         let auth = match (&self.auth, user) {
             (Some(header), _) => ApiAuth::Header(header.clone()),
             (None, Some(user)) => ApiAuth::Basic {
@@ -303,8 +429,10 @@ impl ApiSection {
             },
             (None, None) => ApiAuth::None,
         };
+        let base_url = base_urls.remove(0);
         Ok(ApiEndpoint {
             base_url,
+            fallbacks: base_urls,
             auth,
             vhost: self
                 .vhost
@@ -313,6 +441,30 @@ impl ApiSection {
             ca_file: self.ca_file.as_ref().map(|p| base.join(p)),
         })
     }
+}
+
+/// A user and password written in a URL.
+type Credentials = (String, Option<String>);
+
+/// The base URL of the API at `url` (conn.yml's `key`), without the credentials written in it,
+/// which are returned apart: shown wherever the URL is, they become basic auth instead.
+fn api_url(key: &str, url: &str) -> Result<(String, Option<Credentials>), InvalidField> {
+    let mut parsed =
+        url::Url::parse(url).map_err(|e| InvalidField::new(key, format!("not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(InvalidField::new(key, "expected http:// or https://"));
+    }
+    let mut credentials = None;
+    if !parsed.username().is_empty() {
+        let decode = |s: &str| percent_decode_str(s).decode_utf8_lossy().into_owned();
+        credentials = Some((decode(parsed.username()), parsed.password().map(decode)));
+        let _ = parsed.set_username("");
+        let _ = parsed.set_password(None);
+    }
+    Ok((
+        parsed.as_str().trim_end_matches('/').to_owned(),
+        credentials,
+    ))
 }
 
 /// conn.yml's `db`: a `url`, or the original PQX's `protocol`/`host`/`port`/`user`/`pass`/`db`.
@@ -426,11 +578,61 @@ mod tests {
         let conn =
             resolve("mq: {host: localhost, port: 5677, user: dev, pass: p/ss, vhost: devhost}")
                 .unwrap();
-        assert_eq!(conn.mq.url, "amqp://dev:p%2Fss@localhost:5677/devhost");
+        assert_eq!(
+            conn.mq.nodes()[0].url,
+            "amqp://dev:p%2Fss@localhost:5677/devhost"
+        );
         let conn = resolve("mq: {host: h}").unwrap();
-        assert_eq!(conn.mq.url, "amqp://guest:guest@h:5672/%2F");
+        assert_eq!(conn.mq.nodes()[0].url, "amqp://guest:guest@h:5672/%2F");
         assert_eq!(conn.mq_vhost, "/");
         assert_eq!(conn.db_url, DEFAULT_DB_URL);
+    }
+
+    #[test]
+    fn a_cluster_is_named_by_urls_or_by_hosts_with_the_parts() {
+        let conn =
+            resolve("mq: {urls: [\"amqp://u:p@a:5681/v\", \"amqp://u:p@b:5682/v\"]}").unwrap();
+        let urls: Vec<&str> = conn.mq.nodes().iter().map(|n| n.url.as_str()).collect();
+        assert_eq!(urls, ["amqp://u:p@a:5681/v", "amqp://u:p@b:5682/v"]);
+        assert_eq!(conn.api.base_url, "http://a:15672/api");
+        assert_eq!(conn.api.fallbacks, ["http://b:15672/api"]);
+        let conn = resolve("mq: {hosts: [a, \"b:5699\"], user: u, pass: p, vhost: v}").unwrap();
+        let urls: Vec<&str> = conn.mq.nodes().iter().map(|n| n.url.as_str()).collect();
+        assert_eq!(urls, ["amqp://u:p@a:5672/v", "amqp://u:p@b:5699/v"]);
+        let apis = "mq: {hosts: [a, b]}\nmq_api: {urls: [\"http://x:1/api\", \"http://y:2/api/\"], user: u, pass: p}";
+        let conn = resolve(apis).unwrap();
+        assert_eq!(conn.api.base_url, "http://x:1/api");
+        assert_eq!(conn.api.fallbacks, ["http://y:2/api"]);
+    }
+
+    #[test]
+    fn an_empty_or_mixed_list_of_nodes_is_named() {
+        let cases = [
+            ("mq: {urls: []}", "mq.urls: empty: name at least one broker node"),
+            ("mq: {hosts: []}", "mq.hosts: empty: name at least one broker node"),
+            (
+                "mq: {url: \"amqp://h\", urls: [\"amqp://h\"]}",
+                "mq.urls: give mq.url or mq.urls, not both",
+            ),
+            ("mq: {host: a, hosts: [b]}", "mq.hosts: give mq.host or mq.hosts, not both"),
+            (
+                "mq: {hosts: [\"a:x\"]}",
+                "mq.hosts[0]: \"a:x\": the port is not a number from 0 to 65535",
+            ),
+            (
+                "mq: {urls: [\"amqp://u:p@a/v1\", \"amqp://u:p@b/v2\"]}",
+                "mq.urls[1]: names vhost \"v2\", not \"v1\" as mq.urls[0] does: the nodes are one broker's",
+            ),
+            ("mq: {host: a}\nmq_api: {urls: []}", "mq_api.urls: empty: name at least one node's API"),
+        ];
+        for (yaml, want) in cases {
+            assert_eq!(resolve(yaml).unwrap_err(), want, "{yaml}");
+        }
+        let err = resolve("mq: {urls: [\"amqp://u:s3cret@h:99999/v\"]}").unwrap_err();
+        assert!(
+            err.starts_with("mq.urls[0]: not an AMQP URL") && !err.contains("s3cret"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use pqx::mq::{
     check_header_pairs, host_retry_exchange_name, is_wait_queue_of, HeadersBinding, MatchType,
-    MAX_HOST_QUEUE_BYTES, MAX_NAME_BYTES,
+    QueueType, MAX_HOST_QUEUE_BYTES, MAX_NAME_BYTES,
 };
 use pqx::InvalidField;
 use serde::Deserialize;
@@ -18,6 +18,13 @@ use super::DeadMessageTtl;
 /// The host queues' `x-max-priority` when init.yml does not say: the highest `priority` a command
 /// may ask for.
 pub const MAX_PRIORITY: u8 = 9;
+
+/// How many times a quorum host queue hands out a message before the broker dead-letters it, when
+/// init.yml does not say: more than any run of subscriber restarts and broker failovers, fewer than
+/// a command that kills its subscriber each time should cost.
+pub const DELIVERY_LIMIT: u32 = 20;
+/// The largest `delivery_limit`.
+const MAX_DELIVERY_LIMIT: u32 = 1000;
 
 /// init.yml.
 #[derive(Debug, Clone, Deserialize)]
@@ -37,8 +44,15 @@ pub struct InitConfig {
     /// How long a dead letter is kept: milliseconds, or a number with a unit (default: until
     /// removed).
     pub dead_message_ttl: Option<DeadMessageTtl>,
-    /// The `x-max-priority` of the host queues (default [`MAX_PRIORITY`]; 0 turns priorities off).
+    /// The `x-max-priority` of the host queues (default [`MAX_PRIORITY`]; 0 turns priorities off;
+    /// quorum queues have none).
     pub max_priority: Option<u8>,
+    /// How the host queues, the dead-letter queue and the retry wait queues keep their messages:
+    /// `classic` (default) or `quorum` (replicated on a cluster's nodes).
+    pub queue_type: Option<QueueType>,
+    /// With `queue_type: quorum`: how many times a message is handed out before the broker
+    /// dead-letters it (default [`DELIVERY_LIMIT`]).
+    pub delivery_limit: Option<u32>,
     /// The host queues and the pairs they match.
     #[serde(default)]
     pub header_queues: Vec<HeaderQueue>,
@@ -141,9 +155,22 @@ impl InitConfig {
         exchanges
     }
 
-    /// The host queues' `x-max-priority`.
+    /// The host queues' `x-max-priority`: none for quorum queues, which have no priorities.
     pub fn max_priority(&self) -> u8 {
-        self.max_priority.unwrap_or(MAX_PRIORITY)
+        match self.queue_type() {
+            QueueType::Classic => self.max_priority.unwrap_or(MAX_PRIORITY),
+            QueueType::Quorum => 0,
+        }
+    }
+
+    /// How pqx's queues keep their messages.
+    pub fn queue_type(&self) -> QueueType {
+        self.queue_type.unwrap_or_default()
+    }
+
+    /// How many times a quorum host queue hands out a message.
+    pub fn delivery_limit(&self) -> u32 {
+        self.delivery_limit.unwrap_or(DELIVERY_LIMIT)
     }
 
     /// How each host queue is bound.
@@ -197,10 +224,31 @@ impl InitConfig {
                 check_name(user, MAX_NAME_BYTES).map_err(|p| at("user", p))?;
             }
         }
+        self.check_queue_type()?;
         if let Some(user) = self.operator.as_ref().and_then(|o| o.user.as_ref()) {
             check_name(user, MAX_NAME_BYTES).map_err(|p| InvalidField::new("operator.user", p))?;
         }
         self.check_derived_names(&names)
+    }
+
+    /// Refuses what a queue type cannot do: priorities on quorum queues (RabbitMQ 3.10 refuses
+    /// `x-max-priority` for them), a delivery limit on classic ones (they have none).
+    fn check_queue_type(&self) -> Result<(), InvalidField> {
+        match (self.queue_type(), self.max_priority, self.delivery_limit) {
+            (QueueType::Quorum, Some(p), _) if p > 0 => Err(InvalidField::new(
+                "max_priority",
+                format!("{p}: quorum queues have no priorities on RabbitMQ 3.10 (commands run in the order they came): leave max_priority out, or 0, with queue_type: quorum"),
+            )),
+            (QueueType::Classic, _, Some(_)) => Err(InvalidField::new(
+                "delivery_limit",
+                "only quorum queues have one: give queue_type: quorum, or leave delivery_limit out",
+            )),
+            (QueueType::Quorum, _, Some(n)) if n == 0 || n > MAX_DELIVERY_LIMIT => Err(InvalidField::new(
+                "delivery_limit",
+                format!("{n} is out of range: 1 to {MAX_DELIVERY_LIMIT}"),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Refuses a host queue named as another's retry exchange or wait queue, and an exchange or

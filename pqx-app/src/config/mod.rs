@@ -18,7 +18,7 @@ pub use conn::{
     DEFAULT_DB_URL, DEFAULT_MQ_HOST, DEFAULT_MQ_PORT, DEFAULT_PG_PORT, DEFAULT_VHOST,
 };
 pub(crate) use init::check_name;
-pub use init::{Account, HeaderQueue, InitConfig, MAX_PRIORITY};
+pub use init::{Account, HeaderQueue, InitConfig, DELIVERY_LIMIT, MAX_PRIORITY};
 pub use signing::{Signing, SigningSection, DEFAULT_MAX_AGE};
 pub use ttl::DeadMessageTtl;
 
@@ -163,6 +163,22 @@ header_queues:
             (
                 "header_queues:\n  - {queue: h1, kv: {a: b}, user: \"a\\tb\"}\n",
                 "header_queues[0].user: \"a\\tb\" holds control characters",
+            ),
+            (
+                "queue_type: quorum\nmax_priority: 5\nheader_queues: []\n",
+                "max_priority: 5: quorum queues have no priorities on RabbitMQ 3.10 (commands run in the order they came): leave max_priority out, or 0, with queue_type: quorum",
+            ),
+            (
+                "delivery_limit: 5\nheader_queues: []\n",
+                "delivery_limit: only quorum queues have one: give queue_type: quorum, or leave delivery_limit out",
+            ),
+            (
+                "queue_type: quorum\ndelivery_limit: 0\nheader_queues: []\n",
+                "delivery_limit: 0 is out of range: 1 to 1000",
+            ),
+            (
+                "queue_type: stream\nheader_queues: []\n",
+                "queue_type: unknown variant `stream`, expected `classic` or `quorum`",
             ),
             (
                 "header_queues:\n  - {queue: h1, kv: {}}\n",

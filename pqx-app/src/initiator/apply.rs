@@ -15,6 +15,9 @@ pub async fn apply(channel: &Channel, plan: &Plan) -> Result<()> {
     for difference in &plan.differences {
         println!("differs: {}", escape_control(difference));
     }
+    for note in &plan.notes {
+        println!("note: {}", escape_control(note));
+    }
     for part in &plan.parts {
         for step in &part.steps {
             declare(channel, step).await?;

@@ -31,17 +31,19 @@ pub struct HostFiles {
     dir: PathBuf,
     /// The administrator's conn.yml as written, `${VAR}` unexpanded.
     raw: Mapping,
-    broker: MqEndpoint,
+    /// The broker's nodes as the hosts reach them.
+    nodes: Vec<MqEndpoint>,
 }
 
 impl HostFiles {
-    /// Files under `dir`, from the conn.yml at `conn_path` (which reaches the broker at `admin`);
-    /// the hosts reach the broker at `broker_host` when given, else where conn.yml does.
+    /// Files under `dir`, from the conn.yml at `conn_path` (which reaches the broker's `nodes`);
+    /// the hosts reach the nodes at `broker_hosts` when given (one for all, or one each), else
+    /// where conn.yml does.
     pub fn new(
         dir: &Path,
         conn_path: &Path,
-        admin: &MqEndpoint,
-        broker_host: Option<&str>,
+        nodes: &[MqEndpoint],
+        broker_hosts: &[String],
     ) -> Result<Self> {
         let text =
             pqx_util::read_text(conn_path, pqx_util::MAX_CONFIG_BYTES).map_err(|source| {
@@ -54,14 +56,29 @@ impl HostFiles {
             Ok(Value::Mapping(map)) => map,
             _ => Mapping::new(),
         };
-        let mut broker = admin.clone();
-        if let Some(host) = broker_host {
-            broker.host = host.to_owned();
+        let mut nodes = nodes.to_vec();
+        match broker_hosts.len() {
+            0 => {}
+            1 => nodes.iter_mut().for_each(|n| n.host = broker_hosts[0].clone()),
+            n if n == nodes.len() => {
+                for (node, host) in nodes.iter_mut().zip(broker_hosts) {
+                    node.host = host.clone();
+                }
+            }
+            n => {
+                return Err(Error::Config {
+                    path: conn_path.to_owned(),
+                    source: pqx::InvalidField::new(
+                        "mq",
+                        format!("names {} broker nodes, and --broker-host gives {n} hosts: give one for all, or one per node", nodes.len()),
+                    ),
+                })
+            }
         }
         Ok(Self {
             dir: dir.to_owned(),
             raw,
-            broker,
+            nodes,
         })
     }
 
@@ -132,7 +149,7 @@ impl HostFiles {
         api.insert("url".into(), conn.api.base_url.clone().into());
         api.insert("user".into(), account.user.into());
         api.insert("pass".into(), account.pass.expose().into());
-        api.insert("vhost".into(), self.broker.vhost.clone().into());
+        api.insert("vhost".into(), self.vhost().into());
         written.insert("mq_api".into(), Value::Mapping(api));
         self.copy(&mut written, "db");
         self.copy(&mut written, "signing");
@@ -146,7 +163,7 @@ impl HostFiles {
         let header = "# init.yml of the operator, written by `initiator -o decl_users`: each queue with its\n\
                       # host's broker user, whose results alone publisher --wait believes (no passwords).\n";
         let mut operator_init = init_for(init, &all);
-        let vhost = &self.broker.vhost;
+        let vhost = &self.vhost();
         if let Some(Value::Sequence(queues)) = operator_init.get_mut("header_queues") {
             for (entry, queue) in queues.iter_mut().zip(&all) {
                 if let Value::Mapping(entry) = entry {
@@ -158,14 +175,34 @@ impl HostFiles {
         Ok(dir)
     }
 
-    /// conn.yml's `mq` for `account`: the broker as the hosts reach it, TLS as conn.yml says.
+    /// The broker's vhost.
+    fn vhost(&self) -> String {
+        self.nodes
+            .first()
+            .map(|n| n.vhost.clone())
+            .unwrap_or_default()
+    }
+
+    /// conn.yml's `mq` for `account`: the broker's nodes as the hosts reach them, TLS as conn.yml
+    /// says.
     fn mq(&self, account: Account<'_>) -> Value {
         let mut mq = Mapping::new();
-        mq.insert("host".into(), self.broker.host.clone().into());
-        mq.insert("port".into(), self.broker.port.into());
+        match self.nodes.as_slice() {
+            [one] => {
+                mq.insert("host".into(), one.host.clone().into());
+                mq.insert("port".into(), one.port.into());
+            }
+            nodes => {
+                let hosts: Vec<Value> = nodes
+                    .iter()
+                    .map(|n| format!("{}:{}", n.host, n.port).into())
+                    .collect();
+                mq.insert("hosts".into(), Value::Sequence(hosts));
+            }
+        }
         mq.insert("user".into(), account.user.into());
         mq.insert("pass".into(), account.pass.expose().into());
-        mq.insert("vhost".into(), self.broker.vhost.clone().into());
+        mq.insert("vhost".into(), self.vhost().into());
         if let Some(tls) = self.section("mq").and_then(|mq| mq.get("tls")) {
             mq.insert("tls".into(), tls.clone());
         }
@@ -202,6 +239,10 @@ fn init_for(init: &InitConfig, queues: &[&HeaderQueue]) -> Value {
     name("dead_letter_queue", init.dead_letter_queue());
     name("reply_exchange", init.reply_exchange());
     map.insert("max_priority".into(), init.max_priority().into());
+    map.insert("queue_type".into(), init.queue_type().as_str().into());
+    if init.queue_type() == pqx::mq::QueueType::Quorum {
+        map.insert("delivery_limit".into(), init.delivery_limit().into());
+    }
     let queues: Vec<Value> = queues
         .iter()
         .map(|q| {

@@ -68,7 +68,7 @@ pub async fn run(cli: InitiatorCli) -> Result<()> {
         return create_tables(&conn).await;
     };
     let init = config.init()?;
-    let connection = pqx::mq::connect_to(&conn.mq, "pqx initiator").await?;
+    let (connection, _) = pqx::mq::connect_any(&conn.mq, "pqx initiator", 0, None).await?;
     let result = async {
         let existing = survey::survey(&conn, &init, &connection).await?;
         let plan = plan::plan(&init, &existing, scope);

@@ -13,7 +13,7 @@ use std::time::Duration;
 use lapin::types::FieldTable;
 use pqx::mq::{
     dead_letter_queue_arguments, headers_binding_arguments, host_queue_arguments,
-    host_retry_exchange_name, ExchangeType, HeadersBinding,
+    host_retry_exchange_name, ExchangeType, HeadersBinding, QueueType,
 };
 use serde_json::{Map, Value};
 
@@ -61,6 +61,8 @@ pub struct Plan {
     pub differences: Vec<String>,
     /// How what exists differs, where pqx cannot work with it: nothing is declared.
     pub conflicts: Vec<String>,
+    /// What the layout init.yml asks for does differently from pqx's default one.
+    pub notes: Vec<String>,
 }
 
 /// Which pieces one `initiator -o` option lays out.
@@ -89,6 +91,9 @@ pub fn plan(init: &InitConfig, existing: &Existing, scope: Scope) -> Plan {
     }
     if scope.headers {
         planner.headers();
+        if init.queue_type() == QueueType::Quorum {
+            planner.plan.notes.push("queue_type quorum: RabbitMQ 3.10's quorum queues have no priorities: commands run in the order they came, whatever their config.priority".into());
+        }
     }
     if scope.delayed {
         planner.delayed();
@@ -133,7 +138,7 @@ impl Planner<'_> {
         let wanted = self.init.dead_message_ttl.map(|t| t.millis());
         let kept = match self.existing.queues.get(&dlq) {
             None => {
-                let arguments = dead_letter_queue_arguments(wanted);
+                let arguments = dead_letter_queue_arguments(wanted, self.init.queue_type());
                 steps.push(Step::Queue {
                     name: dlq.clone(),
                     arguments,
@@ -192,6 +197,7 @@ impl Planner<'_> {
     ) -> Option<Option<u32>> {
         self.durable(&format!("queue {dlq}"), found.durable);
         let arguments = found.arguments.as_ref()?;
+        self.queue_type(dlq, arguments, "decl_dlx");
         let has = int_argument(arguments, "x-message-ttl").and_then(|ms| u32::try_from(ms).ok());
         if has != wanted {
             let shown = |ttl: Option<u32>| match ttl {
@@ -283,7 +289,12 @@ impl Planner<'_> {
         match self.existing.queues.get(queue) {
             None => {
                 let dlx = self.init.dead_letter_exchange();
-                let arguments = host_queue_arguments(&dlx, self.init.max_priority());
+                let arguments = host_queue_arguments(
+                    &dlx,
+                    self.init.max_priority(),
+                    self.init.queue_type(),
+                    self.init.delivery_limit(),
+                );
                 steps.push(Step::Queue {
                     name: queue.clone(),
                     arguments,
@@ -302,12 +313,31 @@ impl Planner<'_> {
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
+        let kind = match self.init.queue_type() {
+            QueueType::Classic => String::new(),
+            QueueType::Quorum => {
+                format!(" (quorum, delivery limit {})", self.init.delivery_limit())
+            }
+        };
         let line = format!(
-            "queue {queue} bound to {exchange_name} (x-match {}: {})",
+            "queue {queue}{kind} bound to {exchange_name} (x-match {}: {})",
             binding.match_type.as_str(),
             pairs.join(", ")
         );
         Part { steps, line }
+    }
+
+    /// One line when `queue` is of another type than init.yml's `queue_type`: pqx works with
+    /// either, and RabbitMQ cannot change a queue's type; `option` is what declares it again.
+    fn queue_type(&mut self, queue: &str, arguments: &Map<String, Value>, option: &str) {
+        let has = arguments
+            .get("x-queue-type")
+            .and_then(Value::as_str)
+            .unwrap_or("classic");
+        let wanted = self.init.queue_type().as_str();
+        if has != wanted {
+            self.differs(format!("queue {queue}: {has}, not {wanted} as init.yml's queue_type says: left as it is (to change it, `rectifier -o del_que` drops it with its messages, then `initiator -o {option}`)"));
+        }
     }
 
     fn found_host_queue(&mut self, queue: &str, found: &QueueState) {
@@ -323,6 +353,21 @@ impl Planner<'_> {
         }
         if arguments.contains_key("x-dead-routing-key") {
             self.differs(format!("queue {queue}: x-dead-routing-key (the original PQX's misspelling of x-dead-letter-routing-key), which RabbitMQ ignores: pqx works with it"));
+        }
+        self.queue_type(queue, arguments, "decl_x");
+        if self.init.queue_type() == QueueType::Quorum {
+            let wanted = i64::from(self.init.delivery_limit());
+            match int_argument(arguments, "x-delivery-limit") {
+                Some(has) if has == wanted => {}
+                has => {
+                    let has = has.map_or_else(
+                        || "no delivery limit".to_owned(),
+                        |n| format!("delivery limit {n}"),
+                    );
+                    self.differs(format!("queue {queue}: {has}, not {wanted} as init.yml says: left as it is (to change it, `rectifier -o del_que` drops it with its messages, then `initiator -o decl_x`)"));
+                }
+            }
+            return;
         }
         let wanted = i64::from(self.init.max_priority());
         match int_argument(arguments, "x-max-priority").unwrap_or(0) {

@@ -15,7 +15,7 @@ use pqx_util::{ApiEndpoint, MqApi, Secret};
 
 use super::host_files::{Account, HostFiles};
 use crate::access::{self, Permissions, OPERATOR_TAGS};
-use crate::{Conn, Error, InitConfig, MqEndpoint, MqSection, Result};
+use crate::{Conn, Error, InitConfig, Result};
 
 /// Where `decl_users` writes the hosts' files, and how the hosts reach the broker.
 #[derive(Debug, Clone, Args)]
@@ -24,10 +24,10 @@ pub struct UsersArgs {
     /// (`<dir>/<queue>/`, and `<dir>/operator/` for the operator), readable by its owner only
     #[arg(long, global = true, value_name = "DIR", default_value = "hosts")]
     pub out_dir: PathBuf,
-    /// With decl_users: the broker's host name as the hosts reach it (default: the host conn.yml
-    /// names)
-    #[arg(long, global = true, value_name = "HOST")]
-    pub broker_host: Option<String>,
+    /// With decl_users: the broker's host names as the hosts reach them (default: the hosts
+    /// conn.yml names): one for every node, or one per node (comma-separated, in conn.yml's order)
+    #[arg(long, global = true, value_name = "HOST", value_delimiter = ',')]
+    pub broker_host: Vec<String>,
 }
 
 /// One user to make sure of.
@@ -48,17 +48,17 @@ pub async fn declare(
     init: &InitConfig,
     args: &UsersArgs,
 ) -> Result<()> {
-    let (api, admin) = admin_api(conn, conn_path)?;
+    let (api, admin) = admin_api(conn)?;
     let vhost = api.vhost().to_owned();
     let planned = plan(init, &vhost);
     for user in &planned {
-        check_ours(&api, &user.user, &admin.user).await?;
+        check_ours(&api, &user.user, &admin).await?;
     }
     let files = HostFiles::new(
         &args.out_dir,
         conn_path,
-        &admin,
-        args.broker_host.as_deref(),
+        &conn.mq_endpoints,
+        &args.broker_host,
     )?;
     for user in planned {
         let pass = match user.pass {
@@ -104,20 +104,15 @@ pub async fn declare(
     Ok(())
 }
 
-/// The management API on conn.yml's vhost, and where and as whom conn.yml (at `conn_path`) reaches
-/// the broker: what users are made and removed with, and the user they must not be.
-pub fn admin_api(conn: &Conn, conn_path: &std::path::Path) -> Result<(MqApi, MqEndpoint)> {
+/// The management API on conn.yml's vhost, and the user conn.yml reaches the broker as: what
+/// users are made and removed with, and the user they must not be.
+pub fn admin_api(conn: &Conn) -> Result<(MqApi, String)> {
     let api = MqApi::new(ApiEndpoint {
         vhost: conn.mq_vhost.clone(),
         ..conn.api.clone()
     })?;
-    let admin = MqSection::from_url(conn.mq.url.clone())
-        .endpoint()
-        .map_err(|source| Error::Config {
-            path: conn_path.to_owned(),
-            source,
-        })?;
-    Ok((api, admin))
+    let admin = conn.mq_endpoints.first().map(|e| e.user.clone());
+    Ok((api, admin.unwrap_or_default()))
 }
 
 /// The users of `init` on `vhost`: each host queue's, then the operator's.

@@ -56,7 +56,7 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
     };
     let deadline = Instant::now() + Duration::from_secs(cli.retry_for);
 
-    let mut connection = connect_until(&conn.mq, deadline).await?;
+    let (mut connection, node) = connect_until(&conn.mq, 0, deadline).await?;
     let replies = match cli.wait {
         Some(_) => Some(ReplyQueue::open(&connection, &init.reply_exchange()).await?),
         None => None,
@@ -77,7 +77,8 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
         reply_to,
         signer: signer.as_ref(),
     };
-    let published = publish_until(&conn, &mut connection, outgoing, deadline, print).await;
+    let mut at = (&mut connection, node);
+    let published = publish_until(&conn, &mut at, outgoing, deadline, print).await;
     let result = match (published, replies, cli.wait) {
         (Ok(()), Some(replies), Some(secs)) => {
             // init.yml names the queues' users where `initiator -o decl_users` wrote it.
@@ -99,7 +100,7 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
 /// are awaited: the reply queue goes with the connection) until `deadline`.
 async fn publish_until(
     conn: &Conn,
-    connection: &mut Connection,
+    (connection, node): &mut (&mut Connection, usize),
     outgoing: Outgoing<'_>,
     deadline: Instant,
     mut on_published: impl FnMut(&Planned),
@@ -115,7 +116,8 @@ async fn publish_until(
                 let left = done.iter().filter(|d| !**d).count();
                 warn!(tries, left, error = %e, "the broker went away: publishing again what it did not confirm");
                 let _ = connection.close(200, "publisher reconnecting".into()).await;
-                *connection = connect_until(&conn.mq, deadline).await?;
+                // Onwards from the next node: the one just lost may be the one that is down.
+                (**connection, *node) = connect_until(&conn.mq, *node + 1, deadline).await?;
                 tries += 1;
             }
             Err(e) => {

@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use lapin::{Connection, PublisherConfirm};
-use pqx::mq::{confirmed, BrokerAddress, Destination, Publisher};
+use pqx::mq::{confirmed, Brokers, Destination, Publisher};
 use pqx_util::Backoff;
 use tracing::warn;
 
@@ -22,12 +22,17 @@ const IN_FLIGHT: usize = 8192;
 const CONNECT_FIRST: Duration = Duration::from_millis(200);
 const CONNECT_MAX: Duration = Duration::from_secs(5);
 
-/// Connects to `address`, trying again until `deadline` while the broker cannot be reached.
-pub async fn connect_until(address: &BrokerAddress, deadline: Instant) -> Result<Connection> {
+/// Connects to one of `brokers`' nodes, tried from node `start`, trying again until `deadline`
+/// while none can be reached; returns the connection and the node's index.
+pub async fn connect_until(
+    brokers: &Brokers,
+    start: usize,
+    deadline: Instant,
+) -> Result<(Connection, usize)> {
     let mut backoff = Backoff::new(CONNECT_FIRST, CONNECT_MAX);
     loop {
-        match pqx::mq::connect_to(address, "pqx publisher").await {
-            Ok(connection) => return Ok(connection),
+        match pqx::mq::connect_any(brokers, "pqx publisher", start, None).await {
+            Ok(connected) => return Ok(connected),
             Err(e) if e.is_transient() && Instant::now() + backoff.peek() < deadline => {
                 let wait = backoff.next_wait();
                 let tries = backoff.failures();

@@ -76,10 +76,11 @@ pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
     let trust = trust_of(&conn.signing, &init, cli.queue())?;
     let handler = Handler::new(store, settler, settings).with_trust(trust);
     let broker = Broker {
-        address: &conn.mq,
+        nodes: &conn.mq,
         api: &conn.api,
         delayed_exchange: &init.delayed_exchange(),
         reply_exchange: &init.reply_exchange(),
+        queue_type: init.queue_type(),
     };
     stay_connected(&cli, broker, &handler, signals, startup).await
 }
@@ -112,10 +113,12 @@ fn trust_of(
 /// results take.
 #[derive(Debug, Clone, Copy)]
 struct Broker<'a> {
-    address: &'a pqx::mq::BrokerAddress,
+    nodes: &'a pqx::mq::Brokers,
     api: &'a pqx_util::ApiEndpoint,
     delayed_exchange: &'a str,
     reply_exchange: &'a str,
+    /// The type of the wait queues it declares.
+    queue_type: pqx::mq::QueueType,
 }
 
 /// Consumes the queue on one connection after another until told to stop: a lost connection is
@@ -133,9 +136,12 @@ async fn stay_connected(
     let ready = ReadyFile::new(cli.ready_file.as_deref());
     let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
     let mut frames = Frames::Small;
+    // Subscribers start at a node of their own, so that load spreads; after losing a node they
+    // go on from the next.
+    let mut node = first_node(broker.nodes.nodes().len());
     loop {
         let opened = tokio::select! {
-            opened = open(broker, queue, cli.concurrency, frames) => opened,
+            opened = open(broker, node, queue, cli.concurrency, frames) => opened,
             _ = signals.next() => return Ok(Stopped::Cleanly),
         };
         let session = match opened {
@@ -165,6 +171,7 @@ async fn stay_connected(
         let served = session.serve(handler, &mut signals, &cancel, grace).await;
         ready.not_consuming();
         session.close().await;
+        node = session.node + 1;
         frames = match next_frames(queue, served) {
             Ok(frames) => frames,
             Err(stopped) => return Ok(stopped),
@@ -172,14 +179,23 @@ async fn stay_connected(
     }
 }
 
-/// A session on `queue`.
+/// A session on `queue`, on one of the broker's nodes tried from node `start`.
 async fn open(
     broker: Broker<'_>,
+    start: usize,
     queue: &str,
     concurrency: u16,
     frames: Frames,
 ) -> pqx::Result<Session> {
-    Session::open(&broker, queue, concurrency, frames).await
+    Session::open(&broker, start, queue, concurrency, frames).await
+}
+
+/// A node picked at random among `count`.
+fn first_node(count: usize) -> usize {
+    let random = pqx_util::random_bytes::<8>().map(u64::from_le_bytes);
+    // Without the system's random source, the process id spreads subscribers well enough.
+    let seed = random.unwrap_or_else(|_| u64::from(std::process::id()));
+    usize::try_from(seed % count.max(1) as u64).unwrap_or_default()
 }
 
 /// The frames the next session asks for, after one that was lost; or how the subscriber stopped.

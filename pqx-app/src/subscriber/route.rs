@@ -34,7 +34,10 @@ pub async fn routes(
 ) -> pqx::Result<Routes> {
     let own = host_retry_exchange_name(queue);
     let retry = if exists(connection, Declared::Exchange, &own).await? {
-        RetryRoute::HostExchange { exchange: own }
+        RetryRoute::HostExchange {
+            exchange: own,
+            wait_queues: broker.queue_type,
+        }
     } else {
         api_retry_route(broker.api, broker.delayed_exchange, queue).await
     };

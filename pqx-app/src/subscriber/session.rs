@@ -48,6 +48,8 @@ pub enum Frames {
 }
 
 pub struct Session {
+    /// The index of the broker node it is connected to.
+    pub node: usize,
     frames: Frames,
     concurrency: usize,
     connection: Arc<Connection>,
@@ -58,26 +60,24 @@ pub struct Session {
 }
 
 impl Session {
-    /// Connects to `broker` and consumes `queue`, its retries and results going the ways the
-    /// broker's layout offers now.
+    /// Connects to one of `broker`'s nodes, trying them from node `start`, and consumes `queue`,
+    /// its retries and results going the ways the broker's layout offers now.
     pub async fn open(
         broker: &Broker<'_>,
+        start: usize,
         queue: &str,
         concurrency: u16,
         frames: Frames,
     ) -> pqx::Result<Self> {
         let name = format!("pqx subscriber {queue}");
-        let address = broker.address;
-        let (connection, concurrency) = match frames {
-            Frames::Small => (pqx::mq::connect_to(address, &name).await?, concurrency),
-            Frames::Large => {
-                let large = pqx::mq::LARGE_FRAME_MAX;
-                (
-                    pqx::mq::connect_with_frame_max(address, &name, large).await?,
-                    1,
-                )
-            }
+        let (frame_max, concurrency) = match frames {
+            Frames::Small => (None, concurrency),
+            Frames::Large => (Some(pqx::mq::LARGE_FRAME_MAX), 1),
         };
+        let (connection, node) =
+            pqx::mq::connect_any(broker.nodes, &name, start, frame_max).await?;
+        let address = &broker.nodes.nodes()[node];
+        info!(queue, node = %pqx_util::redact_url(&address.url), "connected to RabbitMQ");
         let connection = Arc::new(connection);
         let publisher = Publisher::open(&connection).await?;
         let routes = routes(&connection, broker, queue).await?;
@@ -91,6 +91,7 @@ impl Session {
             user: pqx::mq::user_of(&address.url),
         };
         Ok(Self {
+            node,
             frames,
             concurrency: usize::from(concurrency),
             connection,

@@ -53,6 +53,108 @@ impl BrokerAddress {
     }
 }
 
+/// The nodes of a broker, one or a cluster's, in the order conn.yml names them. A node that cannot
+/// be reached is said so once, until it can be again.
+#[derive(Clone)]
+pub struct Brokers {
+    nodes: Vec<BrokerAddress>,
+    /// The nodes said to be unreachable, by index.
+    down: Arc<std::sync::Mutex<std::collections::BTreeSet<usize>>>,
+}
+
+impl Brokers {
+    /// `nodes`, which must not be empty (conn.yml's check).
+    pub fn new(nodes: Vec<BrokerAddress>) -> Self {
+        Self {
+            nodes,
+            down: Arc::default(),
+        }
+    }
+
+    /// One broker.
+    pub fn one(address: BrokerAddress) -> Self {
+        Self::new(vec![address])
+    }
+
+    /// The nodes, in order.
+    pub fn nodes(&self) -> &[BrokerAddress] {
+        &self.nodes
+    }
+
+    /// The first node, which says where and as whom pqx connects.
+    pub fn first(&self) -> Option<&BrokerAddress> {
+        self.nodes.first()
+    }
+
+    /// Records whether node `i` answered; true when that is news (it is said once).
+    fn answered(&self, i: usize, answered: bool) -> bool {
+        let Ok(mut down) = self.down.lock() else {
+            return true;
+        };
+        match answered {
+            true => down.remove(&i),
+            false => down.insert(i),
+        }
+    }
+}
+
+impl PartialEq for Brokers {
+    fn eq(&self, other: &Self) -> bool {
+        self.nodes == other.nodes
+    }
+}
+
+impl Eq for Brokers {}
+
+impl std::fmt::Debug for Brokers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.nodes).finish()
+    }
+}
+
+/// A connection to one of `brokers`' nodes, tried in order from node `start` (wrapping); returns
+/// it with the node's index. A node that does not answer is skipped (and logged once); an error
+/// that is not the network's (credentials, TLS) is returned at once, since the other nodes would
+/// say the same; when none answers, the error names each address.
+pub async fn connect_any(
+    brokers: &Brokers,
+    name: &str,
+    start: usize,
+    frame_max: Option<u32>,
+) -> Result<(Connection, usize)> {
+    let count = brokers.nodes.len();
+    let mut failures = Vec::new();
+    for k in 0..count {
+        let i = (start + k) % count;
+        let address = &brokers.nodes[i];
+        let opened = match frame_max {
+            Some(frame_max) => connect_with_frame_max(address, name, frame_max).await,
+            None => connect_to(address, name).await,
+        };
+        match opened {
+            Ok(connection) => {
+                if brokers.answered(i, true) {
+                    tracing::info!(node = %pqx_util::redact_url(&address.url), "RabbitMQ node answers again");
+                }
+                return Ok((connection, i));
+            }
+            Err(e) if e.is_transient() && count > 1 => {
+                if brokers.answered(i, false) {
+                    tracing::warn!(node = %pqx_util::redact_url(&address.url), error = %e, "cannot reach this RabbitMQ node: trying the next");
+                }
+                failures.push(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(match failures.len() {
+        1 => failures.remove(0),
+        _ => Error::NoNode {
+            tried: failures.iter().map(ToString::to_string).collect(),
+        },
+    })
+}
+
 impl PartialEq for BrokerAddress {
     fn eq(&self, other: &Self) -> bool {
         self.url == other.url && self.files == other.files

@@ -15,8 +15,8 @@ mod topology;
 
 pub use binding::{HeadersBinding, MatchType};
 pub use connect::{
-    connect, connect_to, connect_with_frame_max, is_frame_too_large, open_channel, user_of,
-    BrokerAddress, FRAME_MAX, LARGE_FRAME_MAX,
+    connect, connect_any, connect_to, connect_with_frame_max, is_frame_too_large, open_channel,
+    user_of, BrokerAddress, Brokers, FRAME_MAX, LARGE_FRAME_MAX,
 };
 pub use dead_letter::{dead_letter, ERROR_HEADER, QUEUE_HEADER};
 pub use headers::{
@@ -39,5 +39,5 @@ pub use tls::{client_config, TlsError, TlsFiles, TlsRefused};
 pub use topology::{
     bind, dead_letter_queue_arguments, declare_exchange, declare_queue, delete_exchange,
     delete_queue, exists, headers_binding_arguments, host_queue_arguments, retry_binding_arguments,
-    waiting_queue_arguments, Declared, ExchangeType, DELAYED_MESSAGE_TYPE,
+    waiting_queue_arguments, Declared, ExchangeType, QueueType, DELAYED_MESSAGE_TYPE,
 };

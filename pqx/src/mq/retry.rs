@@ -19,7 +19,7 @@ use lapin::types::{AMQPValue, FieldTable};
 
 use crate::mq::dead_letter::without_death_history;
 use crate::mq::headers::{legacy_retries, RETRIES_HEADER};
-use crate::mq::topology::{bind, declare_queue};
+use crate::mq::topology::{bind, declare_queue, QueueType};
 use crate::mq::{carried, Destination, Publisher, ATTEMPT_HEADER, MAX_TTL_MS};
 use crate::{Error, Result};
 
@@ -127,10 +127,15 @@ pub fn wait_queue_name(queue: &str, delay: Duration) -> String {
 }
 
 /// The wait queue of `queue` for `delay`, on the route through its own retry exchange: named
-/// apart from [`wait_queue_name`], whose queues dead-letter elsewhere (a queue cannot be declared
-/// again with other arguments while it exists).
-pub fn host_wait_queue_name(queue: &str, delay: Duration) -> String {
-    format!("{queue}.wait.{}", delay.as_millis())
+/// apart from [`wait_queue_name`], whose queues dead-letter elsewhere, and by its type (a queue
+/// cannot be declared again with other arguments while it exists): `<queue>.wait.<ms>` classic,
+/// `<queue>.qwait.<ms>` quorum.
+pub fn host_wait_queue_name(queue: &str, delay: Duration, queue_type: QueueType) -> String {
+    let kind = match queue_type {
+        QueueType::Classic => "wait",
+        QueueType::Quorum => "qwait",
+    };
+    format!("{queue}.{kind}.{}", delay.as_millis())
 }
 
 /// The retry exchange of host queue `queue`: direct, bound to that queue alone, by its name.
@@ -138,15 +143,16 @@ pub fn host_retry_exchange_name(queue: &str) -> String {
     format!("{queue}.retry")
 }
 
-/// Whether `name` is a wait queue of `queue`, on either route (`<queue>.retry.<ms>` or
-/// `<queue>.wait.<ms>`).
+/// Whether `name` is a wait queue of `queue`, on either route (`<queue>.retry.<ms>`,
+/// `<queue>.wait.<ms>` or `<queue>.qwait.<ms>`).
 pub fn is_wait_queue_of(name: &str, queue: &str) -> bool {
     let Some(rest) = name.strip_prefix(queue) else {
         return false;
     };
     let ms = rest
         .strip_prefix(".retry.")
-        .or_else(|| rest.strip_prefix(".wait."));
+        .or_else(|| rest.strip_prefix(".wait."))
+        .or_else(|| rest.strip_prefix(".qwait."));
     ms.is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
 }
 
@@ -161,7 +167,11 @@ pub enum RetryRoute {
     /// queue's name, which only the host queue is bound by. A subscriber needs rights on its own
     /// queue's names only: its wait queues and its exchange (none on the default exchange, which
     /// reaches every queue of the vhost).
-    HostExchange { exchange: String },
+    HostExchange {
+        exchange: String,
+        /// The type of its wait queues, as init.yml's `queue_type` says.
+        wait_queues: QueueType,
+    },
     /// The delayed-message plugin's exchange (`x-delayed-message`, headers type), where an original
     /// PQX deployment has one: the message carries `x-delay` and only the header
     /// [`RETRY_QUEUE_HEADER`], which the queue is bound by, so that it comes back to that queue
@@ -212,8 +222,11 @@ pub async fn schedule_retry(
         {
             through_plugin(publisher, exchange, queue, delivery, headers, next.delay).await
         }
-        RetryRoute::HostExchange { exchange } => {
-            let wait = WaitQueue::through(exchange, queue, next.delay);
+        RetryRoute::HostExchange {
+            exchange,
+            wait_queues,
+        } => {
+            let wait = WaitQueue::through(exchange, queue, next.delay, *wait_queues);
             wait.publish(publisher, delivery, headers).await
         }
         _ => {
@@ -226,6 +239,7 @@ pub async fn schedule_retry(
 /// A wait queue: where a retry waits out its delay, and the way it comes back to its host queue.
 struct WaitQueue<'a> {
     name: String,
+    queue_type: QueueType,
     delay: Duration,
     /// The exchange it is published to and dead-letters back through ("": the default exchange).
     exchange: &'a str,
@@ -237,16 +251,18 @@ impl<'a> WaitQueue<'a> {
         let name = wait_queue_name(queue, delay);
         Self {
             name,
+            queue_type: QueueType::Classic,
             delay,
             exchange: "",
             queue,
         }
     }
 
-    fn through(exchange: &'a str, queue: &'a str, delay: Duration) -> Self {
-        let name = host_wait_queue_name(queue, delay);
+    fn through(exchange: &'a str, queue: &'a str, delay: Duration, queue_type: QueueType) -> Self {
+        let name = host_wait_queue_name(queue, delay, queue_type);
         Self {
             name,
+            queue_type,
             delay,
             exchange,
             queue,
@@ -269,6 +285,7 @@ impl<'a> WaitQueue<'a> {
             "x-dead-letter-routing-key".into(),
             AMQPValue::LongString(self.queue.into()),
         );
+        self.queue_type.add_arguments(&mut args, true);
         args
     }
 
@@ -375,15 +392,19 @@ mod tests {
             "h1.retry.2000"
         );
         assert_eq!(
-            host_wait_queue_name("h1", Duration::from_secs(2)),
+            host_wait_queue_name("h1", Duration::from_secs(2), QueueType::Classic),
             "h1.wait.2000"
+        );
+        assert_eq!(
+            host_wait_queue_name("h1", Duration::from_secs(2), QueueType::Quorum),
+            "h1.qwait.2000"
         );
         assert_eq!(host_retry_exchange_name("h1"), "h1.retry");
     }
 
     #[test]
     fn wait_queues_are_told_by_their_names() {
-        for name in ["h1.retry.2000", "h1.wait.5"] {
+        for name in ["h1.retry.2000", "h1.wait.5", "h1.qwait.7"] {
             assert!(is_wait_queue_of(name, "h1"), "{name}");
         }
         for name in [

@@ -64,29 +64,80 @@ pub async fn declare_exchange(channel: &Channel, name: &str, kind: ExchangeType)
         .declaring(|| format!("declaring exchange {name} ({})", kind.as_str()))
 }
 
-/// The arguments of a host queue: it dead-letters to `dead_letter_exchange` and orders by priority
-/// up to `max_priority` (none when 0).
-pub fn host_queue_arguments(dead_letter_exchange: &str, max_priority: u8) -> FieldTable {
+/// How pqx's queues keep their messages: on one node (classic, RabbitMQ's default) or replicated
+/// on the nodes of a cluster (quorum), which survive the loss of a node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    #[default]
+    Classic,
+    Quorum,
+}
+
+impl QueueType {
+    /// `classic` or `quorum`, as RabbitMQ names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+
+    /// Adds what a queue of this type needs to `args`: for quorum, its type and, when it
+    /// dead-letters, at-least-once dead-lettering (which RabbitMQ takes only with
+    /// `x-overflow: reject-publish`; without it, it falls back to at-most-once, silently).
+    pub fn add_arguments(self, args: &mut FieldTable, dead_letters: bool) {
+        if self == QueueType::Quorum {
+            args.insert("x-queue-type".into(), string("quorum"));
+            if dead_letters {
+                args.insert("x-dead-letter-strategy".into(), string("at-least-once"));
+                args.insert("x-overflow".into(), string("reject-publish"));
+            }
+        }
+    }
+}
+
+/// The arguments of a host queue: it dead-letters to `dead_letter_exchange`; a classic one orders
+/// by priority up to `max_priority` (none when 0); a quorum one dead-letters at least once and
+/// hands a message out at most `delivery_limit` times (a command that keeps killing its subscriber
+/// ends in the dead letters).
+pub fn host_queue_arguments(
+    dead_letter_exchange: &str,
+    max_priority: u8,
+    queue_type: QueueType,
+    delivery_limit: u32,
+) -> FieldTable {
     let mut args = FieldTable::default();
     args.insert(
         "x-dead-letter-exchange".into(),
         string(dead_letter_exchange),
     );
-    if max_priority > 0 {
-        args.insert(
-            "x-max-priority".into(),
-            AMQPValue::LongLongInt(i64::from(max_priority)),
-        );
+    match queue_type {
+        QueueType::Classic if max_priority > 0 => {
+            args.insert(
+                "x-max-priority".into(),
+                AMQPValue::LongLongInt(i64::from(max_priority)),
+            );
+        }
+        QueueType::Classic => {}
+        QueueType::Quorum => {
+            args.insert(
+                "x-delivery-limit".into(),
+                AMQPValue::LongLongInt(i64::from(delivery_limit)),
+            );
+        }
     }
+    queue_type.add_arguments(&mut args, true);
     args
 }
 
 /// The arguments of the dead-letter queue, whose messages live `ttl_ms` when given.
-pub fn dead_letter_queue_arguments(ttl_ms: Option<u32>) -> FieldTable {
+pub fn dead_letter_queue_arguments(ttl_ms: Option<u32>, queue_type: QueueType) -> FieldTable {
     let mut args = FieldTable::default();
     if let Some(ttl) = ttl_ms {
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(ttl.into()));
     }
+    queue_type.add_arguments(&mut args, false);
     args
 }
 

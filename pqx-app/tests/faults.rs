@@ -58,6 +58,56 @@ async fn sigkill_mid_run_runs_it_again_and_records_both_attempts() -> Result<()>
     Ok(())
 }
 
+/// The processes whose command line holds `token`.
+fn holding(token: &str) -> Vec<String> {
+    common::all_cmdlines()
+        .into_iter()
+        .filter(|c| c.contains(token) && !c.contains("cargo") && !c.contains("faults"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_killed_subscriber_takes_its_commands_process_tree_with_it() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
+    let first = env.subscriber("h1")?;
+    let token = common::unique("pqx-tree");
+    // Two children in the command's process group, one in a session of its own.
+    let script = format!(
+        "bash -c 'sleep 300; true' {token} & bash -c 'sleep 300; true' {token} & setsid bash -c 'sleep 300; true' {token} & wait"
+    );
+    let task = serde_json::json!({"mailing_to": [{"unique_key": "h1"}], "config": {"consuming_timeout": 600}, "cmd": {"Bash": {"cmd": [script]}}});
+    let id = publish(&env, &task.to_string())?;
+    let deadline = Deadline::after_secs(30);
+    while holding(&token).len() < 4 {
+        deadline
+            .tick(|| format!("the command's tree did not start: {:?}", holding(&token)))
+            .await?;
+    }
+    first.signal(Signal::SIGKILL)?;
+    let killed = Instant::now();
+    // Gone within a second: before the broker hands the message out again.
+    while !holding(&token).is_empty() && killed.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = holding(&token);
+    assert!(
+        left.is_empty(),
+        "left running a second after the SIGKILL: {left:#?}"
+    );
+    drop(first);
+    // The next subscriber runs it again, alone on the host.
+    let _second = env.subscriber("h1")?;
+    env.wait_attempts(&id, 30, |a| a.len() == 2).await?;
+    let deadline = Deadline::after_secs(30);
+    while holding(&token).len() < 4 {
+        deadline
+            .tick(|| format!("the redelivered copy did not start: {:?}", holding(&token)))
+            .await?;
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn sigterm_finishes_the_running_command_then_exits_0() -> Result<()> {
     let env = env(DbKind::Sqlite).await?;

@@ -60,7 +60,14 @@ pub enum Stopped {
 pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
     let conn = cli.config.conn()?;
     let init = cli.config.init()?;
-    let settings = pqx::exec::Settings::from_env()?;
+    let mut settings = pqx::exec::Settings::from_env()?;
+    settings.guard = match pqx::exec::Guard::start() {
+        Ok(guard) => Some(guard),
+        Err(e) => {
+            warn!(error = %e, "cannot start the guard that kills the commands if this subscriber is killed: commands outlive a SIGKILL");
+            None
+        }
+    };
     let mut signals = Signals::install()?;
     let startup = Startup::new(cli.wait_for_init);
     let store = Store::connect(&conn.db_url).await?;

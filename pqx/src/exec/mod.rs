@@ -5,6 +5,7 @@
 //! [`RunReport`] that says how the run ended.
 
 mod cmd;
+mod guard;
 mod http;
 mod output;
 mod process;
@@ -13,12 +14,13 @@ mod run;
 mod tree;
 
 pub use cmd::Cmd;
+pub use guard::{serve as serve_guard, Guard, GUARD_ARG};
 pub use output::{Tail, MAX_LINE, TAIL_BYTES};
 pub use process::{
     CannotStart, ProcessSpec, Settings, CONTAINER_ENGINE_VAR, DEFAULT_PING_COUNT, SSH_CONFIG_VAR,
 };
 pub use report::{OutputStream, RunEnd, RunReport};
-pub use run::run;
+pub use run::{run, run_guarded};
 
 use std::time::Duration;
 
@@ -49,7 +51,7 @@ pub async fn execute(
         return http::send(request, timeout, cancel, on_line).await;
     }
     match cmd.to_process(settings) {
-        Ok(spec) => run(&spec, timeout, cancel, on_line).await,
+        Ok(spec) => run_guarded(&spec, settings.guard.as_ref(), timeout, cancel, on_line).await,
         Err(why) => RunReport::not_started(why.0),
     }
 }

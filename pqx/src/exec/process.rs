@@ -38,6 +38,8 @@ pub struct Settings {
     pub ssh_config: Option<PathBuf>,
     /// The program `DockerExec` runs; `None` = docker if on PATH, else podman.
     pub container_engine: Option<String>,
+    /// The guard that kills the commands' process trees if the subscriber dies.
+    pub guard: Option<super::Guard>,
 }
 
 impl Settings {
@@ -65,6 +67,7 @@ impl Settings {
         Ok(Self {
             ssh_config,
             container_engine,
+            guard: None,
         })
     }
 }
@@ -351,6 +354,7 @@ mod tests {
         let settings = Settings {
             ssh_config: Some(PathBuf::from("/etc/pqx/ssh_config")),
             container_engine: Some("podman".into()),
+            guard: None,
         };
         let ssh = parse(r#"{"Ssh":{"ip":"h","user":"u","cmd":["true"]}}"#)
             .to_process(&settings)

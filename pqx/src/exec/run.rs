@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::output::{LineSplitter, Tail};
 use super::tree::kill_tree;
-use super::{CannotStart, OutputStream, ProcessSpec, RunEnd, RunReport};
+use super::{CannotStart, Guard, OutputStream, ProcessSpec, RunEnd, RunReport};
 
 /// How long output is still read after the process ended, for lines a child that outlived it may
 /// still hold in the pipe.
@@ -30,13 +30,44 @@ pub async fn run(
     spec: &ProcessSpec,
     timeout: Option<Duration>,
     cancel: &CancellationToken,
-    mut on_line: impl FnMut(OutputStream, &str),
+    on_line: impl FnMut(OutputStream, &str),
+) -> RunReport {
+    run_guarded(spec, None, timeout, cancel, on_line).await
+}
+
+/// [`run`], the process watched by `guard` while it runs, so that it dies if the subscriber does.
+pub async fn run_guarded(
+    spec: &ProcessSpec,
+    guard: Option<&Guard>,
+    timeout: Option<Duration>,
+    cancel: &CancellationToken,
+    on_line: impl FnMut(OutputStream, &str),
 ) -> RunReport {
     let started_at = SystemTime::now();
-    let mut child = match spawn(spec) {
+    let child = match spawn(spec) {
         Ok(child) => child,
         Err(why) => return RunReport::not_started(why.0),
     };
+    let pid = child.id();
+    if let (Some(guard), Some(pid)) = (guard, pid) {
+        guard.watch(pid);
+    }
+    let report = follow(spec, child, started_at, timeout, cancel, on_line).await;
+    if let (Some(guard), Some(pid)) = (guard, pid) {
+        guard.release(pid);
+    }
+    report
+}
+
+/// Follows a started process to its end.
+async fn follow(
+    spec: &ProcessSpec,
+    mut child: Child,
+    started_at: SystemTime,
+    timeout: Option<Duration>,
+    cancel: &CancellationToken,
+    mut on_line: impl FnMut(OutputStream, &str),
+) -> RunReport {
     let mut output = Output::take(&mut child);
     let end = match output
         .follow(&mut child, timeout, cancel, &mut on_line)

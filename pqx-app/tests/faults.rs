@@ -287,3 +287,27 @@ async fn publisher_waits_for_the_broker_to_come_back() -> Result<()> {
     assert_eq!(env.vhost.queue_len("h1").await?, 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_copy_the_publisher_sent_again_runs_once() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
+    let id = publish(&env, QUICK)?;
+    let first = env.vhost.take("h1", 10).await?.expect("the command");
+    // The broker took the first copy, but the publisher lost its confirm and sent it again.
+    env.vhost
+        .publish("h1", first.properties.clone(), &first.data)
+        .await?;
+    let again = pqx::mq::published_again(first.properties.clone());
+    env.vhost.publish("h1", again, &first.data).await?;
+    let sub = env.subscriber("h1")?;
+    sub.wait_log(
+        "a copy the publisher sent again, of an attempt already here: dropped",
+        30,
+    )
+    .await?;
+    let attempts = env.attempts(&id).await?;
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    assert_eq!(env.vhost.queue_len("h1").await?, 0);
+    Ok(())
+}

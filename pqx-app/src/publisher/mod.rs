@@ -107,10 +107,17 @@ async fn publish_until(
 ) -> Result<()> {
     let (planned, reply_to) = (outgoing.planned, outgoing.reply_to);
     let mut done = vec![false; planned.len()];
+    let mut sent = vec![false; planned.len()];
     let mut tries = 1u32;
     loop {
-        let sent = publish_all(connection, outgoing, &mut done, &mut on_published).await;
-        match sent {
+        let published = publish_all(
+            connection,
+            outgoing,
+            &mut done,
+            &mut sent,
+            &mut on_published,
+        );
+        match published.await {
             Ok(()) => break,
             Err(e) if e.is_transient() && reply_to.is_none() && Instant::now() < deadline => {
                 let left = done.iter().filter(|d| !**d).count();

@@ -58,11 +58,13 @@ pub struct Outgoing<'a> {
 }
 
 /// Publishes every planned message not yet `done`, marking each done (and calling `on_published`)
-/// when the broker confirms it.
+/// when the broker confirms it. One `sent` before (on a connection lost before its confirm) is
+/// marked as published again: the broker may hold it already, and a subscriber then runs it once.
 pub async fn publish_all(
     connection: &Connection,
     outgoing: Outgoing<'_>,
     done: &mut [bool],
+    sent: &mut [bool],
     mut on_published: impl FnMut(&Planned),
 ) -> pqx::Result<()> {
     let planned = outgoing.planned;
@@ -79,7 +81,11 @@ pub async fn publish_all(
                 }
             }
             let to = Destination::new(&p.exchange, &p.routing_key, &p.target);
-            let properties = p.properties(outgoing.reply_to, outgoing.signer);
+            let mut properties = p.properties(outgoing.reply_to, outgoing.signer);
+            if sent[i] {
+                properties = pqx::mq::published_again(properties);
+            }
+            sent[i] = true;
             let pending = publisher.send(to, p.body(), properties).await?;
             in_flight.push_back((i, pending));
         }

@@ -165,6 +165,17 @@ impl Handler {
                 info!(queue, message_id, attempt, "redelivered, but this attempt is already recorded: settling it from the record");
                 self.verdict(incoming, ids, Outcome::from_record(result))
             }
+            Plan::Duplicate => {
+                let (queue, message_id) = (ids.queue, ids.message_id);
+                let attempt = incoming.envelope.attempt;
+                info!(
+                    queue,
+                    message_id,
+                    attempt,
+                    "a copy the publisher sent again, of an attempt already here: dropped"
+                );
+                Verdict::settled(Settlement::Ack)
+            }
             Plan::Skip { earlier } => self.skip(incoming, earlier, ids, cancel).await,
             Plan::Run if incoming.seal.is_some() => {
                 self.run_signed(incoming, delivery, ids, cancel).await
@@ -239,6 +250,13 @@ impl Handler {
             let what = "look up the attempt";
             let ended = || self.store.ended_attempt(id, ids.queue, attempt);
             answers.ended = Settlement::unless_done(hold(ids, what, cancel, ended).await, what)?;
+        }
+        if let (false, Some((id, attempt))) = (answers.settled(), questions.again) {
+            let what = "look up the attempts of the message";
+            let recorded = || self.store.attempts_here(id, ids.queue);
+            let held = hold(ids, what, cancel, recorded).await;
+            let history = Settlement::unless_done(held, what)?;
+            answers.ran_here = history.iter().any(|&(a, _)| a >= attempt);
         }
         // A fresh signature needs no look-up: running it again is refused as its start is
         // recorded. An old one is taken only as a retry or redelivery of what ran here.

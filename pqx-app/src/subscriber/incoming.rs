@@ -20,6 +20,9 @@ pub struct Envelope {
     pub attempt: u32,
     /// The broker handed it out before (a subscriber died or a channel closed before the ack).
     pub redelivered: bool,
+    /// The publisher sent it again after losing the broker before its confirm: the broker may
+    /// have taken the first copy too.
+    pub published_again: bool,
     /// The queue its result goes to, as the message asks (`publisher --wait`).
     pub reply_to: Option<String>,
     /// What the result is correlated by: the correlation id, else the message id.
@@ -136,6 +139,7 @@ impl Envelope {
         Self {
             attempt: attempt_of(props, 0),
             redelivered: delivery.redelivered,
+            published_again: pqx::mq::is_published_again(props),
             reply_to: text(props.reply_to()),
             correlation_id: text(props.correlation_id()).or_else(|| message_id.clone()),
             message_id,

@@ -3,6 +3,8 @@
 //!
 //! - A redelivered message whose attempt is already recorded to its end is settled from the
 //!   record, not run again (so that no attempt is recorded twice).
+//! - A copy the publisher sent again, whose attempt (or a later one) is already recorded on this
+//!   queue, is a duplicate of one that ran: it is dropped.
 //! - A command whose `dedupe_key` already succeeded on this queue is skipped.
 //! - Anything else runs.
 
@@ -16,6 +18,9 @@ pub struct Questions<'a> {
     /// Whether this attempt of this message ended already (asked of redeliveries only: a first
     /// delivery cannot have been recorded).
     pub ended: Option<(&'a str, u32)>,
+    /// Whether this attempt of this message, or a later one, is recorded on the queue (asked of
+    /// copies the publisher sent again).
+    pub again: Option<(&'a str, u32)>,
     /// Whether a command with this key already succeeded on the queue.
     pub dedupe_key: Option<&'a str>,
     /// Which attempts of this signed message were recorded on the queue (asked where the
@@ -28,6 +33,8 @@ pub struct Questions<'a> {
 pub struct Answers {
     /// The result of this attempt, if it is recorded.
     pub ended: Option<message_result::Model>,
+    /// This attempt, or a later one, is recorded on the queue: the copy is a duplicate.
+    pub ran_here: bool,
     /// The history id of an earlier attempt with the same dedupe key that succeeded.
     pub succeeded_before: Option<i64>,
     /// The attempts of this message recorded on the queue: number and, once ended, exit code.
@@ -39,6 +46,8 @@ pub struct Answers {
 pub enum Plan {
     /// Settle it as the recorded attempt ended.
     FromRecord(message_result::Model),
+    /// Drop it: a copy of one that ran here.
+    Duplicate,
     /// Record it as skipped, because attempt `earlier` already did it.
     Skip { earlier: i64 },
     /// Run it.
@@ -54,6 +63,10 @@ impl<'a> Questions<'a> {
                 (Some(id), true) => Some((id.as_str(), envelope.attempt)),
                 _ => None,
             },
+            again: match (&envelope.message_id, envelope.published_again) {
+                (Some(id), true) => Some((id.as_str(), envelope.attempt)),
+                _ => None,
+            },
             dedupe_key: incoming.command.config.dedupe_key.as_deref(),
             history: match (&incoming.seal, &envelope.message_id) {
                 (Some(_), Some(id)) => Some(id.as_str()),
@@ -64,9 +77,10 @@ impl<'a> Questions<'a> {
 }
 
 impl Answers {
-    /// Whether the later questions need no answer: the attempt is settled from the record.
+    /// Whether the later questions need no answer: the attempt is settled from the record, or
+    /// dropped as a duplicate.
     pub fn settled(&self) -> bool {
-        self.ended.is_some()
+        self.ended.is_some() || self.ran_here
     }
 }
 
@@ -77,6 +91,7 @@ pub fn plan(answers: Answers) -> Plan {
             ended: Some(result),
             ..
         } => Plan::FromRecord(result),
+        Answers { ran_here: true, .. } => Plan::Duplicate,
         Answers {
             succeeded_before: Some(earlier),
             ..
@@ -100,6 +115,7 @@ mod tests {
                 message_id: message_id.map(str::to_owned),
                 attempt: 2,
                 redelivered,
+                published_again: false,
                 reply_to: None,
                 correlation_id: None,
             },
@@ -136,6 +152,7 @@ mod tests {
     fn the_record_wins_then_the_dedupe_key_then_it_runs() {
         let both = Answers {
             ended: Some(result(1)),
+            ran_here: false,
             succeeded_before: Some(5),
             history: Vec::new(),
         };
@@ -143,9 +160,16 @@ mod tests {
         assert_eq!(plan(both), Plan::FromRecord(result(1)));
         let earlier = Answers {
             ended: None,
+            ran_here: false,
             succeeded_before: Some(5),
             history: Vec::new(),
         };
+        let copy = Answers {
+            ran_here: true,
+            ..earlier.clone()
+        };
+        assert!(copy.settled());
+        assert_eq!(plan(copy), Plan::Duplicate);
         assert!(!earlier.settled());
         assert_eq!(plan(earlier), Plan::Skip { earlier: 5 });
         assert_eq!(plan(Answers::default()), Plan::Run);

@@ -297,6 +297,7 @@ mod tests {
             message_id: Some("m".into()),
             attempt,
             redelivered,
+            published_again: false,
             reply_to: None,
             correlation_id: None,
         }

@@ -32,6 +32,26 @@ fn long_string(s: &LongString) -> String {
     String::from_utf8_lossy(s.as_bytes()).into_owned()
 }
 
+/// Set on a copy the publisher sent again after losing the broker before its confirm: the broker may
+/// hold the first one too.
+pub const AGAIN_HEADER: &str = "x-pqx-published-again";
+
+/// `properties` marked as published again ([`AGAIN_HEADER`]).
+pub fn published_again(properties: BasicProperties) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(AGAIN_HEADER.into(), AMQPValue::Boolean(true));
+    properties.with_headers(headers)
+}
+
+/// Whether a message is a copy published again ([`AGAIN_HEADER`]).
+pub fn is_published_again(properties: &BasicProperties) -> bool {
+    let value = properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(AGAIN_HEADER));
+    matches!(value, Some(AMQPValue::Boolean(true)))
+}
+
 /// The retries left, counted down by the original PQX's subscribers.
 pub const RETRIES_HEADER: &str = "x-retries";
 

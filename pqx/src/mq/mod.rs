@@ -20,8 +20,8 @@ pub use connect::{
 };
 pub use dead_letter::{dead_letter, ERROR_HEADER, QUEUE_HEADER};
 pub use headers::{
-    attempt_of, field_table, header_i64, header_string, legacy_retries, ATTEMPT_HEADER,
-    RETRIES_HEADER,
+    attempt_of, field_table, header_i64, header_string, is_published_again, legacy_retries,
+    published_again, AGAIN_HEADER, ATTEMPT_HEADER, RETRIES_HEADER,
 };
 pub use limits::{
     check_header_pairs, fits_in_a_frame, headers_size, properties_size, MAX_COMMAND_HEADERS_BYTES,

@@ -34,7 +34,7 @@ bench:
 	target/release/pqx-bench
 
 services:
-	scripts/services.sh --postgres --second-node --tls
+	scripts/services.sh --postgres --second-node --tls --cluster
 	scripts/test-tools.sh
 
 services-stop:

@@ -72,6 +72,37 @@ impl Env {
         Ok(path)
     }
 
+    /// A new vhost on the three-node cluster and a database of `db`, with conn.yml naming every
+    /// node (`mq.urls`, `mq_api.urls`).
+    pub async fn on_cluster(bins: &Path, db: DbKind) -> Result<Self> {
+        let env = Self::new(bins, crate::CLUSTER[0], db).await?;
+        env.write_cluster_conn(&env.db.url)?;
+        Ok(env)
+    }
+
+    /// Writes conn.yml naming the cluster's nodes for this vhost, with `db_url`.
+    pub fn write_cluster_conn(&self, db_url: &str) -> Result<()> {
+        let quoted = |items: Vec<String>| {
+            items
+                .iter()
+                .map(|i| format!("\"{i}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let apis = crate::CLUSTER
+            .iter()
+            .map(|node| format!("http://{}:{}/api", mq_host(), node.api_port))
+            .collect();
+        let conn = format!(
+            "mq:\n  urls: [{}]\nmq_api:\n  urls: [{}]\n  user: {MQ_USER}\n  pass: {MQ_PASS}\n  vhost: {vhost}\n\
+             db:\n  url: \"{db_url}\"\n",
+            quoted(crate::cluster_urls(&self.vhost.name)),
+            quoted(apis),
+            vhost = self.vhost.name,
+        );
+        self.write("conn.yml", &conn).map(|_| ())
+    }
+
     /// Writes conn.yml for this vhost, with `db_url` and the broker on `mq_port`.
     pub fn write_conn(&self, db_url: &str, mq_port: u16) -> Result<()> {
         let conn = format!(

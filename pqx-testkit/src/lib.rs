@@ -9,6 +9,7 @@
 //! benchmark reports it. Everything it makes is removed on drop.
 
 mod broker;
+mod cluster;
 mod database;
 mod env;
 mod names;
@@ -20,6 +21,9 @@ mod subscriber;
 mod tls;
 
 pub use broker::{mq_host, node2_ctl, node2_name, Broker, Vhost, MAIN, MQ_PASS, MQ_USER, NODE2};
+pub use cluster::{
+    cluster_ctl, cluster_node, cluster_urls, kill_node, leader_of, restore_cluster, CLUSTER,
+};
 pub use database::{pg_admin_url, DbKind, TestDb};
 pub use env::Env;
 pub use names::unique;

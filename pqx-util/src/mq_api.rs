@@ -109,6 +109,12 @@ pub struct MqQueue {
     pub messages: Option<u64>,
     #[serde(default)]
     pub consumers: Option<u64>,
+    /// The node that leads a quorum queue.
+    #[serde(default)]
+    pub leader: Option<String>,
+    /// `classic` or `quorum`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
     #[serde(default)]
     pub arguments: serde_json::Map<String, serde_json::Value>,
 }

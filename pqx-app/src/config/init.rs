@@ -19,9 +19,10 @@ use super::DeadMessageTtl;
 /// may ask for.
 pub const MAX_PRIORITY: u8 = 9;
 
-/// How many times a quorum host queue hands out a message before the broker dead-letters it, when
-/// init.yml does not say: more than any run of subscriber restarts and broker failovers, fewer than
-/// a command that kills its subscriber each time should cost.
+/// How many times a quorum host queue hands a message out again (its subscriber died with it, its
+/// node was lost) before the broker dead-letters it, when init.yml does not say: more than any run
+/// of subscriber restarts and broker failovers, fewer than a command that kills its subscriber each
+/// time should cost.
 pub const DELIVERY_LIMIT: u32 = 20;
 /// The largest `delivery_limit`.
 const MAX_DELIVERY_LIMIT: u32 = 1000;
@@ -50,8 +51,8 @@ pub struct InitConfig {
     /// How the host queues, the dead-letter queue and the retry wait queues keep their messages:
     /// `classic` (default) or `quorum` (replicated on a cluster's nodes).
     pub queue_type: Option<QueueType>,
-    /// With `queue_type: quorum`: how many times a message is handed out before the broker
-    /// dead-letters it (default [`DELIVERY_LIMIT`]).
+    /// With `queue_type: quorum`: how many times a message is handed out again (after the first)
+    /// before the broker dead-letters it (default [`DELIVERY_LIMIT`]).
     pub delivery_limit: Option<u32>,
     /// The host queues and the pairs they match.
     #[serde(default)]

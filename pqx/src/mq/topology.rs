@@ -100,7 +100,7 @@ impl QueueType {
 /// The arguments of a host queue: it dead-letters to `dead_letter_exchange`; a classic one orders
 /// by priority up to `max_priority` (none when 0); a quorum one dead-letters at least once and
 /// hands a message out at most `delivery_limit` times (a command that keeps killing its subscriber
-/// ends in the dead letters).
+/// ends in the dead letters). The broker counts the times it hands a message out again.
 pub fn host_queue_arguments(
     dead_letter_exchange: &str,
     max_priority: u8,

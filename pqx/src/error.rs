@@ -52,7 +52,9 @@ impl Error {
     /// Whether the error is the broker or the network going away (worth reconnecting for), rather
     /// than something a retry cannot fix (credentials, a missing queue, a refused argument).
     pub fn is_transient(&self) -> bool {
-        if let Error::NoNode { .. } = self {
+        // A queue that refuses a message for a while: a quorum queue electing a leader after its
+        // node was lost. Nothing was taken, so sending it again is safe.
+        if let Error::NoNode { .. } | Error::Nacked { .. } = self {
             return true;
         }
         let Error::Amqp { source, .. } = self else {

@@ -163,7 +163,13 @@ impl Handler {
                 let (queue, message_id) = (ids.queue, ids.message_id);
                 let attempt = incoming.envelope.attempt;
                 info!(queue, message_id, attempt, "redelivered, but this attempt is already recorded: settling it from the record");
-                self.verdict(incoming, ids, Outcome::from_record(result))
+                let mut verdict = self.verdict(incoming, ids, Outcome::from_record(result));
+                // Its retry may have been published before the ack was lost: the next attempt
+                // runs once all the same.
+                if let Settlement::Retry(next) = &mut verdict.settlement {
+                    next.again = true;
+                }
+                verdict
             }
             Plan::Duplicate => {
                 let (queue, message_id) = (ids.queue, ids.message_id);

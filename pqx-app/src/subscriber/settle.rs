@@ -41,6 +41,7 @@ impl Settlement {
                 attempt,
                 retry: policy.retries(),
                 delay,
+                again: false,
             }),
             RetryDecision::GiveUp => {
                 Settlement::DeadLetter(format!("failed on attempt {attempt}: {}", outcome.summary))
@@ -242,7 +243,8 @@ mod tests {
             Settlement::Retry(Retry {
                 attempt: 2,
                 retry: 1,
-                delay: Duration::from_secs(2)
+                delay: Duration::from_secs(2),
+                again: false,
             })
         );
         let give_up = Settlement::after(&outcome(false), &policy, 2);

@@ -18,7 +18,7 @@ use lapin::message::Delivery;
 use lapin::types::{AMQPValue, FieldTable};
 
 use crate::mq::dead_letter::without_death_history;
-use crate::mq::headers::{legacy_retries, RETRIES_HEADER};
+use crate::mq::headers::{legacy_retries, AGAIN_HEADER, RETRIES_HEADER};
 use crate::mq::topology::{bind, declare_queue, QueueType};
 use crate::mq::{carried, Destination, Publisher, ATTEMPT_HEADER, MAX_TTL_MS};
 use crate::{Error, Result};
@@ -192,6 +192,9 @@ pub struct Retry {
     pub attempt: u32,
     pub retry: u8,
     pub delay: Duration,
+    /// Published while a redelivered attempt is settled from its record: its retry may be
+    /// published already, and this copy is marked so ([`crate::mq::AGAIN_HEADER`]).
+    pub again: bool,
 }
 
 /// Publishes `delivery` again, as `next`, to come back to `queue` after its delay; returns once
@@ -216,6 +219,9 @@ pub async fn schedule_retry(
         RETRIES_HEADER.into(),
         AMQPValue::ShortInt(legacy_retries(next.retry, next.attempt)),
     );
+    if next.again {
+        headers.insert(AGAIN_HEADER.into(), AMQPValue::Boolean(true));
+    }
     match route {
         RetryRoute::DelayedExchange { exchange }
             if next.delay.as_millis() <= MAX_PLUGIN_DELAY_MS =>
@@ -273,10 +279,15 @@ impl<'a> WaitQueue<'a> {
         let delay_ms = i64::try_from(self.delay.as_millis()).unwrap_or(i64::MAX);
         let mut args = FieldTable::default();
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay_ms));
-        args.insert(
-            "x-expires".into(),
-            AMQPValue::LongLongInt(delay_ms.saturating_add(WAIT_QUEUE_SLACK_MS as i64)),
-        );
+        // RabbitMQ 3.10 expires a quorum queue by its age, not by its use (declaring it again does
+        // not count): one would be deleted with retries waiting in it. Quorum wait queues stay, one
+        // per host queue and delay, until `rectifier -o del_que`.
+        if self.queue_type == QueueType::Classic {
+            args.insert(
+                "x-expires".into(),
+                AMQPValue::LongLongInt(delay_ms.saturating_add(WAIT_QUEUE_SLACK_MS as i64)),
+            );
+        }
         args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(self.exchange.into()),

@@ -35,7 +35,7 @@ pub const OPERATOR_TAGS: &[&str] = &["management"];
 /// The permissions of the user of host queue `queue`.
 pub fn host(init: &InitConfig, queue: &str) -> Permissions {
     let own = escape(queue);
-    let wait_queues = format!(r"{own}\.q?wait\.[0-9]+");
+    let wait_queues = format!(r"{own}\.(wait\.[0-9]+|qwait)");
     let retry_exchange = escape(&host_retry_exchange_name(queue));
     Permissions {
         configure: format!("^{wait_queues}$"),
@@ -98,7 +98,7 @@ mod tests {
     #[test]
     fn a_host_gets_its_own_names_and_the_shared_outlets() {
         let h1 = host(&init(), "h1");
-        assert_eq!(h1.configure, r"^h1\.q?wait\.[0-9]+$");
+        assert_eq!(h1.configure, r"^h1\.(wait\.[0-9]+|qwait)$");
         assert_eq!(
             h1.write,
             r"^(h1\.retry|h1\.q?wait\.[0-9]+|pqx\.dlx|pqx\.reply)$"

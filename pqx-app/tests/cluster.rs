@@ -11,8 +11,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use common::{
-    cluster_ctl, count_ended, free_ports, DbKind, Deadline, Env, Records, CLUSTER, DLQ, INIT_YML,
-    MQ_PASS, MQ_USER,
+    cluster_ctl, count_ended, free_ports, kill_node, leader_of, restore_cluster, DbKind, Deadline,
+    Env, Records, CLUSTER, DLQ, INIT_YML, MQ_PASS, MQ_USER,
 };
 
 /// A test that stops a node has the cluster to itself; the others share it.
@@ -87,17 +87,23 @@ async fn quorum_queues_are_laid_out_and_retries_and_dead_letters_go_through_them
     let _sub = env.subscriber("h1")?;
     let task = env.write(
         "fail.json",
-        r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"retry":1,"poke":1},"cmd":{"Bash":{"cmd":["exit 5"]}}}"#,
+        r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"retry":1,"poke":2},"cmd":{"Bash":{"cmd":["exit 5"]}}}"#,
     )?;
     let id = env.publish(&task)?.remove(0);
-    env.wait_attempts(&id, 60, |a| count_ended(a) == 2).await?;
-    let wait = api.queue("h1.qwait.1000").await?;
-    // A quorum queue expires by its age on RabbitMQ 3.10, retries in it or not: none here.
-    assert!(!wait.arguments.contains_key("x-expires"), "{:?}", wait.arguments);
-    assert_eq!(
-        wait.kind.as_deref(),
-        Some("quorum"),
-        "the retry waited in a quorum queue"
+    let attempts = env.wait_attempts(&id, 60, |a| count_ended(a) == 2).await?;
+    // The retry waited in the held queue, a quorum queue without a TTL or dead-lettering (the
+    // subscriber forwards it when it is due), for its two seconds at least.
+    let held = api.queue("h1.qwait").await?;
+    assert_eq!(held.kind.as_deref(), Some("quorum"), "{:?}", held.arguments);
+    for key in ["x-message-ttl", "x-expires", "x-dead-letter-exchange"] {
+        assert!(!held.arguments.contains_key(key), "{:?}", held.arguments);
+    }
+    let failed_at = attempts[0].result.as_ref().context("first result")?.time;
+    let retried_at = attempts[1].history.time;
+    assert!(
+        retried_at - failed_at >= chrono::Duration::milliseconds(1900),
+        "retried {} after the failure",
+        retried_at - failed_at
     );
     let dead = env.vhost.take(DLQ, 30).await?.context("the dead letter")?;
     let reason = pqx::mq::header_string(&dead.properties, pqx::mq::ERROR_HEADER);
@@ -330,5 +336,41 @@ async fn a_command_that_keeps_killing_its_subscriber_ends_in_the_dead_letters() 
     let attempts = env.attempts(&id).await?;
     assert_eq!(attempts.len(), 3, "{attempts:?}");
     assert_eq!(count_ended(&attempts), 0, "{attempts:?}");
+    Ok(())
+}
+
+/// Restores the cluster even if the test fails half way.
+struct Restore;
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let _ = restore_cluster();
+    }
+}
+
+#[tokio::test]
+async fn a_waiting_retry_outlives_the_node_that_leads_its_queue() -> Result<()> {
+    let _nodes = NODES.write().await;
+    let env = cluster_env(DbKind::Sqlite, "queue_type: quorum\n").await?;
+    env.init()?;
+    let _sub = env.subscriber("h1")?;
+    // Fails the first time, succeeds the second; the retry waits ten seconds.
+    let marker = env.dir.path().join("ran-once");
+    let task = env.write(
+        "flaky.json",
+        &format!(
+            r#"{{"mailing_to":[{{"unique_key":"h1"}}],"config":{{"retry":1,"poke":10}},"cmd":{{"Bash":{{"cmd":["test -e {m} || {{ touch {m}; exit 3; }}"]}}}}}}"#,
+            m = marker.display()
+        ),
+    )?;
+    let id = env.publish(&task)?.remove(0);
+    env.wait_attempts(&id, 30, |a| count_ended(a) == 1).await?;
+    let leader = leader_of(&env.vhost.name, "h1.qwait").await?;
+    kill_node(leader)?;
+    let _restore = Restore;
+    let attempts = env.wait_attempts(&id, 120, |a| count_ended(a) == 2).await?;
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    assert_eq!(attempts[1].result.as_ref().map(|r| r.exit_code), Some(0));
+    restore_cluster()?;
     Ok(())
 }

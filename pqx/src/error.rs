@@ -31,6 +31,9 @@ pub enum Error {
     /// The host queue a subscriber was told to consume does not exist.
     #[error("queue {queue} does not exist: add it to header_queues in init.yml and run `initiator -o init`")]
     NoSuchQueue { queue: String },
+    /// The broker ended a consumer: its queue was deleted, or its node is going away.
+    #[error("the broker cancelled the consumer of queue {queue} (was it deleted?)")]
+    ConsumerEnded { queue: String },
     /// A mandatory publish matched no queue.
     #[error("no queue matches {target}: nothing was delivered (check header_queues in init.yml and run `initiator -o init`)")]
     Unroutable { target: String },

@@ -9,7 +9,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use lapin::options::BasicCancelOptions;
 use lapin::{Channel, Connection, Consumer};
 use pqx::exec::CancellationToken;
-use pqx::mq::{subscribe, Publisher};
+use pqx::mq::{subscribe, Holder, Publisher, QueueType, RetryRoute};
 use tracing::{info, warn};
 
 use super::handler::Handler;
@@ -27,6 +27,8 @@ pub enum Lost {
     Cancelled,
     #[error("the message too large for pqx's frames was taken with large ones")]
     TookLargeMessage,
+    #[error("held retries: {0}")]
+    Holder(pqx::Error),
 }
 
 impl Lost {
@@ -55,6 +57,8 @@ pub struct Session {
     connection: Arc<Connection>,
     channel: Channel,
     consumer: Consumer,
+    /// The consumer of the held retries, with quorum queues.
+    holder: Option<Holder>,
     outbound: Outbound,
     tag: String,
 }
@@ -84,6 +88,16 @@ impl Session {
         info!(queue, route = ?routes.retry, replies = ?routes.replies, "retries and results go these ways");
         let tag = format!("pqx-{}-{}", queue, std::process::id());
         let (channel, consumer) = subscribe(&connection, queue, &tag, concurrency).await?;
+        let holder = match &routes.retry {
+            RetryRoute::HostExchange {
+                exchange,
+                wait_queues: QueueType::Quorum,
+            } => {
+                let tag = format!("{tag}-held");
+                Some(Holder::open(&connection, publisher.clone(), exchange, queue, &tag).await?)
+            }
+            _ => None,
+        };
         let outbound = Outbound {
             publisher,
             routes,
@@ -97,6 +111,7 @@ impl Session {
             connection,
             channel,
             consumer,
+            holder,
             outbound,
             tag,
         })
@@ -119,6 +134,15 @@ impl Session {
         let mut lost = None;
         let mut deadline = None;
         let mut taken = 0usize;
+        // Forwards held retries while the session lasts; what it holds when the session ends goes
+        // back to the queue with the channel.
+        let holding = async {
+            match &self.holder {
+                Some(holder) => holder.run().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(holding);
         loop {
             // With large frames, one delivery only: then back to pqx's own.
             let done_with_large = self.frames == Frames::Large && taken > 0;
@@ -136,6 +160,7 @@ impl Session {
                     None => lost = Some(Lost::Cancelled),
                 },
                 Some(()) = running.next(), if !running.is_empty() => {}
+                e = &mut holding, if lost.is_none() => lost = Some(Lost::Holder(e)),
                 _ = signals.next() => {
                     if stopping {
                         warn!("second signal: killing the running commands, their messages go back to the queue");

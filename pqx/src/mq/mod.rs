@@ -5,6 +5,7 @@ mod binding;
 mod connect;
 mod dead_letter;
 mod headers;
+mod held;
 mod limits;
 mod properties;
 mod publish;
@@ -23,6 +24,7 @@ pub use headers::{
     attempt_of, field_table, header_i64, header_string, is_published_again, legacy_retries,
     published_again, AGAIN_HEADER, ATTEMPT_HEADER, RETRIES_HEADER,
 };
+pub use held::{held_queue_name, Holder, DUE_HEADER};
 pub use limits::{
     check_header_pairs, fits_in_a_frame, headers_size, properties_size, MAX_COMMAND_HEADERS_BYTES,
     MAX_HOST_QUEUE_BYTES, MAX_NAME_BYTES, MAX_TTL_MS,

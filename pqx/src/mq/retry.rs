@@ -19,6 +19,7 @@ use lapin::types::{AMQPValue, FieldTable};
 
 use crate::mq::dead_letter::without_death_history;
 use crate::mq::headers::{legacy_retries, AGAIN_HEADER, RETRIES_HEADER};
+use crate::mq::held::publish_held;
 use crate::mq::topology::{bind, declare_queue, QueueType};
 use crate::mq::{carried, Destination, Publisher, ATTEMPT_HEADER, MAX_TTL_MS};
 use crate::{Error, Result};
@@ -126,16 +127,11 @@ pub fn wait_queue_name(queue: &str, delay: Duration) -> String {
     format!("{queue}.retry.{}", delay.as_millis())
 }
 
-/// The wait queue of `queue` for `delay`, on the route through its own retry exchange: named
-/// apart from [`wait_queue_name`], whose queues dead-letter elsewhere, and by its type (a queue
-/// cannot be declared again with other arguments while it exists): `<queue>.wait.<ms>` classic,
-/// `<queue>.qwait.<ms>` quorum.
-pub fn host_wait_queue_name(queue: &str, delay: Duration, queue_type: QueueType) -> String {
-    let kind = match queue_type {
-        QueueType::Classic => "wait",
-        QueueType::Quorum => "qwait",
-    };
-    format!("{queue}.{kind}.{}", delay.as_millis())
+/// The classic wait queue of `queue` for `delay`, on the route through its own retry exchange:
+/// named apart from [`wait_queue_name`], whose queues dead-letter elsewhere. (Quorum retries wait
+/// in one held queue, [`crate::mq::held_queue_name`].)
+pub fn host_wait_queue_name(queue: &str, delay: Duration) -> String {
+    format!("{queue}.wait.{}", delay.as_millis())
 }
 
 /// The retry exchange of host queue `queue`: direct, bound to that queue alone, by its name.
@@ -143,16 +139,18 @@ pub fn host_retry_exchange_name(queue: &str) -> String {
     format!("{queue}.retry")
 }
 
-/// Whether `name` is a wait queue of `queue`, on either route (`<queue>.retry.<ms>`,
-/// `<queue>.wait.<ms>` or `<queue>.qwait.<ms>`).
+/// Whether `name` is a wait queue of `queue`, on any route (`<queue>.retry.<ms>`,
+/// `<queue>.wait.<ms>`, or the held queue `<queue>.qwait`).
 pub fn is_wait_queue_of(name: &str, queue: &str) -> bool {
     let Some(rest) = name.strip_prefix(queue) else {
         return false;
     };
+    if rest == ".qwait" {
+        return true;
+    }
     let ms = rest
         .strip_prefix(".retry.")
-        .or_else(|| rest.strip_prefix(".wait."))
-        .or_else(|| rest.strip_prefix(".qwait."));
+        .or_else(|| rest.strip_prefix(".wait."));
     ms.is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
 }
 
@@ -163,13 +161,14 @@ pub enum RetryRoute {
     /// that dead-letters back to the queue. No plugin needed.
     WaitQueues,
     /// pqx's own, through the host queue's retry exchange ([`host_retry_exchange_name`]): each
-    /// wait queue is bound to it by its own name and dead-letters back through it with the host
-    /// queue's name, which only the host queue is bound by. A subscriber needs rights on its own
-    /// queue's names only: its wait queues and its exchange (none on the default exchange, which
-    /// reaches every queue of the vhost).
+    /// wait queue is bound to it by its own name and comes back through it with the host queue's
+    /// name, which only the host queue is bound by. A subscriber needs rights on its own queue's
+    /// names only: its wait queues and its exchange (none on the default exchange, which reaches
+    /// every queue of the vhost). Classic wait queues dead-letter back after their TTL; with quorum
+    /// queues, retries wait in the held queue and subscribers forward them ([`crate::mq::Holder`]).
     HostExchange {
         exchange: String,
-        /// The type of its wait queues, as init.yml's `queue_type` says.
+        /// As init.yml's `queue_type` says.
         wait_queues: QueueType,
     },
     /// The delayed-message plugin's exchange (`x-delayed-message`, headers type), where an original
@@ -230,11 +229,15 @@ pub async fn schedule_retry(
         }
         RetryRoute::HostExchange {
             exchange,
-            wait_queues,
+            wait_queues: QueueType::Classic,
         } => {
-            let wait = WaitQueue::through(exchange, queue, next.delay, *wait_queues);
+            let wait = WaitQueue::through(exchange, queue, next.delay);
             wait.publish(publisher, delivery, headers).await
         }
+        RetryRoute::HostExchange {
+            exchange,
+            wait_queues: QueueType::Quorum,
+        } => publish_held(publisher, exchange, queue, delivery, headers, next.delay).await,
         _ => {
             let wait = WaitQueue::default_exchange(queue, next.delay);
             wait.publish(publisher, delivery, headers).await
@@ -245,7 +248,6 @@ pub async fn schedule_retry(
 /// A wait queue: where a retry waits out its delay, and the way it comes back to its host queue.
 struct WaitQueue<'a> {
     name: String,
-    queue_type: QueueType,
     delay: Duration,
     /// The exchange it is published to and dead-letters back through ("": the default exchange).
     exchange: &'a str,
@@ -257,18 +259,16 @@ impl<'a> WaitQueue<'a> {
         let name = wait_queue_name(queue, delay);
         Self {
             name,
-            queue_type: QueueType::Classic,
             delay,
             exchange: "",
             queue,
         }
     }
 
-    fn through(exchange: &'a str, queue: &'a str, delay: Duration, queue_type: QueueType) -> Self {
-        let name = host_wait_queue_name(queue, delay, queue_type);
+    fn through(exchange: &'a str, queue: &'a str, delay: Duration) -> Self {
+        let name = host_wait_queue_name(queue, delay);
         Self {
             name,
-            queue_type,
             delay,
             exchange,
             queue,
@@ -279,15 +279,10 @@ impl<'a> WaitQueue<'a> {
         let delay_ms = i64::try_from(self.delay.as_millis()).unwrap_or(i64::MAX);
         let mut args = FieldTable::default();
         args.insert("x-message-ttl".into(), AMQPValue::LongLongInt(delay_ms));
-        // RabbitMQ 3.10 expires a quorum queue by its age, not by its use (declaring it again does
-        // not count): one would be deleted with retries waiting in it. Quorum wait queues stay, one
-        // per host queue and delay, until `rectifier -o del_que`.
-        if self.queue_type == QueueType::Classic {
-            args.insert(
-                "x-expires".into(),
-                AMQPValue::LongLongInt(delay_ms.saturating_add(WAIT_QUEUE_SLACK_MS as i64)),
-            );
-        }
+        args.insert(
+            "x-expires".into(),
+            AMQPValue::LongLongInt(delay_ms.saturating_add(WAIT_QUEUE_SLACK_MS as i64)),
+        );
         args.insert(
             "x-dead-letter-exchange".into(),
             AMQPValue::LongString(self.exchange.into()),
@@ -296,7 +291,6 @@ impl<'a> WaitQueue<'a> {
             "x-dead-letter-routing-key".into(),
             AMQPValue::LongString(self.queue.into()),
         );
-        self.queue_type.add_arguments(&mut args, true);
         args
     }
 
@@ -403,19 +397,15 @@ mod tests {
             "h1.retry.2000"
         );
         assert_eq!(
-            host_wait_queue_name("h1", Duration::from_secs(2), QueueType::Classic),
+            host_wait_queue_name("h1", Duration::from_secs(2)),
             "h1.wait.2000"
-        );
-        assert_eq!(
-            host_wait_queue_name("h1", Duration::from_secs(2), QueueType::Quorum),
-            "h1.qwait.2000"
         );
         assert_eq!(host_retry_exchange_name("h1"), "h1.retry");
     }
 
     #[test]
     fn wait_queues_are_told_by_their_names() {
-        for name in ["h1.retry.2000", "h1.wait.5", "h1.qwait.7"] {
+        for name in ["h1.retry.2000", "h1.wait.5", "h1.qwait"] {
             assert!(is_wait_queue_of(name, "h1"), "{name}");
         }
         for name in [
@@ -424,6 +414,8 @@ mod tests {
             "h1.retry.x",
             "h12.retry.1",
             "h1.wait.1.2",
+            "h1.qwait.7",
+            "h1.qwaits",
             "h1",
         ] {
             assert!(!is_wait_queue_of(name, "h1"), "{name}");

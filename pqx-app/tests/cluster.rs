@@ -11,8 +11,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use common::{
-    cluster_ctl, count_ended, free_ports, kill_node, leader_of, restore_cluster, DbKind, Deadline,
-    Env, Records, CLUSTER, DLQ, INIT_YML, MQ_PASS, MQ_USER,
+    cluster_ctl, connected_node, count_ended, free_ports, kill_node, leader_of, restore_cluster,
+    DbKind, Deadline, Env, Records, CLUSTER, DLQ, INIT_YML, MQ_PASS, MQ_USER,
 };
 
 /// A test that stops a node has the cluster to itself; the others share it.
@@ -90,7 +90,23 @@ async fn quorum_queues_are_laid_out_and_retries_and_dead_letters_go_through_them
         r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"retry":1,"poke":2},"cmd":{"Bash":{"cmd":["exit 5"]}}}"#,
     )?;
     let id = env.publish(&task)?.remove(0);
+    // Three more held at once, due one after the other: each is forwarded on its time, not when
+    // something else comes.
+    let mut others = Vec::new();
+    for poke in [3, 4, 5] {
+        let task = env.write(
+            &format!("fail-{poke}.json"),
+            &format!(
+                r#"{{"mailing_to":[{{"unique_key":"h1"}}],"config":{{"retry":1,"poke":{poke}}},"cmd":{{"Bash":{{"cmd":["exit 5"]}}}}}}"#
+            ),
+        )?;
+        others.push(env.publish(&task)?.remove(0));
+    }
     let attempts = env.wait_attempts(&id, 60, |a| count_ended(a) == 2).await?;
+    for other in &others {
+        env.wait_attempts(other, 30, |a| count_ended(a) == 2)
+            .await?;
+    }
     // The retry waited in the held queue, a quorum queue without a TTL or dead-lettering (the
     // subscriber forwards it when it is due), for its two seconds at least.
     let held = api.queue("h1.qwait").await?;
@@ -105,12 +121,14 @@ async fn quorum_queues_are_laid_out_and_retries_and_dead_letters_go_through_them
         "retried {} after the failure",
         retried_at - failed_at
     );
-    let dead = env.vhost.take(DLQ, 30).await?.context("the dead letter")?;
-    let reason = pqx::mq::header_string(&dead.properties, pqx::mq::ERROR_HEADER);
-    assert_eq!(
-        reason.as_deref(),
-        Some("failed on attempt 2: failed: exit code 5")
-    );
+    for _ in 0..4 {
+        let dead = env.vhost.take(DLQ, 30).await?.context("the dead letter")?;
+        let reason = pqx::mq::header_string(&dead.properties, pqx::mq::ERROR_HEADER);
+        assert_eq!(
+            reason.as_deref(),
+            Some("failed on attempt 2: failed: exit code 5")
+        );
+    }
     Ok(())
 }
 
@@ -233,17 +251,6 @@ async fn a_node_that_does_not_answer_is_skipped_and_none_answering_is_said_namin
         "publisher: error: conn.yml: mq.urls: empty: name at least one broker node"
     );
     Ok(())
-}
-
-/// The index of the node a subscriber's log says it connected to last.
-fn connected_node(log: &str) -> Option<usize> {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("connected to RabbitMQ") && l.contains(" node="))?;
-    CLUSTER
-        .iter()
-        .position(|n| line.contains(&format!(":{}/", n.amqp_port)))
 }
 
 #[tokio::test]

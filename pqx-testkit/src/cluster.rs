@@ -107,6 +107,17 @@ pub async fn leader_of(vhost: &str, queue: &str) -> Result<usize> {
     }
 }
 
+/// The node (0-based) a subscriber's log says it connected to last.
+pub fn connected_node(log: &str) -> Option<usize> {
+    let line = log
+        .lines()
+        .rev()
+        .find(|l| l.contains("connected to RabbitMQ") && l.contains(" node="))?;
+    CLUSTER
+        .iter()
+        .position(|n| line.contains(&format!(":{}/", n.amqp_port)))
+}
+
 /// The AMQP URLs of the three nodes, for `vhost`.
 pub fn cluster_urls(vhost: &str) -> Vec<String> {
     CLUSTER

@@ -22,7 +22,8 @@ mod tls;
 
 pub use broker::{mq_host, node2_ctl, node2_name, Broker, Vhost, MAIN, MQ_PASS, MQ_USER, NODE2};
 pub use cluster::{
-    cluster_ctl, cluster_node, cluster_urls, kill_node, leader_of, restore_cluster, CLUSTER,
+    cluster_ctl, cluster_node, cluster_urls, connected_node, kill_node, leader_of, restore_cluster,
+    CLUSTER,
 };
 pub use database::{pg_admin_url, DbKind, TestDb};
 pub use env::Env;

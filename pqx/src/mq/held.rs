@@ -134,7 +134,13 @@ impl Holder {
                     }
                     None => return Error::ConsumerEnded { queue: self.name.clone() },
                 },
-                Some(Err(e)) = held.next(), if !held.is_empty() => return e,
+                // Every outcome must match: a pattern that fails would leave this branch out of
+                // the select until the next delivery, and the held retries' timers unheard.
+                Some(outcome) = held.next(), if !held.is_empty() => {
+                    if let Err(e) = outcome {
+                        return e;
+                    }
+                }
             }
         }
     }

@@ -6,10 +6,11 @@
 demo:
 	scripts/demo.sh
 
-# The load test runs last, on its own, and prints its reconciliation.
+# The load and chaos tests run last, on their own, and print their reconciliations.
 test: services
-	cargo test --workspace --no-fail-fast -- --skip ten_thousand_commands_reconcile
+	cargo test --workspace --no-fail-fast -- --skip ten_thousand_commands_reconcile --skip five_thousand_commands_survive
 	cargo test -p pqx-app --test load -- --nocapture
+	cargo test -p pqx-app --test chaos -- --nocapture
 
 # The containers for real, with podman (installed from Debian's packages when missing): the pqx
 # image, docker-compose.yml end to end, run.sh and DockerExec against a real engine. The image is
@@ -26,10 +27,10 @@ image:
 	cargo build --release --bins -p pqx-app
 	scripts/containers.sh image
 
-# Figures of throughput, latency, memory and routing scale from a release build, in one run:
-# a table on stdout and the same as JSON in target/bench/bench.json.
+# Figures of throughput, latency, memory, routing scale, signing and failover from a release
+# build, in one run: a table on stdout and the same as JSON in target/bench/bench.json.
 bench:
-	scripts/services.sh --postgres
+	scripts/services.sh --postgres --cluster
 	cargo build --release --bins -p pqx-app -p pqx-bench
 	target/release/pqx-bench
 

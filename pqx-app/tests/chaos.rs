@@ -257,7 +257,7 @@ async fn five_thousand_commands_survive_the_loss_of_nodes_and_subscribers() -> R
             let (Some(id), Some(queue), Some(r)) = (&h.message_id, &h.queue, r) else {
                 continue;
             };
-            let last = h.attempt.unwrap_or(1) >= i32::from(h.retry.unwrap_or(0)) + 1;
+            let last = h.attempt.unwrap_or(1) > i32::from(h.retry.unwrap_or(0));
             if r.exit_code == 0 || last {
                 settled.insert((id.clone(), queue.clone()));
             }

@@ -1,11 +1,13 @@
 //! `pqx-bench`: measures pqx on this machine in one run and prints one table (and the same figures
 //! as JSON): the fork floor, the raw broker, bulk publishing, end-to-end throughput with SQLite and
-//! PostgreSQL, publish-to-start latency, subscriber memory, and routing with many host queues. Each
-//! figure is the median of several repetitions. It needs the services of `scripts/services.sh
-//! --postgres` and the release binaries beside it (`make bench` does both).
+//! PostgreSQL, publish-to-start latency, subscriber memory, routing with many host queues, signed
+//! commands, and failover on a broker cluster. Each figure is the median of several repetitions. It
+//! needs the services of `scripts/services.sh --postgres --cluster` and the release binaries beside
+//! it (`make bench` does both).
 
 mod broker;
 mod env;
+mod failover;
 mod fork;
 mod latency;
 mod memory;
@@ -42,8 +44,8 @@ struct Cli {
     /// Leave out the PostgreSQL figures
     #[arg(long)]
     no_postgres: bool,
-    /// Only these sections (fork, broker, publish, e2e, latency, memory, routing, signing);
-    /// default all
+    /// Only these sections (fork, broker, publish, e2e, latency, memory, routing, signing,
+    /// failover); default all
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -110,6 +112,9 @@ async fn run(cli: &Cli) -> Result<Report> {
     }
     if cli.wants("signing") {
         signing(cli, &mut r).await?;
+    }
+    if cli.wants("failover") {
+        failover(cli, &mut r).await?;
     }
 
     if let Some(dir) = cli.out.parent() {
@@ -309,6 +314,27 @@ async fn routing(cli: &Cli, r: &mut Report) -> Result<()> {
         thousand,
         "cmd/s",
         &format!("10 queues are {ratio:.2}x faster"),
+    );
+    Ok(())
+}
+
+async fn failover(cli: &Cli, r: &mut Report) -> Result<()> {
+    // A few more than the other figures: each one is a single event.
+    let n = cli.reps.max(1) + 2;
+    eprintln!("9. failover");
+    let mut secs = Vec::new();
+    for _ in 0..n {
+        secs.push(failover::kill_to_start_secs().await?);
+    }
+    let note = format!(
+        "3-node cluster, quorum queue; SIGKILL to the subscriber's node -> its next command starts; median of {n}"
+    );
+    r.add(
+        "failover",
+        "node kill -> next command starts",
+        secs,
+        "s",
+        &note,
     );
     Ok(())
 }

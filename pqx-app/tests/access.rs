@@ -138,15 +138,24 @@ async fn a_host_user_cannot_reach_another_host_by_any_route() -> Result<()> {
     // The admin makes what an attacker would aim at: h2's wait queues on both routes.
     let admin = env.vhost.connect().await?;
     let setup = admin.create_channel().await?;
+    let declare = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
     for (queue, dlx) in [("h2.wait.1000", "h2.retry"), ("h2.retry.1000", "")] {
-        let declare = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
         setup
             .queue_declare(queue.into(), declare, wait_queue_args(dlx, "h2"))
             .await?;
     }
+    // And its held queue, where its retries wait on a cluster.
+    let mut quorum = FieldTable::default();
+    quorum.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    setup
+        .queue_declare("h2.qwait".into(), declare, quorum.clone())
+        .await?;
     let (h1, h1_user) = connect_as(&env, "h1").await?;
     let operator_user = format!("operator@{}", env.vhost.name);
 
@@ -214,6 +223,22 @@ async fn a_host_user_cannot_reach_another_host_by_any_route() -> Result<()> {
             )
         }
     );
+    attempt!(
+        "consume h2's held queue h2.qwait",
+        Verdict::Refused,
+        async {
+            verdict(
+                ch().await?
+                    .basic_consume(
+                        "h2.qwait".into(),
+                        "x".into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await,
+            )
+        }
+    );
     attempt!("consume the dead-letter queue", Verdict::Refused, async {
         verdict(
             ch().await?
@@ -242,6 +267,16 @@ async fn a_host_user_cannot_reach_another_host_by_any_route() -> Result<()> {
         "publish through the default exchange to h2.wait.1000",
         Verdict::Refused,
         async { publish(&ch().await?, "", "h2.wait.1000", plain()).await }
+    );
+    attempt!(
+        "publish through the default exchange to h2.qwait",
+        Verdict::Refused,
+        async { publish(&ch().await?, "", "h2.qwait", plain()).await }
+    );
+    attempt!(
+        "publish to its own retry exchange keyed h2.qwait",
+        Verdict::Unroutable,
+        async { publish(&ch().await?, "h1.retry", "h2.qwait", plain()).await }
     );
     attempt!(
         "publish through the default exchange to h2.retry.1000",
@@ -384,6 +419,33 @@ async fn a_host_user_cannot_reach_another_host_by_any_route() -> Result<()> {
             )
         }
     );
+    attempt!(
+        "declare its held queue dead-lettering to the headers exchange",
+        Verdict::Refused,
+        async {
+            let mut args = wait_queue_args("pqx.test", "");
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            verdict(
+                ch().await?
+                    .queue_declare("h1.qwait".into(), durable, args)
+                    .await,
+            )
+        }
+    );
+    attempt!(
+        "declare h2's held queue h2.qwait",
+        Verdict::Refused,
+        async {
+            verdict(
+                ch().await?
+                    .queue_declare("h2.qwait".into(), durable, quorum.clone())
+                    .await,
+            )
+        }
+    );
     attempt!("declare an exchange", Verdict::Refused, async {
         verdict(
             ch().await?
@@ -417,7 +479,7 @@ async fn a_host_user_cannot_reach_another_host_by_any_route() -> Result<()> {
             )
         }
     );
-    for queue in ["h2", "h1", DLQ, "h2.wait.1000"] {
+    for queue in ["h2", "h1", DLQ, "h2.wait.1000", "h2.qwait"] {
         attempt!(
             format!("delete queue {queue}"),
             Verdict::Refused,

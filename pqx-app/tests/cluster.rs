@@ -51,7 +51,7 @@ fn error_line(env: &Env, binary: &str, args: &[&str]) -> Result<String> {
 #[tokio::test]
 async fn quorum_queues_are_laid_out_and_retries_and_dead_letters_go_through_them() -> Result<()> {
     let _nodes = NODES.read().await;
-    let env = cluster_env(DbKind::Postgres, "queue_type: quorum\n").await?;
+    let mut env = cluster_env(DbKind::Postgres, "queue_type: quorum\n").await?;
     let out = env.ok("initiator", &["-o", "init"])?;
     assert!(
         out.contains("note: queue_type quorum: RabbitMQ 3.10's quorum queues have no priorities: commands run in the order they came, whatever their config.priority"),
@@ -84,6 +84,8 @@ async fn quorum_queues_are_laid_out_and_retries_and_dead_letters_go_through_them
     assert!(!h1.arguments.contains_key("x-max-priority"));
     assert_eq!(api.queue(DLQ).await?.kind.as_deref(), Some("quorum"));
 
+    // The subscriber as h1's own broker user: it may declare, consume and forward its held queue.
+    env.use_host_users()?;
     let _sub = env.subscriber("h1")?;
     let task = env.write(
         "fail.json",

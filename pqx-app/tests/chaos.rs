@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use common::{
-    cluster_ctl, kill_node, leader_of, restore_cluster, DbKind, Deadline, Env, Subscriber,
+    cluster_ctl, kill_node, kind, leader_of, restore_cluster, DbKind, Deadline, Env, Kind,
+    Subscriber,
 };
 use nix::sys::signal::Signal;
 use pqx_app::entities::{message_history, message_result};
@@ -31,24 +32,6 @@ const SUBSCRIBERS: [&str; 6] = ["q1", "q2", "q3", "q4", "q1", "q2"];
 const DLQ: &str = "chaos.dlq";
 /// Which two subscribers are killed: a fixed seed, so that every run does the same.
 const SEED: usize = 14;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Kind {
-    /// Succeeds at once.
-    Ok,
-    /// Fails the first time on each queue, succeeds on the retry.
-    Flaky,
-    /// Always fails, retry 1: then the dead letters.
-    Doomed,
-}
-
-fn kind(i: usize) -> Kind {
-    match (i % 10, i % 25) {
-        (0, _) => Kind::Flaky,
-        (_, 1) => Kind::Doomed,
-        _ => Kind::Ok,
-    }
-}
 
 /// The queues command `i` is mailed to: one, or every ninth a pair through a common key.
 fn mailing(i: usize) -> (serde_json::Value, Vec<&'static str>) {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use common::{env, DbKind, Deadline, DLQ};
+use common::{env, kind, DbKind, Deadline, Kind, DLQ};
 use pqx_app::entities::{message_history, message_result};
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::json;
@@ -19,24 +19,6 @@ use serde_json::json;
 const COMMANDS: usize = 10_000;
 const PUBLISHERS: usize = 3;
 const QUEUES: usize = 4;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Kind {
-    /// Succeeds at once: one attempt.
-    Ok,
-    /// Fails the first time, succeeds on the retry: two attempts.
-    Flaky,
-    /// Always fails, retry 1: two attempts, then the dead letters.
-    Doomed,
-}
-
-fn kind(i: usize) -> Kind {
-    match (i % 10, i % 25) {
-        (0, _) => Kind::Flaky,
-        (_, 1) => Kind::Doomed,
-        _ => Kind::Ok,
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_commands_reconcile() -> Result<()> {

@@ -120,3 +120,23 @@ pub fn ended(attempt: &Attempt) -> &message_result::Model {
 pub fn count_ended(attempts: &[Attempt]) -> usize {
     attempts.iter().filter(|a| a.result.is_some()).count()
 }
+
+/// The kinds of command the load and chaos tests mix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    /// Succeeds at once: one attempt.
+    Ok,
+    /// Fails the first time (on each queue), succeeds on the retry: two attempts.
+    Flaky,
+    /// Always fails, retry 1: two attempts, then the dead letters.
+    Doomed,
+}
+
+/// The kind of command `i`: every tenth flaky, every twenty-fifth (but those) doomed.
+pub fn kind(i: usize) -> Kind {
+    match (i % 10, i % 25) {
+        (0, _) => Kind::Flaky,
+        (_, 1) => Kind::Doomed,
+        _ => Kind::Ok,
+    }
+}

@@ -101,11 +101,14 @@ mod tests {
         assert_eq!(h1.configure, r"^h1\.(wait\.[0-9]+|qwait)$");
         assert_eq!(
             h1.write,
-            r"^(h1\.retry|h1\.q?wait\.[0-9]+|pqx\.dlx|pqx\.reply)$"
+            r"^(h1\.retry|h1\.(wait\.[0-9]+|qwait)|pqx\.dlx|pqx\.reply)$"
         );
-        assert_eq!(h1.read, r"^(h1|h1\.retry|h1\.q?wait\.[0-9]+)$");
+        assert_eq!(h1.read, r"^(h1|h1\.retry|h1\.(wait\.[0-9]+|qwait))$");
         let web = host(&init(), "web.1");
-        assert_eq!(web.read, r"^(web\.1|web\.1\.retry|web\.1\.q?wait\.[0-9]+)$");
+        assert_eq!(
+            web.read,
+            r"^(web\.1|web\.1\.retry|web\.1\.(wait\.[0-9]+|qwait))$"
+        );
     }
 
     #[test]

@@ -86,7 +86,7 @@ async fn quorum_queues_are_laid_out_and_retries_and_dead_letters_go_through_them
 
     // The subscriber as h1's own broker user: it may declare, consume and forward its held queue.
     env.use_host_users()?;
-    let _sub = env.subscriber("h1")?;
+    let sub = env.subscriber("h1")?;
     let task = env.write(
         "fail.json",
         r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"retry":1,"poke":2},"cmd":{"Bash":{"cmd":["exit 5"]}}}"#,
@@ -131,6 +131,13 @@ async fn quorum_queues_are_laid_out_and_retries_and_dead_letters_go_through_them
             Some("failed on attempt 2: failed: exit code 5")
         );
     }
+    // Held queues do not expire: rectifier removes them with the host queues.
+    drop(sub);
+    env.ok("rectifier", &["-o", "del_que"])?;
+    assert!(
+        api.queue("h1.qwait").await.is_err(),
+        "rectifier left the held queue"
+    );
     Ok(())
 }
 

@@ -86,6 +86,9 @@ pub enum Error {
         #[source]
         source: Box<Error>,
     },
+    /// `publisher --batch`: a copy goes to the exchange, not to one host queue.
+    #[error("--batch: {target}: the hosts it reaches are not known (the management API's bindings could not be read), so they cannot be taken a batch at a time")]
+    BatchNeedsQueues { target: String },
     /// `publisher --wait`: some commands failed.
     #[error("{failed} of {total} results are failures")]
     ResultsFailed { failed: usize, total: usize },

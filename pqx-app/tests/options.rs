@@ -5,7 +5,7 @@
 
 mod common;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use common::{count_ended, ended, env, ready_env, As, DbKind, Deadline, Records};
 use lapin::options::QueueDeclareOptions;
 use lapin::types::FieldTable;
@@ -143,6 +143,26 @@ async fn publisher_wait(who: As) -> Result<()> {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Successes are summed up, not listed, unless asked.
+    assert!(!stdout.contains("result "), "{stdout}");
+    assert!(
+        stdout.contains("summary: 2 of 2 results: 2 succeeded, 0 failed\n"),
+        "{stdout}"
+    );
+    let out = env.run(
+        "publisher",
+        &[
+            "-o",
+            "pub",
+            "--wait",
+            "30",
+            "--verbose",
+            "-t",
+            ok.to_str().unwrap(),
+        ],
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
     let results: Vec<&str> = stdout
         .lines()
         .filter(|l| l.starts_with("result "))
@@ -175,8 +195,127 @@ async fn publisher_wait(who: As) -> Result<()> {
         stdout.contains(" on h1 (attempt 2, exit code 3): failed: exit code 3: no"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("summary: 1 of 1 results: 0 succeeded, 1 failed\n"),
+        "{stdout}"
+    );
     assert!(String::from_utf8_lossy(&out.stderr)
         .contains("publisher: error: 1 of 1 results are failures"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_rolling_batch_takes_the_next_host_as_each_result_comes_and_stops_at_a_failure(
+) -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, As::Admin).await?;
+    let mut subs = Vec::new();
+    for q in ["h1", "h2", "h3"] {
+        subs.push(env.subscriber_with(q, &[], &[("BATCH_HOST", q)])?);
+    }
+    // To every host, in init.yml's order; fails on h2.
+    let task = env.write(
+        "rolling.json",
+        r#"{"mailing_to":[],"cmd":{"Bash":{"cmd":["sleep 0.5; [ \"$BATCH_HOST\" != h2 ]"]}}}"#,
+    )?;
+    let task = task.to_str().unwrap();
+    let out = env.run(
+        "publisher",
+        &[
+            "-o",
+            "pub",
+            "--batch",
+            "1",
+            "--wait",
+            "30",
+            "--fail-fast",
+            "-t",
+            task,
+        ],
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let published: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("published "))
+        .collect();
+    assert_eq!(published.len(), 2, "{stdout}");
+    assert!(published[0].ends_with(" to queue h1"), "{stdout}");
+    assert!(published[1].ends_with(" to queue h2"), "{stdout}");
+    assert!(
+        stdout.contains("summary: 2 of 2 results: 1 succeeded, 1 failed; never sent (stopped after a failure) to 1: h3\n"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("publisher: error: 1 of 2 results are failures"),
+        "{stderr}"
+    );
+    // One at a time: h2 started after h1's result; h3 got nothing.
+    let id = |line: &str| {
+        line.split_whitespace()
+            .nth(1)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let h1 = env
+        .wait_attempts(&id(published[0]), 10, |a| count_ended(a) == 1)
+        .await?;
+    let h2 = env
+        .wait_attempts(&id(published[1]), 10, |a| count_ended(a) == 1)
+        .await?;
+    let h1_ended = h1[0].result.as_ref().context("h1's result")?.time;
+    assert!(h2[0].history.time >= h1_ended, "h2 started before h1 ended");
+    assert_eq!(env.vhost.queue_len("h3").await?, 0);
+    let everything = env.store().await?.attempts(None, 100).await?;
+    assert!(
+        everything
+            .iter()
+            .all(|a| a.history.queue.as_deref() != Some("h3")),
+        "{everything:?}"
+    );
+
+    // Without --fail-fast the batch rolls on over the failure; 10% of three hosts is one.
+    let out = env.run(
+        "publisher",
+        &["-o", "pub", "--batch", "10%", "--wait", "30", "-t", task],
+    )?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert_eq!(stdout.matches("published ").count(), 3, "{stdout}");
+    assert!(
+        stdout.contains("summary: 3 of 3 results: 2 succeeded, 1 failed\n"),
+        "{stdout}"
+    );
+    Ok(())
+}
+
+#[test]
+fn batch_options_are_checked() -> Result<()> {
+    let bins = std::path::Path::new(env!("CARGO_BIN_EXE_publisher"));
+    let run = |args: &[&str]| -> Result<(Option<i32>, String)> {
+        let out = std::process::Command::new(bins).args(args).output()?;
+        Ok((
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        ))
+    };
+    let (code, err) = run(&["-o", "pub", "--batch", "0", "--wait", "5"])?;
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(
+            "\"0\": expected a number of hosts (1 or more) or a percentage of them (1% to 100%)"
+        ),
+        "{err}"
+    );
+    let (code, err) = run(&["-o", "pub", "--batch", "101%", "--wait", "5"])?;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("\"101%\": expected"), "{err}");
+    let (code, err) = run(&["-o", "pub", "--fail-fast", "--wait", "5"])?;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--batch"), "{err}");
+    let (code, err) = run(&["-o", "pub", "--batch", "2"])?;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--wait"), "{err}");
     Ok(())
 }
 

@@ -34,6 +34,16 @@ pub struct PublisherCli {
     /// them, and fail if any command failed
     #[arg(long, global = true, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub wait: Option<u64>,
+    /// With --wait: print every result, not only the failures and the summary
+    #[arg(long, short = 'v', global = true, requires = "wait")]
+    pub verbose: bool,
+    /// With --wait: publish to this many of the hosts reached at a time (K, or a percentage of
+    /// them such as 10%), the next one as each result comes
+    #[arg(long, global = true, value_name = "K|P%", requires = "wait", value_parser = parse_batch)]
+    pub batch: Option<Batch>,
+    /// With --batch: publish to no more hosts after the first failure (the running ones finish)
+    #[arg(long, global = true, requires = "batch")]
+    pub fail_fast: bool,
     /// Print only a summary, not a line per publish
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
@@ -62,6 +72,40 @@ pub enum PublisherOption {
     Keygen,
 }
 
+/// How many hosts `--batch` publishes to at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Batch {
+    Hosts(usize),
+    /// A percentage of the hosts reached, 1 to 100 (at least one host).
+    Percent(u8),
+}
+
+impl Batch {
+    /// The hosts at a time out of `hosts`.
+    pub fn of(self, hosts: usize) -> usize {
+        match self {
+            Batch::Hosts(k) => k,
+            Batch::Percent(p) => (hosts * usize::from(p)).div_ceil(100),
+        }
+        .clamp(1, hosts.max(1))
+    }
+}
+
+fn parse_batch(text: &str) -> Result<Batch, String> {
+    let expected = "expected a number of hosts (1 or more) or a percentage of them (1% to 100%)";
+    let bad = || format!("{text:?}: {expected}");
+    match text.strip_suffix('%') {
+        Some(p) => match p.parse::<u8>() {
+            Ok(p @ 1..=100) => Ok(Batch::Percent(p)),
+            _ => Err(bad()),
+        },
+        None => match text.parse::<usize>() {
+            Ok(k @ 1..) => Ok(Batch::Hosts(k)),
+            _ => Err(bad()),
+        },
+    }
+}
+
 impl PublisherCli {
     /// The task file, given either way.
     pub fn task(&self) -> &Path {
@@ -81,6 +125,35 @@ mod tests {
     #[test]
     fn the_original_option_and_the_subcommand_are_the_same() {
         crate::cli::assert_same_options(&["pub", "keygen"], |cli: PublisherCli| cli.choice.given());
+    }
+
+    #[test]
+    fn a_batch_is_hosts_or_a_percentage_of_them() {
+        assert_eq!(parse_batch("3"), Ok(Batch::Hosts(3)));
+        assert_eq!(parse_batch("10%"), Ok(Batch::Percent(10)));
+        for bad in ["0", "0%", "101%", "-1", "x", "%", "1.5"] {
+            assert!(parse_batch(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Batch::Percent(10).of(500), 50);
+        assert_eq!(Batch::Percent(10).of(5), 1);
+        assert_eq!(Batch::Percent(100).of(7), 7);
+        assert_eq!(Batch::Hosts(20).of(7), 7);
+        let parse = |args: &[&str]| PublisherCli::try_parse_from(args).map(|_| ());
+        assert!(
+            parse(&["publisher", "pub", "--batch", "2"]).is_err(),
+            "needs --wait"
+        );
+        assert!(parse(&["publisher", "pub", "--fail-fast", "--wait", "9"]).is_err());
+        assert!(parse(&[
+            "publisher",
+            "pub",
+            "--batch",
+            "2",
+            "--wait",
+            "9",
+            "--fail-fast"
+        ])
+        .is_ok());
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod cli;
 mod plan;
 mod replies;
+mod results;
 mod routes;
 mod send;
 
@@ -30,6 +31,7 @@ pub use plan::{plan, Planned};
 pub use routes::{NoRoutes, Routes};
 
 use replies::ReplyQueue;
+use results::{collect, first_batch, Waiting};
 use send::{connect_until, publish_all, Outgoing};
 
 /// Runs publisher.
@@ -50,6 +52,7 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
         false => None,
     };
     let planned = plan(&commands, &init, routes.as_ref())?;
+    let first = first_batch(&planned, cli.batch)?;
     let signer = match cli.sign_key.as_ref().or(conn.signing.key.as_ref()) {
         Some(path) => Some(OperatorKey::read(path)?),
         None => None,
@@ -61,7 +64,8 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
         Some(_) => Some(ReplyQueue::open(&connection, &init.reply_exchange()).await?),
         None => None,
     };
-    let reply_to = replies.as_ref().map(|r| r.name.as_str());
+    let reply_queue = replies.as_ref().map(|r| r.name.clone());
+    let reply_to = reply_queue.as_deref();
     let quiet = cli.quiet;
     let print = |p: &Planned| {
         if !quiet {
@@ -77,8 +81,12 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
         reply_to,
         signer: signer.as_ref(),
     };
+    let first_out = Outgoing {
+        planned: &planned[..first],
+        ..outgoing
+    };
     let mut at = (&mut connection, node);
-    let published = publish_until(&conn, &mut at, outgoing, deadline, print).await;
+    let published = publish_until(&conn, &mut at, first_out, deadline, print).await;
     let result = match (published, replies, cli.wait) {
         (Ok(()), Some(replies), Some(secs)) => {
             // init.yml names the queues' users where `initiator -o decl_users` wrote it.
@@ -87,8 +95,14 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
                 .iter()
                 .filter_map(|q| Some((q.queue.clone(), q.user.clone()?)))
                 .collect();
-            let wait = Duration::from_secs(secs);
-            replies.collect(&planned, wait, &senders).await
+            let how = Waiting {
+                wait: Duration::from_secs(secs),
+                verbose: cli.verbose,
+                batch: cli.batch,
+                fail_fast: cli.fail_fast,
+                senders: &senders,
+            };
+            collect(&connection, outgoing, first, replies, how, print).await
         }
         (published, _, _) => published,
     };

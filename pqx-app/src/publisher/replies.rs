@@ -1,5 +1,6 @@
-//! `publisher --wait`: a private queue the results come back to, and collecting them: each printed
-//! as it comes, the run failing when one failed or some did not come in time. The queue is bound
+//! `publisher --wait`: a private queue the results come back to, the results taken from it (each
+//! believed once), and their tally: failures printed as they come, then a summary line, the run
+//! failing when one failed or some did not come in time. The queue is bound
 //! to the reply exchange by its name where `initiator` made that exchange, so that subscribers
 //! send results through it rather than through the default exchange (which a least-privileged
 //! subscriber may not publish to).
@@ -13,7 +14,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tracing::warn;
 
-use super::plan::Planned;
 use crate::{Error, Reply, Result};
 
 /// A private queue the results come back to; the broker removes it when the publisher goes.
@@ -21,6 +21,8 @@ pub struct ReplyQueue {
     pub name: String,
     consumer: lapin::Consumer,
     _channel: lapin::Channel,
+    /// The (message id, queue) pairs a result was counted for.
+    seen: BTreeSet<(Option<String>, String)>,
 }
 
 impl ReplyQueue {
@@ -64,25 +66,21 @@ impl ReplyQueue {
             name,
             consumer,
             _channel: channel,
+            seen: BTreeSet::new(),
         })
     }
 
-    /// Prints each result as it comes, until one per queue reached came or `wait` passed. Only a
-    /// result for a message published here counts, once per queue; where `senders` names the
+    /// The next result to count before `deadline`, or None when none came by then. Only a result
+    /// for a message published here counts (`ids`), once per queue; where `senders` names the
     /// broker user of a queue's host, only a result that user sent (the broker checks a message's
     /// `user_id` against the connection's) is believed: another host cannot answer for it.
-    pub async fn collect(
-        mut self,
-        planned: &[Planned],
-        wait: Duration,
+    pub async fn next_result(
+        &mut self,
+        deadline: tokio::time::Instant,
+        ids: &BTreeSet<String>,
         senders: &BTreeMap<String, String>,
-    ) -> Result<()> {
-        let total: usize = planned.iter().map(|p| p.reaches.max(1)).sum();
-        let ids: BTreeSet<&str> = planned.iter().map(|p| p.message_id.as_str()).collect();
-        let mut seen = BTreeSet::new();
-        let (mut received, mut failed) = (0usize, 0usize);
-        let deadline = tokio::time::Instant::now() + wait;
-        while received < total {
+    ) -> Result<Option<Reply>> {
+        loop {
             let next = tokio::time::timeout_at(deadline, self.consumer.next()).await;
             let delivery = match next {
                 Ok(Some(Ok(delivery))) => delivery,
@@ -90,7 +88,7 @@ impl ReplyQueue {
                     let context = "waiting for results".to_owned();
                     return Err(pqx::Error::Amqp { context, source }.into());
                 }
-                Ok(None) | Err(_) => break,
+                Ok(None) | Err(_) => return Ok(None),
             };
             let _ = delivery.ack(BasicAckOptions::default()).await;
             let Ok(reply) = serde_json::from_slice::<Reply>(&delivery.data) else {
@@ -98,28 +96,78 @@ impl ReplyQueue {
                 continue;
             };
             let sender = delivery.properties.user_id().as_ref().map(|u| u.as_str());
-            if let Some(why) = unbelievable(&reply, sender, &ids, senders) {
+            if let Some(why) = unbelievable(&reply, sender, ids, senders) {
                 let why = pqx_util::escape_control(&why);
                 warn!("a result {why}: ignored");
                 continue;
             }
-            if !seen.insert((reply.message_id.clone(), reply.queue.clone())) {
-                continue;
+            if self
+                .seen
+                .insert((reply.message_id.clone(), reply.queue.clone()))
+            {
+                return Ok(Some(reply));
             }
-            received += 1;
-            failed += usize::from(!reply.success);
-            // A reply is another machine's word, and its result a command's output.
-            let shown = |text: &str| pqx_util::escape_control(text).into_owned();
-            println!(
-                "result {} on {} (attempt {}, exit code {}): {}",
-                shown(reply.message_id.as_deref().unwrap_or_default()),
-                shown(&reply.queue),
-                reply.attempt,
-                reply.exit_code,
-                shown(&reply.result)
-            );
         }
-        match (failed, total - received) {
+    }
+}
+
+/// The results counted so far: each failure printed as it comes (every result with `verbose`),
+/// then a summary.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub received: usize,
+    pub failed: usize,
+    verbose: bool,
+}
+
+impl Tally {
+    pub fn new(verbose: bool) -> Self {
+        Self {
+            verbose,
+            ..Self::default()
+        }
+    }
+
+    pub fn add(&mut self, reply: &Reply) {
+        self.received += 1;
+        self.failed += usize::from(!reply.success);
+        if reply.success && !self.verbose {
+            return;
+        }
+        // A reply is another machine's word, and its result a command's output.
+        let shown = |text: &str| pqx_util::escape_control(text).into_owned();
+        println!(
+            "result {} on {} (attempt {}, exit code {}): {}",
+            shown(reply.message_id.as_deref().unwrap_or_default()),
+            shown(&reply.queue),
+            reply.attempt,
+            reply.exit_code,
+            shown(&reply.result)
+        );
+    }
+
+    /// Prints the summary of `total` results expected within `wait` (`never_sent`: the queues a
+    /// stopped batch did not publish to) and says how the run went.
+    pub fn finish(self, total: usize, wait: Duration, never_sent: &[&str]) -> Result<()> {
+        let missing = total - self.received;
+        let mut line = format!(
+            "summary: {} of {total} results: {} succeeded, {} failed",
+            self.received,
+            self.received - self.failed,
+            self.failed
+        );
+        if missing > 0 {
+            line.push_str(&format!(", {missing} missing after {}s", wait.as_secs()));
+        }
+        if !never_sent.is_empty() {
+            line.push_str(&format!(
+                "; never sent (stopped after a failure) to {}: {}",
+                never_sent.len(),
+                never_sent.join(", ")
+            ));
+        }
+        println!("{}", pqx_util::escape_control(&line));
+        match (self.failed, missing) {
             (0, 0) => Ok(()),
             (failed, 0) => Err(Error::ResultsFailed { failed, total }),
             (failed, missing) => Err(Error::ResultsMissing {
@@ -136,7 +184,7 @@ impl ReplyQueue {
 fn unbelievable(
     reply: &Reply,
     sender: Option<&str>,
-    ids: &BTreeSet<&str>,
+    ids: &BTreeSet<String>,
     senders: &BTreeMap<String, String>,
 ) -> Option<String> {
     let id = reply.message_id.as_deref().unwrap_or_default();
@@ -177,7 +225,7 @@ mod tests {
 
     #[test]
     fn only_the_queues_own_user_answers_for_it() {
-        let ids = BTreeSet::from(["m1"]);
+        let ids = BTreeSet::from(["m1".to_owned()]);
         let senders = BTreeMap::from([("h2".to_owned(), "h2@v".to_owned())]);
         let check = |r: &Reply, sender| unbelievable(r, sender, &ids, &senders);
         assert_eq!(check(&reply("m1", "h2"), Some("h2@v")), None);

@@ -11,7 +11,7 @@ use super::hold::{hold, Held};
 use super::incoming::{Envelope, Ids, Incoming, Poison};
 use super::plan::{plan, Answers, Plan, Questions};
 use super::reply::Replier;
-use super::settle::{Outbound, Settlement, Settler};
+use super::settle::{within_broker_answer, Outbound, Settlement, Settler};
 use super::trust::{Recorded, Refusal, Trust};
 
 /// The attempts the records hold, as the trust checks read them.
@@ -124,9 +124,8 @@ impl Handler {
         if let (true, Some(to), Some(outcome)) =
             (verdict.settlement.is_final(), reply_to, &verdict.outcome)
         {
-            self.replier
-                .send(outbound, to, envelope, ids, outcome)
-                .await;
+            let sending = self.replier.send(outbound, to, envelope, ids, outcome);
+            within_broker_answer(outbound, ids, "sending its result", sending).await;
         }
         let settlement = verdict.settlement;
         self.settler

@@ -18,6 +18,9 @@ use super::settle::Outbound;
 use super::signals::Signals;
 use super::{Broker, Stopped};
 
+/// How long each step of closing a session may wait for the broker.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
+
 /// Why a session ended without being told to.
 #[derive(Debug, thiserror::Error)]
 pub enum Lost {
@@ -209,12 +212,12 @@ impl Session {
     }
 
     pub async fn close(&self) {
-        // Any of these may fail when the broker is gone; there is nothing to settle either way.
-        let _ = self.channel.close(200, "subscriber stopped".into()).await;
-        let _ = self.outbound.publisher.close().await;
-        let _ = self
-            .connection
-            .close(200, "subscriber stopped".into())
-            .await;
+        // Any of these may fail, or wait for good, when the broker is gone; there is nothing to
+        // settle either way.
+        let channel = self.channel.close(200, "subscriber stopped".into());
+        let _ = tokio::time::timeout(CLOSE_WAIT, channel).await;
+        let _ = tokio::time::timeout(CLOSE_WAIT, self.outbound.publisher.close()).await;
+        let connection = self.connection.close(200, "subscriber stopped".into());
+        let _ = tokio::time::timeout(CLOSE_WAIT, connection).await;
     }
 }

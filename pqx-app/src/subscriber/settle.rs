@@ -55,6 +55,33 @@ impl Settlement {
     }
 }
 
+/// The longest the broker may take to answer while a delivery is settled or its result sent. A
+/// connection lost at the moment of an acknowledgement can leave lapin waiting for good (seen in
+/// the chaos test: a subscriber silent, holding its deliveries, after its node was killed).
+const BROKER_ANSWER: Duration = Duration::from_secs(60);
+
+/// Runs `step` (`what` it does, for the log) unless the broker leaves it without an answer for
+/// [`BROKER_ANSWER`]: then the connection is dropped, so that the session ends and the broker hands
+/// out again what was not settled (an attempt already recorded is settled from its record).
+pub async fn within_broker_answer(
+    outbound: &Outbound,
+    ids: Ids<'_>,
+    what: &str,
+    step: impl std::future::Future<Output = ()>,
+) {
+    if tokio::time::timeout(BROKER_ANSWER, step).await.is_ok() {
+        return;
+    }
+    let (queue, message_id) = (ids.queue, ids.message_id);
+    let secs = BROKER_ANSWER.as_secs();
+    warn!(queue, message_id, secs, "no answer from the broker while {what}: dropping the connection; the broker hands the message out again");
+    let connection = outbound.connection.clone();
+    // Not awaited here: closing may wait for the same broker.
+    tokio::spawn(async move {
+        let _ = connection.close(320, "no answer".into()).await;
+    });
+}
+
 /// The pause before a dead letter that no queue took is handed back to its queue: the
 /// dead-letter queue is missing, and a loop must not be a hot one.
 const UNROUTED_PAUSE: Duration = Duration::from_secs(5);
@@ -99,6 +126,17 @@ impl Settler {
     /// dead letter that cannot be published rejects the delivery, which the broker dead-letters
     /// itself, without the reason.
     pub async fn apply(
+        &self,
+        outbound: &Outbound,
+        delivery: &Delivery,
+        ids: Ids<'_>,
+        settlement: Settlement,
+    ) {
+        let settling = self.settle(outbound, delivery, ids, settlement);
+        within_broker_answer(outbound, ids, "settling it", settling).await;
+    }
+
+    async fn settle(
         &self,
         outbound: &Outbound,
         delivery: &Delivery,

@@ -35,7 +35,7 @@ bench:
 	target/release/pqx-bench
 
 services:
-	scripts/services.sh --postgres --second-node --tls --cluster
+	scripts/services.sh --postgres --second-node --tls --cluster --fleet-net
 	scripts/test-tools.sh
 
 services-stop:

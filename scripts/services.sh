@@ -4,7 +4,7 @@
 # them when stopped, and creates the user, vhost, role and database that config/conn.yml.template
 # names. Safe to run any number of times.
 #
-#   scripts/services.sh [--postgres] [--second-node] [--tls] [--cluster]
+#   scripts/services.sh [--postgres] [--second-node] [--tls] [--cluster] [--fleet-net]
 #                                        bring services up (--second-node: a second RabbitMQ
 #                                        node on port 5673 for the tests that restart a broker;
 #                                        --cluster: three more nodes, clustered, AMQP on
@@ -12,7 +12,10 @@
 #                                        --tls: a throwaway CA and certificates in $PQX_TLS_DIR,
 #                                        RabbitMQ's TLS listeners on 127.0.0.1:5671 (AMQP) and
 #                                        :15671 (management), PostgreSQL serving the same CA's
-#                                        certificate)
+#                                        certificate;
+#                                        --fleet-net: the tests' fleet network, a bridge with
+#                                        no uplink, 10.231.0.1/16, where RabbitMQ's main node and
+#                                        PostgreSQL listen too, for hosts in network namespaces)
 #   scripts/services.sh stop             stop what this script started
 set -euo pipefail
 
@@ -28,6 +31,21 @@ MARK="# written by pqx scripts/services.sh"
 SCRIPT=services
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/lib.sh"
+
+# The tests' fleet network: a bridge with no uplink that the tests' network namespaces join by veth
+# pairs. Nothing on it reaches outside this machine.
+FLEET_BRIDGE=pqxfleet0
+FLEET_ADDR=10.231.0.1
+FLEET_NET=10.231.0.0/16
+fleet_ready() { ip -4 addr show dev "$FLEET_BRIDGE" 2>/dev/null | grep -q "inet $FLEET_ADDR/"; }
+fleet_net_up() {
+  command -v ip >/dev/null || apt_install iproute2
+  fleet_ready && return 0
+  say "making the tests' fleet network: bridge $FLEET_BRIDGE, $FLEET_ADDR/16, no uplink"
+  ip link show "$FLEET_BRIDGE" >/dev/null 2>&1 || as_root ip link add "$FLEET_BRIDGE" type bridge
+  as_root ip addr add "$FLEET_ADDR/16" dev "$FLEET_BRIDGE"
+  as_root ip link set "$FLEET_BRIDGE" up
+}
 
 # rabbitmqctl on a node ("" = the main node).
 ctl() {
@@ -141,6 +159,8 @@ rabbit_up() {
   local conf restart=0
   # Once made, the TLS listeners stay: runs without --tls do not restart the broker to drop them.
   if tls_ready; then conf=$(rabbit_conf 5672 15672 5671 15671); else conf=$(rabbit_conf 5672 15672); fi
+  # Once made, the fleet network's listener stays too (while the bridge does).
+  if fleet_ready; then conf="$conf"$'\n'"listeners.tcp.fleet = $FLEET_ADDR:5672"; fi
   if [ ! -f "$RABBIT_CONF" ] || grep -q "^$MARK" "$RABBIT_CONF"; then
     if [ "$(as_root cat "$RABBIT_CONF" 2>/dev/null)" != "$conf" ]; then
       printf '%s\n' "$conf" | as_root tee "$RABBIT_CONF" >/dev/null
@@ -346,7 +366,24 @@ pg_up() {
     psql_su "create database $PG_DB owner $PG_USER" >/dev/null
   fi
   if tls_ready; then pg_tls "$ver" "$name" "$port"; fi
+  if fleet_ready; then pg_fleet "$ver" "$name" "$port"; fi
   say "PostgreSQL up: postgres://$PG_USER@127.0.0.1:$port/$PG_DB"
+}
+
+# PostgreSQL listens on the fleet network too, and lets its hosts log in with a password.
+pg_fleet() {
+  local ver=$1 name=$2 port=$3 hba=/etc/postgresql/$1/$2/pg_hba.conf
+  if ! as_root grep -q "^host all all $FLEET_NET scram-sha-256" "$hba"; then
+    printf '%s\nhost all all %s scram-sha-256\n' "$MARK" "$FLEET_NET" | as_root tee -a "$hba" >/dev/null
+    as_root su postgres -c "psql -p $port -qtAX -c 'select pg_reload_conf()'" >/dev/null
+  fi
+  local now; now=$(as_root su postgres -c "psql -p $port -qtAX -c 'show listen_addresses'")
+  if [ "$now" != "localhost,$FLEET_ADDR" ]; then
+    say "PostgreSQL: listening on $FLEET_ADDR too (restarting it)"
+    as_root su postgres -c "psql -p $port -qtAX -c \"alter system set listen_addresses = 'localhost,$FLEET_ADDR'\"" >/dev/null
+    as_root pg_ctlcluster "$ver" "$name" restart
+    for _ in $(seq 1 60); do as_root su postgres -c "psql -p $port -qtAX -c 'select 1'" >/dev/null 2>&1 && break; sleep 0.5; done
+  fi
 }
 
 # PostgreSQL serves the test CA's certificate for 127.0.0.1 (sslmode=verify-full checks it).
@@ -374,6 +411,7 @@ stop_all() {
     read -r ver name <<<"$(pg_cluster)"
     as_root pg_ctlcluster "$ver" "$name" stop >/dev/null 2>&1 || true
   fi
+  as_root ip link del "$FLEET_BRIDGE" >/dev/null 2>&1 || true
   say "stopped"
 }
 
@@ -381,6 +419,7 @@ postgres=0
 node2=0
 tls=0
 cluster=0
+fleet=0
 for arg in "$@"; do
   case "$arg" in
     stop) stop_all; exit 0 ;;
@@ -388,10 +427,12 @@ for arg in "$@"; do
     --second-node) node2=1 ;;
     --tls) tls=1 ;;
     --cluster) cluster=1 ;;
-    *) die "unknown argument '$arg': expected --postgres, --second-node, --tls, --cluster or stop" ;;
+    --fleet-net) fleet=1 ;;
+    *) die "unknown argument '$arg': expected --postgres, --second-node, --tls, --cluster, --fleet-net or stop" ;;
   esac
 done
 command -v curl >/dev/null || apt_install curl
+[ "$fleet" = 1 ] && fleet_net_up
 rabbit_up
 [ "$node2" = 1 ] && node2_up
 [ "$cluster" = 1 ] && cluster_up

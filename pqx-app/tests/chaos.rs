@@ -293,7 +293,13 @@ async fn five_thousand_commands_survive_the_loss_of_nodes_and_subscribers() -> R
                 .iter()
                 .flatten()
                 .map(|s| {
-                    let tail = s.log().lines().rev().take(15).collect::<Vec<_>>().join("\n");
+                    let tail = s
+                        .log()
+                        .lines()
+                        .rev()
+                        .take(15)
+                        .collect::<Vec<_>>()
+                        .join("\n");
                     format!("{tail}\n{}", threads_of(s.child.id()))
                 })
                 .collect();
@@ -410,7 +416,13 @@ async fn five_thousand_commands_survive_the_loss_of_nodes_and_subscribers() -> R
 /// Where each thread of process `pid` is, as gdb sees it: for a subscriber that went silent.
 fn threads_of(pid: u32) -> String {
     let out = std::process::Command::new("gdb")
-        .args(["-batch", "-p", &pid.to_string(), "-ex", "thread apply all bt 30"])
+        .args([
+            "-batch",
+            "-p",
+            &pid.to_string(),
+            "-ex",
+            "thread apply all bt 30",
+        ])
         .output();
     match out {
         Ok(out) => String::from_utf8_lossy(&out.stdout)

@@ -250,6 +250,32 @@ impl Env {
     }
 }
 
+impl Env {
+    /// Starts `subscriber -q queue` on fleet host `host` (its own network namespace and host name),
+    /// reaching the broker and the database over the fleet network: conn.yml as this one's with
+    /// 127.0.0.1 replaced by [`crate::FLEET_GATEWAY`]. Returns once it consumes.
+    pub fn subscriber_on(&self, host: &crate::NetHost, queue: &str) -> Result<Subscriber> {
+        let conn = std::fs::read_to_string(self.path("conn.yml")).context("reading conn.yml")?;
+        let fleet_conn = conn.replace("127.0.0.1", crate::FLEET_GATEWAY);
+        if fleet_conn == conn {
+            bail!("conn.yml names no 127.0.0.1 to reach the services by the fleet network instead");
+        }
+        let dir = self.path("fleet");
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(dir.join("conn.yml"), fleet_conn)?;
+        std::fs::copy(self.path("init.yml"), dir.join("init.yml"))?;
+        let name = unique(&format!("subscriber-{queue}-{}", host.name));
+        let mut args = host.exec_args();
+        args.push(self.binary("subscriber").into());
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let mut command = self.command_as("ip", &args);
+        add_config(&mut command, &dir);
+        command.args(["-q", queue]);
+        let ready = self.path(&format!("{name}.ready"));
+        Subscriber::start(command, self.path(&format!("{name}.log")), Some(ready))
+    }
+}
+
 /// `--conn DIR/conn.yml --init DIR/init.yml`.
 fn add_config(command: &mut Command, dir: &Path) {
     command

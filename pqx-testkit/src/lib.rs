@@ -3,7 +3,8 @@
 //! directory with conn.yml and init.yml where the binaries run as a user runs them ([`Env`]),
 //! subscribers started from them that say when they consume ([`Subscriber`], `--ready-file`), the
 //! second broker node that fault tests restart, a TCP proxy that cuts a connection ([`TcpProxy`]),
-//! real local peers for the command kinds ([`Sshd`], [`HttpServer`]), and polling with deadlines.
+//! real local peers for the command kinds ([`Sshd`], [`HttpServer`]), hosts of a fleet as network
+//! namespaces ([`NetHost`]), and polling with deadlines.
 //!
 //! Everything returns `anyhow::Result` with context: a test fails with what went wrong, and the
 //! benchmark reports it. Everything it makes is removed on drop.
@@ -12,6 +13,7 @@ mod broker;
 mod cluster;
 mod database;
 mod env;
+mod fleet;
 mod names;
 mod peers;
 mod poll;
@@ -27,6 +29,7 @@ pub use cluster::{
 };
 pub use database::{pg_admin_url, DbKind, TestDb};
 pub use env::Env;
+pub use fleet::{NetHost, FLEET_GATEWAY};
 pub use names::unique;
 pub use peers::{free_port, free_ports, HttpServer, Sshd};
 pub use poll::Deadline;

@@ -1,0 +1,121 @@
+//! Hosts on a network of their own: each subscriber in a network namespace with its own address
+//! and host name, reaching the broker and PostgreSQL over the fleet network
+//! (`scripts/services.sh --fleet-net`), never over 127.0.0.1. What matters end to end holds there:
+//! routing by mailing_to, a retry on the failing host only, records naming each host.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use common::{count_ended, ready_env, As, DbKind, NetHost, Records, FLEET_GATEWAY};
+
+/// The TCP connections established in `host`'s namespace.
+fn connections(host: &NetHost) -> Result<String> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &host.ns,
+            "ss",
+            "-Htn",
+            "state",
+            "established",
+        ])
+        .output()
+        .context("running ss in the host's namespace")?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[tokio::test]
+async fn hosts_on_their_own_network_run_what_is_mailed_to_them_and_record_their_names() -> Result<()>
+{
+    let env = ready_env(DbKind::Postgres, As::Admin).await?;
+    let names = [("h1", "web-1"), ("h2", "web-2"), ("h3", "db-1")];
+    let mut hosts = Vec::new();
+    let mut subs = Vec::new();
+    for (queue, name) in names {
+        let host = NetHost::create(name)?;
+        subs.push(env.subscriber_on(&host, queue)?);
+        hosts.push(host);
+    }
+    // Each reaches the broker and the database from its own address, by the fleet network.
+    for host in &hosts {
+        let established = connections(host)?;
+        for port in [5672, 5432] {
+            let local_to_remote = format!("{}:", host.addr);
+            let remote = format!("{FLEET_GATEWAY}:{port}");
+            assert!(
+                established
+                    .lines()
+                    .any(|l| l.contains(&local_to_remote) && l.contains(&remote)),
+                "{} has no connection to {remote}: {established}",
+                host.name
+            );
+        }
+    }
+
+    // Routing: common_key dev reaches h1 and h2, not h3; each records its own host name.
+    let task = env.write(
+        "who.json",
+        r#"{"mailing_to":[{"common_key":"dev"}],"cmd":{"Bash":{"cmd":["hostname"]}}}"#,
+    )?;
+    let id = env.publish(&task)?.remove(0);
+    let attempts = env.wait_attempts(&id, 30, |a| count_ended(a) == 2).await?;
+    let ran: BTreeMap<String, (String, String)> = attempts
+        .iter()
+        .map(|a| {
+            let queue = a.history.queue.clone().unwrap_or_default();
+            let host = a.history.host.clone().unwrap_or_default();
+            let said = a.result.as_ref().and_then(|r| r.stdout.clone());
+            (queue, (host, said.unwrap_or_default().trim().to_owned()))
+        })
+        .collect();
+    let expected = |name: &str| (name.to_owned(), name.to_owned());
+    assert_eq!(
+        ran,
+        BTreeMap::from([
+            ("h1".to_owned(), expected("web-1")),
+            ("h2".to_owned(), expected("web-2")),
+        ])
+    );
+
+    // A retry on the failing host only: fails once on web-2.
+    let mark = env.path("failed-once");
+    let task = env.write(
+        "flaky.json",
+        &format!(
+            r#"{{"mailing_to":[{{"common_key":"dev"}}],"config":{{"retry":1,"poke":1}},"cmd":{{"Bash":{{"cmd":["[ \"$(hostname)\" != web-2 ] || [ -e {m} ] || {{ : > {m}; exit 1; }}"]}}}}}}"#,
+            m = mark.display()
+        ),
+    )?;
+    let id = env.publish(&task)?.remove(0);
+    let attempts = env.wait_attempts(&id, 30, |a| count_ended(a) == 3).await?;
+    let mut runs: BTreeMap<(String, String), Vec<i32>> = BTreeMap::new();
+    for a in &attempts {
+        let key = (
+            a.history.queue.clone().unwrap_or_default(),
+            a.history.host.clone().unwrap_or_default(),
+        );
+        let code = a.result.as_ref().map(|r| r.exit_code).unwrap_or(-1);
+        runs.entry(key).or_default().push(code);
+    }
+    assert_eq!(
+        runs,
+        BTreeMap::from([
+            (("h1".to_owned(), "web-1".to_owned()), vec![0]),
+            (("h2".to_owned(), "web-2".to_owned()), vec![1, 0]),
+        ])
+    );
+    // Nothing ever reached db-1.
+    let all = env.store().await?.attempts(None, 100).await?;
+    assert!(
+        all.iter().all(|a| a.history.queue.as_deref() != Some("h3")),
+        "{all:?}"
+    );
+    drop(subs);
+    Ok(())
+}

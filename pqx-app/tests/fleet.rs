@@ -119,3 +119,111 @@ async fn hosts_on_their_own_network_run_what_is_mailed_to_them_and_record_their_
     drop(subs);
     Ok(())
 }
+
+/// Connections to database `name` now, as the server counts them.
+fn connections_to(name: &str) -> Result<usize> {
+    let out = Command::new("psql")
+        .arg(common::pg_admin_url())
+        .args([
+            "-qAtc",
+            &format!("select count(*) from pg_stat_activity where datname = '{name}'"),
+        ])
+        .output()
+        .context("running psql")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .with_context(|| format!("psql said {text:?}"))
+}
+
+#[tokio::test]
+async fn a_broadcast_to_fifty_hosts_is_recorded_by_each_holding_at_most_one_connection(
+) -> Result<()> {
+    const HOSTS: usize = 50;
+    let env = common::env(DbKind::Postgres).await?;
+    let queues: String = (0..HOSTS)
+        .map(|i| format!("  - {{queue: f{i}, kv: {{unique_key: f{i}, role: fleet}}}}\n"))
+        .collect();
+    env.write(
+        "init.yml",
+        &format!(
+            "header_exchange: fleet.x\ndead_letter_queue: fleet.dlq\nheader_queues:\n{queues}"
+        ),
+    )?;
+    env.init()?;
+    let db_name = env
+        .db
+        .url
+        .rsplit('/')
+        .next()
+        .context("the database's name")?
+        .to_owned();
+    let mut hosts = Vec::new();
+    let mut subs = Vec::new();
+    for i in 0..HOSTS {
+        let host = NetHost::create(&format!("node-{i}"))?;
+        subs.push(env.subscriber_on(&host, &format!("f{i}"))?);
+        hosts.push(host);
+    }
+    // Idle subscribers hold no connection once their first is idle for long enough.
+    let deadline = common::Deadline::after_secs(30);
+    while connections_to(&db_name)? > 0 {
+        deadline
+            .tick(|| "idle subscribers still hold connections".to_owned())
+            .await?;
+    }
+
+    let task = env.write(
+        "all.json",
+        r#"{"mailing_to":[],"cmd":{"Bash":{"cmd":["hostname"]}}}"#,
+    )?;
+    let publisher = env
+        .command("publisher")
+        .args(["-o", "pub", "--quiet", "--wait", "60", "-t"])
+        .arg(&task)
+        .output();
+    let watch = async {
+        let mut peak = 0;
+        for _ in 0..100 {
+            peak = peak.max(connections_to(&db_name).unwrap_or(0));
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        peak
+    };
+    let (out, peak) = tokio::join!(tokio::task::spawn_blocking(move || publisher), watch);
+    let out = out??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout.trim(),
+        format!("summary: {HOSTS} of {HOSTS} results: {HOSTS} succeeded, 0 failed"),
+        "one line, not one per host"
+    );
+    println!("fleet of {HOSTS}: peak PostgreSQL connections during the broadcast: {peak}");
+    assert!(peak <= HOSTS, "{peak} connections for {HOSTS} hosts");
+
+    // Every host recorded its own run, under its own name.
+    let all = env.store().await?.attempts(None, 1000).await?;
+    let mut names: Vec<String> = all
+        .iter()
+        .filter(|a| a.result.as_ref().is_some_and(|r| r.exit_code == 0))
+        .filter_map(|a| a.history.host.clone())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = (0..HOSTS).map(|i| format!("node-{i}")).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    // And let go of their connections again.
+    let deadline = common::Deadline::after_secs(30);
+    while connections_to(&db_name)? > 0 {
+        deadline
+            .tick(|| "subscribers still hold connections after the broadcast".to_owned())
+            .await?;
+    }
+    drop(subs);
+    Ok(())
+}

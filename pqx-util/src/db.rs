@@ -8,8 +8,70 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
 use crate::{redact_url, Error, Result};
 
-/// Connects to the database at `url`.
+/// How many connections a pool keeps to a PostgreSQL server.
+#[derive(Debug, Clone, Copy)]
+struct Pool {
+    max: u32,
+    min: u32,
+    /// A connection idle this long is closed.
+    idle: Option<Duration>,
+}
+
+/// Connects to the database at `url`, for a binary that runs and ends (initiator, inspector, ...).
 pub async fn connect_db(url: &str) -> Result<DatabaseConnection> {
+    let pool = Pool {
+        max: 4,
+        min: 1,
+        idle: None,
+    };
+    connect_db_with(url, pool).await
+}
+
+/// Connects to the database at `url` for one host of a fleet (a subscriber): hundreds share one
+/// PostgreSQL, whose default `max_connections` is 100, so each holds at most one connection, and
+/// none while it has been idle for [`HOST_IDLE`]. A server that has no connection to spare at the
+/// start is asked again for a while ([`HOST_CONNECT_FOR`]); later, a write it refuses so is held
+/// and tried again by the subscriber, as when the database is away.
+pub async fn connect_db_for_host(url: &str) -> Result<DatabaseConnection> {
+    let pool = Pool {
+        max: 1,
+        min: 0,
+        idle: Some(HOST_IDLE),
+    };
+    let until = std::time::Instant::now() + HOST_CONNECT_FOR;
+    let mut backoff = crate::Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
+    loop {
+        match connect_db_with(url, pool).await {
+            Err(Error::Db { source, .. })
+                if is_too_many_connections(&source) && std::time::Instant::now() < until =>
+            {
+                tokio::time::sleep(backoff.next_wait()).await;
+            }
+            done => return done,
+        }
+    }
+}
+
+/// How long a fleet host's connection may stay idle before it is closed.
+pub const HOST_IDLE: Duration = Duration::from_secs(2);
+/// How long a fleet host asks for its first connection while the server has none to spare.
+const HOST_CONNECT_FOR: Duration = Duration::from_secs(60);
+
+/// Whether `error` is PostgreSQL refusing a connection because it has as many as it takes
+/// (SQLSTATE 53300, `too_many_connections`).
+pub fn is_too_many_connections(error: &sea_orm::DbErr) -> bool {
+    let Some(e) = sqlx_error(error) else {
+        return false;
+    };
+    let Some(sqlx) = e.downcast_ref::<sea_orm::sqlx::Error>() else {
+        return false;
+    };
+    sqlx.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "53300")
+}
+
+async fn connect_db_with(url: &str, pool: Pool) -> Result<DatabaseConnection> {
     let shown = redact_url(url);
     let sqlite = url.starts_with("sqlite:");
     if !sqlite {
@@ -20,8 +82,8 @@ pub async fn connect_db(url: &str) -> Result<DatabaseConnection> {
         .connect_timeout(Duration::from_secs(5))
         .acquire_timeout(Duration::from_secs(10))
         // SQLite takes one writer at a time: more connections only cost memory and threads.
-        .max_connections(if sqlite { 1 } else { 4 })
-        .min_connections(1)
+        .max_connections(if sqlite { 1 } else { pool.max })
+        .min_connections(if sqlite { 1 } else { pool.min })
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|opts| {
             // WAL: readers (inspector) and several subscribers on one file do not block each
@@ -40,6 +102,9 @@ pub async fn connect_db(url: &str) -> Result<DatabaseConnection> {
         // A connection that was busy a moment ago is alive; one idle for long may have been cut
         // (server restart, proxy, firewall) and is checked, and replaced, before use.
         options.test_before_acquire_if_idle_for(Duration::from_millis(250));
+    }
+    if let (false, Some(idle)) = (sqlite, pool.idle) {
+        options.idle_timeout(idle);
     }
     let db = Database::connect(options).await.map_err(|source| {
         match sqlx_error(&source).and_then(|e| tls_refusal(e, url)) {

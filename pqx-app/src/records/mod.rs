@@ -80,11 +80,21 @@ impl Store {
     /// by its owner only, since it will hold what commands print.
     pub async fn connect(url: &str) -> Result<Self> {
         create_private_sqlite_file(url);
-        let db = pqx_util::connect_db(url).await?;
-        Ok(Self {
+        Ok(Self::on(pqx_util::connect_db(url).await?, url))
+    }
+
+    /// Connects as one host of a fleet (a subscriber): at most one connection to PostgreSQL, none
+    /// while idle ([`pqx_util::connect_db_for_host`]).
+    pub async fn connect_for_host(url: &str) -> Result<Self> {
+        create_private_sqlite_file(url);
+        Ok(Self::on(pqx_util::connect_db_for_host(url).await?, url))
+    }
+
+    fn on(db: DatabaseConnection, url: &str) -> Self {
+        Self {
             db,
             url: pqx_util::redact_url(url),
-        })
+        }
     }
 
     /// The database URL, password redacted.

@@ -70,7 +70,7 @@ pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
     };
     let mut signals = Signals::install()?;
     let startup = Startup::new(cli.wait_for_init);
-    let store = Store::connect(&conn.db_url).await?;
+    let store = Store::connect_for_host(&conn.db_url).await?;
     if !startup.tables(&store, &mut signals).await? {
         return Ok(Stopped::Cleanly);
     }

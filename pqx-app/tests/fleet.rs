@@ -227,3 +227,58 @@ async fn a_broadcast_to_fifty_hosts_is_recorded_by_each_holding_at_most_one_conn
     drop(subs);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_host_cut_off_while_its_command_runs_records_that_attempt_once() -> Result<()> {
+    let env = ready_env(DbKind::Postgres, As::Admin).await?;
+    // Heartbeats every 2 s: the broker gives up on a silent host within seconds.
+    env.write(
+        "conn.yml",
+        &format!(
+            "mq:\n  url: amqp://{u}:{p}@127.0.0.1:5672/{v}?heartbeat=2\nmq_api:\n  host: 127.0.0.1\n  port: 15672\n  user: {u}\n  pass: {p}\n  vhost: {v}\ndb:\n  url: \"{db}\"\n",
+            u = common::MQ_USER,
+            p = common::MQ_PASS,
+            v = env.vhost.name,
+            db = env.db.url,
+        ),
+    )?;
+    let host = NetHost::create("cut-1")?;
+    let sub = env.subscriber_on(&host, "h1")?;
+    let task = env.write(
+        "slow.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["sleep 3; echo done"]}}}"#,
+    )?;
+    let id = env.publish(&task)?.remove(0);
+    env.wait_attempts(&id, 30, |a| a.len() == 1).await?;
+    // Cut off while it runs: it finishes there, but can reach neither the broker nor the records.
+    host.link(false)?;
+    let deadline = common::Deadline::after_secs(60);
+    while env.vhost.queue_len("h1").await? == 0 {
+        deadline
+            .tick(|| "the broker did not take the message back from the silent host".to_owned())
+            .await?;
+    }
+    host.link(true)?;
+    // Back: it records the attempt it finished, and settles the copy handed out again from that
+    // record instead of running it again.
+    let attempts = env.wait_attempts(&id, 60, |a| count_ended(a) == 1).await?;
+    let deadline = common::Deadline::after_secs(60);
+    while !sub
+        .log()
+        .contains("already recorded: settling it from the record")
+    {
+        deadline
+            .tick(|| {
+                format!(
+                    "the redelivered copy was not settled from the record: {}",
+                    sub.log()
+                )
+            })
+            .await?;
+    }
+    let attempts_now = env.attempts(&id).await?;
+    assert_eq!(attempts_now.len(), 1, "{attempts_now:?}");
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(env.vhost.queue_len("h1").await?, 0);
+    Ok(())
+}

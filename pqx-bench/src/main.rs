@@ -8,6 +8,7 @@
 mod broker;
 mod env;
 mod failover;
+mod fleet;
 mod fork;
 mod latency;
 mod memory;
@@ -45,7 +46,7 @@ struct Cli {
     #[arg(long)]
     no_postgres: bool,
     /// Only these sections (fork, broker, publish, e2e, latency, memory, routing, signing,
-    /// failover); default all
+    /// failover, fleet); default all
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }
@@ -115,6 +116,9 @@ async fn run(cli: &Cli) -> Result<Report> {
     }
     if cli.wants("failover") {
         failover(cli, &mut r).await?;
+    }
+    if cli.wants("fleet") {
+        fleet(&mut r).await?;
     }
 
     if let Some(dir) = cli.out.parent() {
@@ -315,6 +319,57 @@ async fn routing(cli: &Cli, r: &mut Report) -> Result<()> {
         "cmd/s",
         &format!("10 queues are {ratio:.2}x faster"),
     );
+    Ok(())
+}
+
+/// The fleet figures: one run each for 100 and 500 hosts (a run is long; its latencies are many).
+async fn fleet(r: &mut Report) -> Result<()> {
+    eprintln!("10. fleet");
+    for hosts in [100, 500] {
+        let f = fleet::measure(hosts).await?;
+        let note = format!(
+            "{hosts} subscribers in network namespaces, one PostgreSQL (max_connections 100)"
+        );
+        let name = |what: &str| format!("{hosts} hosts: {what}");
+        r.add(
+            "fleet",
+            &name("idle, total PSS (with guards)"),
+            vec![f.pss_mib],
+            "MiB",
+            &note,
+        );
+        r.add(
+            "fleet",
+            &name("idle, RSS per subscriber"),
+            vec![f.rss_per_subscriber_mib],
+            "MiB",
+            &note,
+        );
+        r.add(
+            "fleet",
+            &name("broadcast, publish -> last result recorded"),
+            vec![f.broadcast_secs],
+            "s",
+            "Bash echo $EPOCHREALTIME to every host",
+        );
+        for (what, p) in [("p50", 50.0), ("p99", 99.0)] {
+            let figure = name(&format!("broadcast, start latency {what}"));
+            r.add(
+                "fleet",
+                &figure,
+                vec![percentile(&f.starts_ms, p)],
+                "ms",
+                "publish -> each host's start",
+            );
+        }
+        r.add(
+            "fleet",
+            &name("broadcast, peak PostgreSQL connections"),
+            vec![f.peak_connections as f64],
+            "conns",
+            "pg_stat_activity, polled every 10 ms",
+        );
+    }
     Ok(())
 }
 

@@ -38,10 +38,12 @@ impl NetHost {
         }
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id() % 100_000;
-        let (hi, lo) = (1 + (pid % 200), 10 + n);
-        if lo > 250 {
-            bail!("more than 241 fleet hosts in one process");
+        // Blocks of 240 addresses: five per process, fifty processes apart.
+        let block = n / 240;
+        if block >= 5 {
+            bail!("more than 1,200 fleet hosts in one process");
         }
+        let (hi, lo) = (1 + (pid as usize % 50) * 5 + block, 10 + n % 240);
         let host = Self {
             ns: format!("pqx-{pid}-{n}"),
             addr: format!("10.231.{hi}.{lo}"),

@@ -33,7 +33,9 @@ pub use fleet::{NetHost, FLEET_GATEWAY};
 pub use names::unique;
 pub use peers::{free_port, free_ports, HttpServer, Sshd};
 pub use poll::Deadline;
-pub use process::{all_cmdlines, busy_cpu_secs, process_cpu_secs, rss_kib, wait_gone};
+pub use process::{
+    all_cmdlines, busy_cpu_secs, children_of, process_cpu_secs, pss_kib, rss_kib, wait_gone,
+};
 pub use proxy::TcpProxy;
 pub use subscriber::Subscriber;
 pub use tls::{tls_dir, AMQPS_PORT, API_TLS_PORT};

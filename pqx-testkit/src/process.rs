@@ -69,16 +69,38 @@ pub fn busy_cpu_secs() -> Result<f64> {
 
 /// The resident memory of process `pid`, in KiB.
 pub fn rss_kib(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let line = status
+    kib_field(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// The proportional set size of process `pid` in KiB: its memory, with each page it shares
+/// counted as its share (code shared by many processes counted once over all of them).
+pub fn pss_kib(pid: u32) -> Result<u64> {
+    kib_field(&format!("/proc/{pid}/smaps_rollup"), "Pss:")
+}
+
+/// The value of the `field` line (`Name:   123 kB`) of a /proc file.
+fn kib_field(path: &str, field: &str) -> Result<u64> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
+    let line = text
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .context("no VmRSS")?;
+        .find(|l| l.starts_with(field))
+        .with_context(|| format!("no {field} in {path}"))?;
     Ok(line
         .split_whitespace()
         .nth(1)
-        .context("VmRSS value")?
+        .with_context(|| format!("{field} value in {path}"))?
         .parse()?)
+}
+
+/// The pids of the children of process `pid`.
+pub fn children_of(pid: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .map(|text| {
+            text.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The command lines of all processes, arguments joined by spaces.

@@ -1,0 +1,126 @@
+//! A fleet on one machine: N subscribers, each on its own host queue in a network namespace of its
+//! own (the test kit's [`NetHost`]), recording into one PostgreSQL with its default
+//! `max_connections`. Figures: their memory idle (total PSS, subscribers and their guards; RSS per
+//! subscriber), a broadcast's time from the publish to the last result recorded, the hosts' start
+//! latencies, and the PostgreSQL connections in use at the broadcast's peak.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use pqx_testkit::{children_of, pg_admin_url, pss_kib, rss_kib, DbKind, Env, NetHost, Subscriber};
+
+use crate::env::{count, BenchEnv};
+
+/// What one fleet measured.
+pub struct Fleet {
+    pub pss_mib: f64,
+    pub rss_per_subscriber_mib: f64,
+    pub broadcast_secs: f64,
+    /// Each host's start, from the publish, in milliseconds.
+    pub starts_ms: Vec<f64>,
+    pub peak_connections: usize,
+}
+
+/// Starts `hosts` subscribers in namespaces, measures them idle, then one broadcast.
+pub async fn measure(hosts: usize) -> Result<Fleet> {
+    let exe = std::env::current_exe()?;
+    let bins = exe.parent().context("the bench binary has no directory")?;
+    let env = Env::new(bins, pqx_testkit::MAIN, DbKind::Postgres)
+        .await?
+        .with_log_filter("warn");
+    let queues: String = (0..hosts)
+        .map(|i| format!("  - {{queue: f{i}, kv: {{unique_key: f{i}}}}}\n"))
+        .collect();
+    env.write(
+        "init.yml",
+        &format!("header_exchange: fleet.bench\ndead_letter_queue: fleet.bench.dlq\nheader_queues:\n{queues}"),
+    )?;
+    env.init()?;
+    let db_name = env
+        .db
+        .url
+        .rsplit('/')
+        .next()
+        .context("database name")?
+        .to_owned();
+    let mut nets = Vec::with_capacity(hosts);
+    let mut subs: Vec<Subscriber> = Vec::with_capacity(hosts);
+    for i in 0..hosts {
+        let net = NetHost::create(&format!("node-{i}"))?;
+        subs.push(env.subscriber_on(&net, &format!("f{i}"))?);
+        nets.push(net);
+    }
+    // Idle: past the time a subscriber lets its database connection go.
+    tokio::time::sleep(pqx_util::HOST_IDLE + Duration::from_secs(2)).await;
+    let (mut pss, mut rss) = (0u64, 0u64);
+    for sub in &subs {
+        let pid = sub.child.id();
+        rss += rss_kib(pid)?;
+        pss += pss_kib(pid)?;
+        for guard in children_of(pid) {
+            pss += pss_kib(guard).unwrap_or(0);
+        }
+    }
+
+    let task = env.write(
+        "all.json",
+        r#"{"mailing_to":[],"cmd":{"Bash":{"cmd":["echo $EPOCHREALTIME"]}}}"#,
+    )?;
+    let db = env.db().await?;
+    let sent = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
+    let started = Instant::now();
+    let mut publisher = env
+        .command("publisher")
+        .args(["-o", "pub", "--quiet", "-t"])
+        .arg(&task)
+        .spawn()?;
+    let mut peak = 0;
+    let deadline = started + Duration::from_secs(300);
+    let broadcast_secs = loop {
+        peak = peak.max(connections_to(&db_name)?);
+        let done = count(&db, "select count(*) from message_result").await?;
+        if done >= hosts as u64 {
+            break started.elapsed().as_secs_f64();
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "only {done} of {hosts} results in 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    anyhow::ensure!(publisher.wait()?.success(), "the publisher failed");
+    let store = pqx_app::Store::connect(&env.db.url).await?;
+    let mut starts_ms = Vec::with_capacity(hosts);
+    for attempt in store.attempts(None, hosts as u64).await? {
+        let out = attempt.result.and_then(|r| r.stdout).context("no output")?;
+        let at: f64 = out
+            .trim()
+            .parse()
+            .with_context(|| format!("start {out:?}"))?;
+        starts_ms.push((at - sent) * 1000.0);
+    }
+    drop(subs);
+    Ok(Fleet {
+        pss_mib: pss as f64 / 1024.0,
+        rss_per_subscriber_mib: rss as f64 / 1024.0 / hosts as f64,
+        broadcast_secs,
+        starts_ms,
+        peak_connections: peak,
+    })
+}
+
+/// Connections to database `name` now, as PostgreSQL counts them.
+fn connections_to(name: &str) -> Result<usize> {
+    let out = std::process::Command::new("psql")
+        .arg(pg_admin_url())
+        .args([
+            "-qAtc",
+            &format!("select count(*) from pg_stat_activity where datname = '{name}'"),
+        ])
+        .output()
+        .context("running psql")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse()
+        .with_context(|| format!("psql said {text:?}"))
+}

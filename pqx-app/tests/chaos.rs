@@ -227,6 +227,10 @@ async fn five_thousand_commands_survive_the_loss_of_nodes_and_subscribers() -> R
         "every planned copy was reported published"
     );
 
+    eprintln!(
+        "chaos: {} copies published in {published_in:.1?}; waiting for them to settle",
+        copies.len()
+    );
     // Wait until every copy succeeded or failed for the last time on its queue.
     let db = pqx_util::connect_db(&env.db.url).await?;
     let deadline = Deadline::after_secs(240);
@@ -313,6 +317,7 @@ async fn five_thousand_commands_survive_the_loss_of_nodes_and_subscribers() -> R
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let elapsed = started.elapsed();
+    eprintln!("chaos: settled in {elapsed:.1?}; reconciling");
 
     // Reconcile: each copy by the number its command echoes, the queue it ran on, its results.
     let mut successes: HashMap<(String, String), usize> = HashMap::new();
@@ -342,7 +347,8 @@ async fn five_thousand_commands_survive_the_loss_of_nodes_and_subscribers() -> R
     }
     let mut dead: HashMap<(String, String), usize> = HashMap::new();
     let mut dead_letters = 0;
-    while let Some(letter) = env.vhost.take(DLQ, 3).await? {
+    eprintln!("chaos: taking the dead letters");
+    for letter in env.vhost.take_all(DLQ, 3).await? {
         dead_letters += 1;
         let id = letter
             .properties
@@ -415,8 +421,11 @@ async fn five_thousand_commands_survive_the_loss_of_nodes_and_subscribers() -> R
 
 /// Where each thread of process `pid` is, as gdb sees it: for a subscriber that went silent.
 fn threads_of(pid: u32) -> String {
-    let out = std::process::Command::new("gdb")
+    // Bounded: gdb may wait on a process that is stuck itself.
+    let out = std::process::Command::new("timeout")
         .args([
+            "20",
+            "gdb",
             "-batch",
             "-p",
             &pid.to_string(),

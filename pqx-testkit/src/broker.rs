@@ -147,7 +147,9 @@ impl Vhost {
 
     /// A connection to this vhost, for looking at queues directly.
     pub async fn connect(&self) -> Result<Connection> {
-        Connection::connect(&self.url(), ConnectionProperties::default())
+        let url = self.url();
+        let connecting = Connection::connect(&url, ConnectionProperties::default());
+        bounded("connecting", connecting)
             .await
             .with_context(|| format!("connecting to vhost {}", self.name))
     }
@@ -185,39 +187,59 @@ impl Vhost {
     /// How many messages wait in `queue`.
     pub async fn queue_len(&self, queue: &str) -> Result<u32> {
         let conn = self.connect().await?;
-        let channel = conn.create_channel().await?;
+        let channel = bounded("opening a channel", conn.create_channel()).await?;
         let options = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        let found = channel
-            .queue_declare(queue.into(), options, FieldTable::default())
+        let declare = channel.queue_declare(queue.into(), options, FieldTable::default());
+        let found = bounded("looking at a queue", declare)
             .await
             .with_context(|| format!("looking at queue {queue}"))?;
-        let _ = conn.close(200, "".into()).await;
+        let _ = bounded("closing the connection", conn.close(200, "".into())).await;
         Ok(found.message_count())
     }
 
     /// Takes the next message from `queue`, polling up to `secs`.
     pub async fn take(&self, queue: &str, secs: u64) -> Result<Option<Delivery>> {
         let conn = self.connect().await?;
-        let taken = take(&conn.create_channel().await?, queue, secs).await;
-        let _ = conn.close(200, "".into()).await;
+        let channel = bounded("opening a channel", conn.create_channel()).await?;
+        let taken = take(&channel, queue, secs).await;
+        let _ = bounded("closing the connection", conn.close(200, "".into())).await;
         taken
     }
 
     /// Takes every message from `queue` until none comes for `idle_secs`; returns how many there
     /// were.
     pub async fn drain(&self, queue: &str, idle_secs: u64) -> Result<usize> {
-        let conn = self.connect().await?;
-        let channel = conn.create_channel().await?;
-        let mut count = 0;
-        while take(&channel, queue, idle_secs).await?.is_some() {
-            count += 1;
-        }
-        let _ = conn.close(200, "".into()).await;
-        Ok(count)
+        Ok(self.take_all(queue, idle_secs).await?.len())
     }
+
+    /// Takes every message from `queue`, on one connection, until none comes for `idle_secs`.
+    pub async fn take_all(&self, queue: &str, idle_secs: u64) -> Result<Vec<Delivery>> {
+        let conn = self.connect().await?;
+        let channel = bounded("opening a channel", conn.create_channel()).await?;
+        let mut taken = Vec::new();
+        let result = async {
+            while let Some(delivery) = take(&channel, queue, idle_secs).await? {
+                taken.push(delivery);
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        let _ = bounded("closing the connection", conn.close(200, "".into())).await;
+        result.map(|()| taken)
+    }
+}
+
+/// `step` (`what` it does), failing instead of hanging when the broker does not answer in 10 s.
+async fn bounded<T>(
+    what: &str,
+    step: impl std::future::Future<Output = lapin::Result<T>>,
+) -> Result<T> {
+    Ok(tokio::time::timeout(Duration::from_secs(10), step)
+        .await
+        .with_context(|| format!("no answer from the broker in 10 s {what}"))??)
 }
 
 /// The next message of `queue`, polling up to `secs`.

@@ -367,7 +367,7 @@ async fn fleet(r: &mut Report) -> Result<()> {
             &name("broadcast, peak PostgreSQL connections"),
             vec![f.peak_connections as f64],
             "conns",
-            "pg_stat_activity, polled every 10 ms",
+            "pg_stat_activity, polled every 20 ms",
         );
     }
     Ok(())

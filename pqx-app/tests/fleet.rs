@@ -141,30 +141,8 @@ async fn a_broadcast_to_fifty_hosts_is_recorded_by_each_holding_at_most_one_conn
 ) -> Result<()> {
     const HOSTS: usize = 50;
     let env = common::env(DbKind::Postgres).await?;
-    let queues: String = (0..HOSTS)
-        .map(|i| format!("  - {{queue: f{i}, kv: {{unique_key: f{i}, role: fleet}}}}\n"))
-        .collect();
-    env.write(
-        "init.yml",
-        &format!(
-            "header_exchange: fleet.x\ndead_letter_queue: fleet.dlq\nheader_queues:\n{queues}"
-        ),
-    )?;
-    env.init()?;
-    let db_name = env
-        .db
-        .url
-        .rsplit('/')
-        .next()
-        .context("the database's name")?
-        .to_owned();
-    let mut hosts = Vec::new();
-    let mut subs = Vec::new();
-    for i in 0..HOSTS {
-        let host = NetHost::create(&format!("node-{i}"))?;
-        subs.push(env.subscriber_on(&host, &format!("f{i}"))?);
-        hosts.push(host);
-    }
+    let fleet = env.start_fleet(HOSTS, "fleet.x")?;
+    let db_name = env.db.pg_name().context("the database's name")?.to_owned();
     // Idle subscribers hold no connection once their first is idle for long enough.
     let deadline = common::Deadline::after_secs(30);
     while connections_to(&db_name)? > 0 {
@@ -224,7 +202,7 @@ async fn a_broadcast_to_fifty_hosts_is_recorded_by_each_holding_at_most_one_conn
             .tick(|| "subscribers still hold connections after the broadcast".to_owned())
             .await?;
     }
-    drop(subs);
+    drop(fleet);
     Ok(())
 }
 

@@ -289,6 +289,37 @@ async fn a_rolling_batch_takes_the_next_host_as_each_result_comes_and_stops_at_a
     Ok(())
 }
 
+#[tokio::test]
+async fn a_batch_needs_the_hosts_each_copy_reaches() -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, As::Admin).await?;
+    // The management API out of reach: the publisher cannot tell which hosts a copy reaches.
+    let conn = std::fs::read_to_string(env.path("conn.yml"))?;
+    let nowhere = common::free_port()?;
+    env.write(
+        "conn.yml",
+        &conn.replace("port: 15672", &format!("port: {nowhere}")),
+    )?;
+    let task = env.write(
+        "dev.json",
+        r#"{"mailing_to":[{"common_key":"dev"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
+    )?;
+    let task = task.to_str().unwrap();
+    let out = env.run(
+        "publisher",
+        &["-o", "pub", "--batch", "1", "--wait", "5", "-t", task],
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let line = stderr.lines().last().unwrap_or_default();
+    assert!(
+        line.starts_with("publisher: error: --batch: ")
+            && line.ends_with(": the hosts it reaches are not known (the management API's bindings could not be read), so they cannot be taken a batch at a time"),
+        "{stderr}"
+    );
+    assert_eq!(env.vhost.queue_len("h1").await?, 0, "nothing was published");
+    Ok(())
+}
+
 #[test]
 fn batch_options_are_checked() -> Result<()> {
     let bins = std::path::Path::new(env!("CARGO_BIN_EXE_publisher"));

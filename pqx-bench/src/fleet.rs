@@ -1,5 +1,5 @@
 //! A fleet on one machine: N subscribers, each on its own host queue in a network namespace of its
-//! own (the test kit's [`NetHost`]), recording into one PostgreSQL with its default
+//! own (the test kit's `Env::start_fleet`), recording into one PostgreSQL with its default
 //! `max_connections`. Figures: their memory idle (total PSS, subscribers and their guards; RSS per
 //! subscriber), a broadcast's time from the publish to the last result recorded, the hosts' start
 //! latencies, and the PostgreSQL connections in use at the broadcast's peak.
@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use pqx_testkit::{children_of, pss_kib, rss_kib, DbKind, Env, NetHost, Subscriber};
+use pqx_testkit::{children_of, pss_kib, rss_kib, DbKind, Env, Fleet};
 
 /// What one fleet measured.
-pub struct Fleet {
+pub struct Figures {
     pub pss_mib: f64,
     pub rss_per_subscriber_mib: f64,
     pub broadcast_secs: f64,
@@ -20,38 +20,31 @@ pub struct Fleet {
 }
 
 /// Starts `hosts` subscribers in namespaces, measures them idle, then one broadcast.
-pub async fn measure(hosts: usize) -> Result<Fleet> {
+pub async fn measure(hosts: usize) -> Result<Figures> {
     let exe = std::env::current_exe()?;
     let bins = exe.parent().context("the bench binary has no directory")?;
     let env = Env::new(bins, pqx_testkit::MAIN, DbKind::Postgres)
         .await?
         .with_log_filter("warn");
-    let queues: String = (0..hosts)
-        .map(|i| format!("  - {{queue: f{i}, kv: {{unique_key: f{i}}}}}\n"))
-        .collect();
-    env.write(
-        "init.yml",
-        &format!("header_exchange: fleet.bench\ndead_letter_queue: fleet.bench.dlq\nheader_queues:\n{queues}"),
-    )?;
-    env.init()?;
-    let db_name = env
-        .db
-        .url
-        .rsplit('/')
-        .next()
-        .context("database name")?
-        .to_owned();
-    let mut nets = Vec::with_capacity(hosts);
-    let mut subs: Vec<Subscriber> = Vec::with_capacity(hosts);
-    for i in 0..hosts {
-        let net = NetHost::create(&format!("node-{i}"))?;
-        subs.push(env.subscriber_on(&net, &format!("f{i}"))?);
-        nets.push(net);
-    }
+    let fleet = env.start_fleet(hosts, "fleet.bench")?;
     // Idle: past the time a subscriber lets its database connection go.
     tokio::time::sleep(pqx_util::HOST_IDLE + Duration::from_secs(2)).await;
+    let (pss, rss) = idle_memory_kib(&fleet)?;
+    let (broadcast_secs, starts_ms, peak) = broadcast(&env, hosts).await?;
+    drop(fleet);
+    Ok(Figures {
+        pss_mib: pss as f64 / 1024.0,
+        rss_per_subscriber_mib: rss as f64 / 1024.0 / hosts as f64,
+        broadcast_secs,
+        starts_ms,
+        peak_connections: usize::try_from(peak).unwrap_or(usize::MAX),
+    })
+}
+
+/// The PSS of the fleet's subscribers and their guards, and the subscribers' RSS, in KiB.
+fn idle_memory_kib(fleet: &Fleet) -> Result<(u64, u64)> {
     let (mut pss, mut rss) = (0u64, 0u64);
-    for sub in &subs {
+    for sub in &fleet.subscribers {
         let pid = sub.child.id();
         rss += rss_kib(pid)?;
         pss += pss_kib(pid)?;
@@ -59,7 +52,13 @@ pub async fn measure(hosts: usize) -> Result<Fleet> {
             pss += pss_kib(guard).unwrap_or(0);
         }
     }
+    Ok((pss, rss))
+}
 
+/// One broadcast to the `hosts` hosts: seconds to the last result recorded, each host's start
+/// (ms from the publish), and the most connections PostgreSQL had in use meanwhile.
+async fn broadcast(env: &Env, hosts: usize) -> Result<(f64, Vec<f64>, u64)> {
+    let db_name = env.db.pg_name().context("database name")?.to_owned();
     let task = env.write(
         "all.json",
         r#"{"mailing_to":[],"cmd":{"Bash":{"cmd":["echo $EPOCHREALTIME"]}}}"#,
@@ -76,7 +75,7 @@ pub async fn measure(hosts: usize) -> Result<Fleet> {
     let in_use = format!("select count(*) from pg_stat_activity where datname = '{db_name}'");
     let mut peak = 0;
     let deadline = started + Duration::from_secs(300);
-    let broadcast_secs = loop {
+    let secs = loop {
         // Less the one asking; a server that turns even its superuser away is at its limit.
         peak = match as_superuser(&db_name, &in_use) {
             Ok(n) => peak.max(n.saturating_sub(1)),
@@ -105,14 +104,7 @@ pub async fn measure(hosts: usize) -> Result<Fleet> {
             .with_context(|| format!("start {out:?}"))?;
         starts_ms.push((at - sent) * 1000.0);
     }
-    drop(subs);
-    Ok(Fleet {
-        pss_mib: pss as f64 / 1024.0,
-        rss_per_subscriber_mib: rss as f64 / 1024.0 / hosts as f64,
-        broadcast_secs,
-        starts_ms,
-        peak_connections: usize::try_from(peak).unwrap_or(usize::MAX),
-    })
+    Ok((secs, starts_ms, peak))
 }
 
 /// A count from SQL on database `db`, asked as PostgreSQL's superuser on this machine.

@@ -327,48 +327,57 @@ async fn fleet(r: &mut Report) -> Result<()> {
     eprintln!("10. fleet");
     for hosts in [100, 500] {
         let f = fleet::measure(hosts).await?;
-        let note = format!(
+        let idle = format!(
             "{hosts} subscribers in network namespaces, one PostgreSQL (max_connections 100)"
         );
-        let name = |what: &str| format!("{hosts} hosts: {what}");
-        r.add(
-            "fleet",
-            &name("idle, total PSS (with guards)"),
-            vec![f.pss_mib],
-            "MiB",
-            &note,
-        );
-        r.add(
-            "fleet",
-            &name("idle, RSS per subscriber"),
-            vec![f.rss_per_subscriber_mib],
-            "MiB",
-            &note,
-        );
-        r.add(
-            "fleet",
-            &name("broadcast, publish -> last result recorded"),
-            vec![f.broadcast_secs],
-            "s",
-            "Bash echo $EPOCHREALTIME to every host",
-        );
-        for (what, p) in [("p50", 50.0), ("p99", 99.0)] {
-            let figure = name(&format!("broadcast, start latency {what}"));
+        let started = "publish -> each host's start";
+        let figures = [
+            (
+                "idle, total PSS (with guards)",
+                f.pss_mib,
+                "MiB",
+                idle.as_str(),
+            ),
+            (
+                "idle, RSS per subscriber",
+                f.rss_per_subscriber_mib,
+                "MiB",
+                &idle,
+            ),
+            (
+                "broadcast, publish -> last result recorded",
+                f.broadcast_secs,
+                "s",
+                "Bash echo $EPOCHREALTIME to every host",
+            ),
+            (
+                "broadcast, start latency p50",
+                percentile(&f.starts_ms, 50.0),
+                "ms",
+                started,
+            ),
+            (
+                "broadcast, start latency p99",
+                percentile(&f.starts_ms, 99.0),
+                "ms",
+                started,
+            ),
+            (
+                "broadcast, peak PostgreSQL connections",
+                f.peak_connections as f64,
+                "conns",
+                "pg_stat_activity, polled every 20 ms",
+            ),
+        ];
+        for (what, value, unit, note) in figures {
             r.add(
                 "fleet",
-                &figure,
-                vec![percentile(&f.starts_ms, p)],
-                "ms",
-                "publish -> each host's start",
+                &format!("{hosts} hosts: {what}"),
+                vec![value],
+                unit,
+                note,
             );
         }
-        r.add(
-            "fleet",
-            &name("broadcast, peak PostgreSQL connections"),
-            vec![f.peak_connections as f64],
-            "conns",
-            "pg_stat_activity, polled every 20 ms",
-        );
     }
     Ok(())
 }

@@ -29,6 +29,11 @@ pub fn pg_admin_url() -> String {
 }
 
 impl TestDb {
+    /// The PostgreSQL database's name (none for SQLite).
+    pub fn pg_name(&self) -> Option<&str> {
+        self.pg_name.as_deref()
+    }
+
     /// A new database of `kind`; a SQLite file goes in `dir`.
     pub fn create(kind: DbKind, dir: &Path) -> Result<Self> {
         match kind {

@@ -116,3 +116,37 @@ fn ip(args: &[&str]) -> Result<()> {
     }
     Ok(())
 }
+
+/// A fleet on this machine: a subscriber in a namespace of its own on each of its host queues.
+/// Its subscribers are stopped before its hosts are removed.
+pub struct Fleet {
+    pub subscribers: Vec<crate::Subscriber>,
+    pub hosts: Vec<NetHost>,
+}
+
+impl crate::Env {
+    /// Lays out host queues f0..f{hosts-1} (f<i> bound by `unique_key: f<i>`) on headers exchange
+    /// `exchange` with `initiator -o init`, and starts a subscriber of f<i> on host `node-<i>`.
+    pub fn start_fleet(&self, hosts: usize, exchange: &str) -> Result<Fleet> {
+        let queues: String = (0..hosts)
+            .map(|i| format!("  - {{queue: f{i}, kv: {{unique_key: f{i}}}}}\n"))
+            .collect();
+        let init = format!(
+            "header_exchange: {exchange}\ndead_letter_queue: {exchange}.dlq\nheader_queues:\n{queues}"
+        );
+        self.write("init.yml", &init)?;
+        self.init()?;
+        let mut fleet = Fleet {
+            subscribers: Vec::with_capacity(hosts),
+            hosts: Vec::with_capacity(hosts),
+        };
+        for i in 0..hosts {
+            let host = NetHost::create(&format!("node-{i}"))?;
+            fleet
+                .subscribers
+                .push(self.subscriber_on(&host, &format!("f{i}"))?);
+            fleet.hosts.push(host);
+        }
+        Ok(fleet)
+    }
+}

@@ -39,11 +39,7 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
     if cli.choice.chosen::<PublisherCli>() == PublisherOption::Keygen {
         return keygen(&cli.out);
     }
-    let commands = if cli.is_lines() {
-        Command::from_lines_file(cli.task())?
-    } else {
-        vec![Command::from_file(cli.task())?]
-    };
+    let commands = commands_of(&cli)?;
     let config = cli.config.with(&cli.positional);
     let conn = config.conn()?;
     let init = config.init()?;
@@ -67,15 +63,7 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
     let reply_queue = replies.as_ref().map(|r| r.name.clone());
     let reply_to = reply_queue.as_deref();
     let quiet = cli.quiet;
-    let print = |p: &Planned| {
-        if !quiet {
-            println!(
-                "published {} to {}",
-                p.message_id,
-                pqx_util::escape_control(&p.target)
-            )
-        }
-    };
+    let print = |p: &Planned| say_published(quiet, p);
     let outgoing = Outgoing {
         planned: &planned,
         reply_to,
@@ -89,12 +77,7 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
     let published = publish_until(&conn, &mut at, first_out, deadline, print).await;
     let result = match (published, replies, cli.wait) {
         (Ok(()), Some(replies), Some(secs)) => {
-            // init.yml names the queues' users where `initiator -o decl_users` wrote it.
-            let senders = init
-                .header_queues
-                .iter()
-                .filter_map(|q| Some((q.queue.clone(), q.user.clone()?)))
-                .collect();
+            let senders = queue_users(&init);
             let how = Waiting {
                 wait: Duration::from_secs(secs),
                 verbose: cli.verbose,
@@ -108,6 +91,30 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
     };
     let _ = connection.close(200, "publisher done".into()).await;
     result
+}
+
+/// The task file's commands.
+fn commands_of(cli: &PublisherCli) -> Result<Vec<Command>> {
+    Ok(match cli.is_lines() {
+        true => Command::from_lines_file(cli.task())?,
+        false => vec![Command::from_file(cli.task())?],
+    })
+}
+
+/// The line that says a publish was confirmed, unless `quiet`.
+fn say_published(quiet: bool, p: &Planned) {
+    if !quiet {
+        let target = pqx_util::escape_control(&p.target);
+        println!("published {} to {target}", p.message_id);
+    }
+}
+
+/// Each host queue's broker user, where init.yml names it (`initiator -o decl_users` writes it).
+fn queue_users(init: &crate::InitConfig) -> std::collections::BTreeMap<String, String> {
+    init.header_queues
+        .iter()
+        .filter_map(|q| Some((q.queue.clone(), q.user.clone()?)))
+        .collect()
 }
 
 /// Publishes everything planned, connecting again while the broker is away (but not when results

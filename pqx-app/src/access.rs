@@ -4,9 +4,12 @@
 //!
 //! A host's user may do what a subscriber does, on its own queue's names only: consume its queue,
 //! declare its wait queues and bind them to its retry exchange, publish retries to that exchange,
-//! dead letters to the dead-letter exchange and results to the reply exchange. It may not publish
-//! through the default exchange (which reaches every queue), nor to the headers or delayed
-//! exchanges (which reach every host queue), nor read or bind anything of another host's.
+//! dead letters to the dead-letter exchange, results to the reply exchange and, when its records go
+//! through the broker, requests to the records exchange (whose recorders carry out a host's
+//! requests for its own queue only, and answer on the broker's direct reply-to, which needs no
+//! right). It may not publish through the default exchange (which reaches every queue), nor to the
+//! headers or delayed exchanges (which reach every host queue), nor read or bind anything of
+//! another host's.
 //! `InitConfig::validate` makes sure no name of another host is one of those names: RabbitMQ
 //! matches the same expressions against exchange and queue names alike.
 //!
@@ -44,6 +47,7 @@ pub fn host(init: &InitConfig, queue: &str) -> Permissions {
             wait_queues.clone(),
             escape(&init.dead_letter_exchange()),
             escape(&init.reply_exchange()),
+            escape(&init.records_exchange()),
         ]),
         read: any_of(&[own, retry_exchange, wait_queues]),
     }
@@ -101,7 +105,7 @@ mod tests {
         assert_eq!(h1.configure, r"^h1\.(wait\.[0-9]+|qwait)$");
         assert_eq!(
             h1.write,
-            r"^(h1\.retry|h1\.(wait\.[0-9]+|qwait)|pqx\.dlx|pqx\.reply)$"
+            r"^(h1\.retry|h1\.(wait\.[0-9]+|qwait)|pqx\.dlx|pqx\.reply|pqx\.records)$"
         );
         assert_eq!(h1.read, r"^(h1|h1\.retry|h1\.(wait\.[0-9]+|qwait))$");
         let web = host(&init(), "web.1");

@@ -33,6 +33,20 @@ pub enum Error {
         #[source]
         source: sea_orm::DbErr,
     },
+    /// A recorder could not carry out a record operation, or did not answer.
+    #[error("cannot {what} through the recorders: {why}")]
+    Recorder {
+        what: &'static str,
+        why: String,
+        /// The request itself is at fault: sending it again fails again.
+        refused: bool,
+    },
+    /// A host asked to record the end of an attempt of another queue.
+    #[error("attempt {history_id} is not one of queue {queue:?}")]
+    NotHisAttempt { history_id: i64, queue: String },
+    /// conn.yml sends the records through the broker, and this needs the database itself.
+    #[error("conn.yml's db.protocol is broker: this host's records go through the broker to the recorders (`subscriber --recorder`), and this needs the database itself: run it with a conn.yml that names the database")]
+    RecordsViaBroker,
     /// The tables are not there.
     #[error("the tables message_history and message_result do not exist in {url}: run `initiator -o crt_tbl` (or `-o init`)")]
     NoTables { url: String },
@@ -145,6 +159,9 @@ impl Error {
     /// index, against a constraint): writing the same again would fail again, so it is not worth
     /// holding a delivery for, unlike an outage.
     pub fn is_refused_data(&self) -> bool {
+        if let Error::Recorder { refused, .. } = self {
+            return *refused;
+        }
         let Error::Db { source, .. } = self else {
             return false;
         };

@@ -11,7 +11,7 @@ use crate::entities::message_result;
 pub const REFUSED_EXIT_CODE: i32 = 126;
 
 /// How one attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
     pub success: bool,
     /// In the shell's convention: 124 timed out, 127 not started, 128+N killed by signal N.

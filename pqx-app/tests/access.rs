@@ -938,3 +938,158 @@ async fn a_host_cannot_answer_for_another_hosts_command() -> Result<()> {
     let _ = h1.close(200, "".into()).await;
     Ok(())
 }
+
+/// Asks the recorders, as the user of `connection`, and returns their answer (JSON).
+async fn ask_recorders(
+    connection: &Connection,
+    user_id: Option<&str>,
+    request: serde_json::Value,
+) -> Result<serde_json::Value> {
+    use futures_util::StreamExt;
+    let channel = connection.create_channel().await?;
+    let no_ack = BasicConsumeOptions {
+        no_ack: true,
+        ..BasicConsumeOptions::default()
+    };
+    let mut answers = channel
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "".into(),
+            no_ack,
+            FieldTable::default(),
+        )
+        .await?;
+    let mut properties = BasicProperties::default()
+        .with_reply_to("amq.rabbitmq.reply-to".into())
+        .with_correlation_id("1".into());
+    if let Some(user) = user_id {
+        properties = properties.with_user_id(user.into());
+    }
+    channel
+        .basic_publish(
+            "pqx.test.records".into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            &serde_json::to_vec(&request)?,
+            properties,
+        )
+        .await?;
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(20), answers.next())
+        .await
+        .context("no answer from the recorders in 20 s")?
+        .context("the answers ended")??;
+    let _ = channel.close(200, "".into()).await;
+    Ok(serde_json::from_slice(&answer.data)?)
+}
+
+#[tokio::test]
+async fn through_the_recorders_a_host_keeps_its_own_records_alone() -> Result<()> {
+    use common::Records;
+    let env = ready_env(DbKind::Postgres, As::HostUsers).await?;
+    let _recorder = env.recorder()?;
+    // h1 holds no database credentials: its records go through the broker.
+    let h1_conn = env.path("hosts").join("h1").join("conn.yml");
+    let mut conn: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&h1_conn)?)?;
+    conn["db"] = serde_yaml::from_str("protocol: broker")?;
+    std::fs::write(&h1_conn, serde_yaml::to_string(&conn)?)?;
+    let h1_text = std::fs::read_to_string(&h1_conn)?;
+    assert!(!h1_text.contains("postgres"), "{h1_text}");
+    let sub = env.subscriber("h1")?;
+    let out = env.ok(
+        "publisher",
+        &[
+            "-o",
+            "pub",
+            "--wait",
+            "20",
+            "-t",
+            env.write(
+                "h1.json",
+                r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["echo kept"]}}}"#,
+            )?
+            .to_str()
+            .context("path")?,
+        ],
+    )?;
+    assert!(out.contains("1 of 1 results: 1 succeeded"), "{out}");
+    let h1_attempts = env.store().await?.attempts(None, 10).await?;
+    assert_eq!(h1_attempts.len(), 1, "{h1_attempts:#?}");
+    let result = common::ended(&h1_attempts[0]);
+    assert_eq!(result.stdout.as_deref(), Some("kept\n"));
+
+    // An attempt of h2's, as the database has it.
+    let store = env.store().await?;
+    let command =
+        pqx_app::Command::from_json(r#"{"mailing_to":[],"cmd":{"Bash":{"cmd":["true"]}}}"#)?;
+    let h2_attempt = store
+        .record_start(&pqx_app::AttemptStart {
+            command: &command,
+            message_id: Some("m-h2"),
+            queue: "h2",
+            host: "node-2",
+            attempt: 1,
+        })
+        .await?;
+
+    let (h1, h1_user) = connect_as(&env, "h1").await?;
+    let start_for = |queue: &str| {
+        serde_json::json!({"op": "record_start", "start": {
+            "command": {"mailing_to": [], "cmd": {"Bash": {"cmd": ["true"]}}},
+            "message_id": "forged", "queue": queue, "host": "node-1", "attempt": 1}})
+    };
+    let outcome = serde_json::json!({"success": true, "exit_code": 0, "summary": "forged",
+        "stdout": "", "stderr": "", "ended_at": "2026-01-01T00:00:00Z"});
+    let tries = [
+        // Records in h2's name.
+        (
+            Some(h1_user.as_str()),
+            start_for("h2"),
+            "may not ask for the records of queue \"h2\"",
+        ),
+        (
+            Some(h1_user.as_str()),
+            serde_json::json!({"op": "attempts_here", "message_id": "m-h2", "queue": "h2"}),
+            "may not ask for the records of queue \"h2\"",
+        ),
+        // The end of h2's attempt, claimed as h1's.
+        (
+            Some(h1_user.as_str()),
+            serde_json::json!({"op": "record_end", "queue": "h1", "history_id": h2_attempt, "outcome": outcome}),
+            &format!("attempt {h2_attempt} is not one of queue \"h1\""),
+        ),
+        // Without saying who asks.
+        (None, start_for("h1"), "the request names no user_id"),
+        // Not a request.
+        (
+            Some(h1_user.as_str()),
+            serde_json::json!({"op": "drop_tables"}),
+            "not a record request",
+        ),
+    ];
+    for (user, request, why) in tries {
+        let answer = ask_recorders(&h1, user, request.clone()).await?;
+        assert_eq!(answer["answer"], "failed", "{request}: {answer}");
+        assert_eq!(answer["refused"], true, "{request}: {answer}");
+        let said = answer["why"].as_str().unwrap_or_default();
+        assert!(said.contains(why), "{request}: {said}");
+    }
+    // Nothing of it was written: h1's one attempt, and h2's, unended.
+    let all = store.attempts(None, 100).await?;
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert!(all
+        .iter()
+        .all(|a| a.history.message_id.as_deref() != Some("forged")));
+    let h2 = all
+        .iter()
+        .find(|a| a.history.id == h2_attempt)
+        .context("h2's attempt")?;
+    assert!(h2.result.is_none(), "{h2:#?}");
+    // What h1 may ask for its own queue, it gets.
+    let own = serde_json::json!({"op": "attempts_here", "message_id": h1_attempts[0].history.message_id, "queue": "h1"});
+    let answer = ask_recorders(&h1, Some(&h1_user), own).await?;
+    assert_eq!(answer["answer"], "attempts", "{answer}");
+    assert_eq!(answer["attempts"], serde_json::json!([[1, 0]]), "{answer}");
+    let _ = h1.close(200, "".into()).await;
+    drop(sub);
+    Ok(())
+}

@@ -237,6 +237,38 @@ async fn subscriber_needs_its_queue_and_the_tables() -> Result<()> {
     Ok(())
 }
 
+/// A host whose records go through the broker, with no recorder ever run on its vhost, says so and
+/// stops; the binaries that need the database itself refuse such a conn.yml.
+#[tokio::test]
+async fn records_through_the_broker_need_a_recorder() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
+    let conn = std::fs::read_to_string(env.path("conn.yml"))?;
+    let db = conn.find("\ndb:\n").expect("a db section");
+    env.write(
+        "conn.yml",
+        &format!("{}db:\n  protocol: broker\n", &conn[..=db]),
+    )?;
+    let out = env.run("subscriber", &["-q", "h1"])?;
+    assert_eq!(
+        error_line(&out, "subscriber", 1),
+        "cannot check that the records can be written through the recorders: exchange \
+         pqx.test.records does not exist: no recorder ran on this vhost yet (start `subscriber --recorder`)"
+    );
+    for (binary, args) in [
+        ("inspector", ["-o", "hist"]),
+        ("initiator", ["-o", "crt_tbl"]),
+    ] {
+        let out = env.run(binary, &args)?;
+        let line = error_line(&out, binary, 1);
+        assert!(
+            line.starts_with("conn.yml's db.protocol is broker: "),
+            "{line}"
+        );
+    }
+    Ok(())
+}
+
 /// Started beside the initiator (as in docker-compose.yml), a subscriber waits for its tables and
 /// its queue, and its ready file appears only once it consumes; a queue that never comes is still
 /// refused.

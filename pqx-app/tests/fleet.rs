@@ -121,37 +121,39 @@ async fn hosts_on_their_own_network_run_what_is_mailed_to_them_and_record_their_
     Ok(())
 }
 
-/// Connections to database `name` now, as the server counts them.
-fn connections_to(name: &str) -> Result<usize> {
+/// Connections to database `name` now, as the server counts them: all of them, and those from
+/// the fleet network.
+fn connections_to(name: &str) -> Result<(usize, usize)> {
+    let query = format!(
+        "select count(*), count(*) filter (where client_addr << '10.231.0.0/16') \
+         from pg_stat_activity where datname = '{name}'"
+    );
     let out = Command::new("psql")
         .arg(common::pg_admin_url())
-        .args([
-            "-qAtc",
-            &format!("select count(*) from pg_stat_activity where datname = '{name}'"),
-        ])
+        .args(["-qAtc", &query])
         .output()
         .context("running psql")?;
     let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse()
-        .with_context(|| format!("psql said {text:?}"))
+    let parse = |part: Option<&str>| -> Result<usize> {
+        part.unwrap_or_default()
+            .trim()
+            .parse()
+            .with_context(|| format!("psql said {text:?}"))
+    };
+    let mut parts = text.split('|');
+    Ok((parse(parts.next())?, parse(parts.next())?))
 }
 
-#[tokio::test]
-async fn a_broadcast_to_fifty_hosts_is_recorded_by_each_holding_at_most_one_connection(
-) -> Result<()> {
-    const HOSTS: usize = 50;
-    let env = common::env(DbKind::Postgres).await?;
-    let fleet = env.start_fleet(HOSTS, "fleet.x")?;
-    let db_name = env.db.pg_name().context("the database's name")?.to_owned();
-    // Idle subscribers hold no connection once their first is idle for long enough.
-    let deadline = common::Deadline::after_secs(30);
-    while connections_to(&db_name)? > 0 {
-        deadline
-            .tick(|| "idle subscribers still hold connections".to_owned())
-            .await?;
-    }
+/// What a broadcast to a fleet saw: the publisher's output, and the most connections to the
+/// database (all, from the fleet network) while it ran.
+struct Broadcast {
+    stdout: String,
+    peak: (usize, usize),
+}
 
+/// Broadcasts `hostname` to every host with `publisher --wait`, watching the database's
+/// connections meanwhile.
+async fn broadcast(env: &common::Env, db_name: &str) -> Result<Broadcast> {
     let task = env.write(
         "all.json",
         r#"{"mailing_to":[],"cmd":{"Bash":{"cmd":["hostname"]}}}"#,
@@ -162,30 +164,27 @@ async fn a_broadcast_to_fifty_hosts_is_recorded_by_each_holding_at_most_one_conn
         .arg(&task)
         .output();
     let watch = async {
-        let mut peak = 0;
+        let mut peak = (0, 0);
         for _ in 0..100 {
-            peak = peak.max(connections_to(&db_name).unwrap_or(0));
+            let now = connections_to(db_name).unwrap_or_default();
+            peak = (peak.0.max(now.0), peak.1.max(now.1));
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
         peak
     };
     let (out, peak) = tokio::join!(tokio::task::spawn_blocking(move || publisher), watch);
     let out = out??;
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(
-        stdout.trim(),
-        format!("summary: {HOSTS} of {HOSTS} results: {HOSTS} succeeded, 0 failed"),
-        "one line, not one per host"
-    );
-    println!("fleet of {HOSTS}: peak PostgreSQL connections during the broadcast: {peak}");
-    assert!(peak <= HOSTS, "{peak} connections for {HOSTS} hosts");
+    Ok(Broadcast { stdout, peak })
+}
 
-    // Every host recorded its own run, under its own name.
+/// Every one of `hosts` hosts recorded one successful run, under its own name.
+async fn each_host_recorded_its_run(env: &common::Env, hosts: usize) -> Result<()> {
     let all = env.store().await?.attempts(None, 1000).await?;
     let mut names: Vec<String> = all
         .iter()
@@ -193,15 +192,74 @@ async fn a_broadcast_to_fifty_hosts_is_recorded_by_each_holding_at_most_one_conn
         .filter_map(|a| a.history.host.clone())
         .collect();
     names.sort();
-    let mut expected: Vec<String> = (0..HOSTS).map(|i| format!("node-{i}")).collect();
+    let mut expected: Vec<String> = (0..hosts).map(|i| format!("node-{i}")).collect();
     expected.sort();
     assert_eq!(names, expected);
-    // And let go of their connections again.
+    Ok(())
+}
+
+/// Waits until database `db_name` has no connection from the fleet network (`fleet`), or none
+/// at all.
+async fn connections_let_go(db_name: &str, fleet: bool, what: &str) -> Result<()> {
     let deadline = common::Deadline::after_secs(30);
-    while connections_to(&db_name)? > 0 {
-        deadline
-            .tick(|| "subscribers still hold connections after the broadcast".to_owned())
-            .await?;
+    loop {
+        let (all, from_fleet) = connections_to(db_name)?;
+        if (if fleet { from_fleet } else { all }) == 0 {
+            return Ok(());
+        }
+        deadline.tick(|| what.to_owned()).await?;
+    }
+}
+
+#[tokio::test]
+async fn a_broadcast_to_fifty_hosts_is_recorded_by_each_holding_at_most_one_connection(
+) -> Result<()> {
+    const HOSTS: usize = 50;
+    let env = common::env(DbKind::Postgres).await?;
+    let fleet = env.start_fleet(HOSTS, "fleet.x")?;
+    let db_name = env.db.pg_name().context("the database's name")?.to_owned();
+    // Idle subscribers hold no connection once their first is idle for long enough.
+    connections_let_go(&db_name, false, "idle subscribers still hold connections").await?;
+
+    let sent = broadcast(&env, &db_name).await?;
+    assert_eq!(
+        sent.stdout.trim(),
+        format!("summary: {HOSTS} of {HOSTS} results: {HOSTS} succeeded, 0 failed"),
+        "one line, not one per host"
+    );
+    let peak = sent.peak.0;
+    println!("fleet of {HOSTS}: peak PostgreSQL connections during the broadcast: {peak}");
+    assert!(peak <= HOSTS, "{peak} connections for {HOSTS} hosts");
+    each_host_recorded_its_run(&env, HOSTS).await?;
+    // And let go of their connections again.
+    let what = "subscribers still hold connections after the broadcast";
+    connections_let_go(&db_name, false, what).await?;
+    drop(fleet);
+    Ok(())
+}
+
+#[tokio::test]
+async fn through_two_recorders_fifty_hosts_record_a_broadcast_without_a_database_connection(
+) -> Result<()> {
+    const HOSTS: usize = 50;
+    let env = common::env(DbKind::Postgres).await?;
+    let fleet = env.start_fleet_with(HOSTS, "fleet.r", pqx_testkit::Records::Recorders, 2)?;
+    let db_name = env.db.pg_name().context("the database's name")?.to_owned();
+    let sent = broadcast(&env, &db_name).await?;
+    assert_eq!(
+        sent.stdout.trim(),
+        format!("summary: {HOSTS} of {HOSTS} results: {HOSTS} succeeded, 0 failed"),
+    );
+    let (peak, from_fleet) = sent.peak;
+    println!("fleet of {HOSTS} through 2 recorders: peak PostgreSQL connections: {peak}");
+    assert_eq!(from_fleet, 0, "a host connected to the database itself");
+    // The recorders' pools (4 each), and nothing more however many hosts there are.
+    assert!(peak <= 8, "{peak} connections for 2 recorders");
+    each_host_recorded_its_run(&env, HOSTS).await?;
+    // No host's namespace ever reached PostgreSQL's port.
+    for host in &fleet.hosts {
+        let seen = connections(host)?;
+        assert!(!seen.contains(":5432"), "{}: {seen}", host.name);
     }
     drop(fleet);
     Ok(())

@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use pqx_testkit::{children_of, pss_kib, rss_kib, DbKind, Env, Fleet};
+use pqx_testkit::{children_of, pss_kib, rss_kib, DbKind, Env, Fleet, Records};
 
 /// What one fleet measured.
 pub struct Figures {
@@ -19,14 +19,22 @@ pub struct Figures {
     pub peak_connections: usize,
 }
 
-/// Starts `hosts` subscribers in namespaces, measures them idle, then one broadcast.
-pub async fn measure(hosts: usize) -> Result<Figures> {
+/// Recorders for a fleet whose records go through the broker.
+const RECORDERS: usize = 2;
+
+/// Starts `hosts` subscribers in namespaces keeping their `records` so, measures them idle, then
+/// one broadcast.
+pub async fn measure(hosts: usize, records: Records) -> Result<Figures> {
     let exe = std::env::current_exe()?;
     let bins = exe.parent().context("the bench binary has no directory")?;
     let env = Env::new(bins, pqx_testkit::MAIN, DbKind::Postgres)
         .await?
         .with_log_filter("warn");
-    let fleet = env.start_fleet(hosts, "fleet.bench")?;
+    let recorders = match records {
+        Records::Database => 0,
+        Records::Recorders => RECORDERS,
+    };
+    let fleet = env.start_fleet_with(hosts, "fleet.bench", records, recorders)?;
     // Idle: past the time a subscriber lets its database connection go.
     tokio::time::sleep(pqx_util::HOST_IDLE + Duration::from_secs(2)).await;
     let (pss, rss) = idle_memory_kib(&fleet)?;
@@ -41,7 +49,8 @@ pub async fn measure(hosts: usize) -> Result<Figures> {
     })
 }
 
-/// The PSS of the fleet's subscribers and their guards, and the subscribers' RSS, in KiB.
+/// The PSS of the fleet's subscribers, their guards and its recorders, and the subscribers' RSS,
+/// in KiB.
 fn idle_memory_kib(fleet: &Fleet) -> Result<(u64, u64)> {
     let (mut pss, mut rss) = (0u64, 0u64);
     for sub in &fleet.subscribers {
@@ -51,6 +60,9 @@ fn idle_memory_kib(fleet: &Fleet) -> Result<(u64, u64)> {
         for guard in children_of(pid) {
             pss += pss_kib(guard).unwrap_or(0);
         }
+    }
+    for recorder in &fleet.recorders {
+        pss += pss_kib(recorder.child.id())?;
     }
     Ok((pss, rss))
 }

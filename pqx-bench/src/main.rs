@@ -23,7 +23,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use pqx_testkit::DbKind;
+use pqx_testkit::{DbKind, Records};
 use report::{percentile, Report};
 
 /// Measure pqx: throughput, latency, memory and routing scale.
@@ -322,18 +322,24 @@ async fn routing(cli: &Cli, r: &mut Report) -> Result<()> {
     Ok(())
 }
 
-/// The fleet figures: one run each for 100 and 500 hosts (a run is long; its latencies are many).
+/// The fleet figures: one run each for 100 hosts connecting to PostgreSQL themselves, and for 100
+/// and 500 hosts recording through the broker (a run is long; its latencies are many).
 async fn fleet(r: &mut Report) -> Result<()> {
     eprintln!("10. fleet");
-    for hosts in [100, 500] {
-        let f = fleet::measure(hosts).await?;
+    let runs = [
+        (100, Records::Database, "each to PostgreSQL"),
+        (100, Records::Recorders, "through 2 recorders"),
+        (500, Records::Recorders, "through 2 recorders"),
+    ];
+    for (hosts, records, how) in runs {
+        let f = fleet::measure(hosts, records).await?;
         let idle = format!(
-            "{hosts} subscribers in network namespaces, one PostgreSQL (max_connections 100)"
+            "{hosts} subscribers in network namespaces, records {how}, one PostgreSQL (max_connections 100)"
         );
         let started = "publish -> each host's start";
         let figures = [
             (
-                "idle, total PSS (with guards)",
+                "idle, total PSS (with guards, recorders)",
                 f.pss_mib,
                 "MiB",
                 idle.as_str(),
@@ -370,9 +376,13 @@ async fn fleet(r: &mut Report) -> Result<()> {
             ),
         ];
         for (what, value, unit, note) in figures {
+            let short = match records {
+                Records::Database => "",
+                Records::Recorders => ", recorders",
+            };
             r.add(
                 "fleet",
-                &format!("{hosts} hosts: {what}"),
+                &format!("{hosts} hosts{short}: {what}"),
                 vec![value],
                 unit,
                 note,

@@ -251,16 +251,47 @@ impl Env {
 }
 
 impl Env {
+    /// Starts `subscriber --recorder` with this conn.yml (its database) and init.yml; returns once
+    /// it consumes the recorder queue.
+    pub fn recorder(&self) -> Result<Subscriber> {
+        let name = unique("recorder");
+        let mut command = self.command("subscriber");
+        command.arg("--recorder");
+        let ready = self.path(&format!("{name}.ready"));
+        Subscriber::start(command, self.path(&format!("{name}.log")), Some(ready))
+    }
+
     /// Starts `subscriber -q queue` on fleet host `host` (its own network namespace and host name),
     /// reaching the broker and the database over the fleet network: conn.yml as this one's with
     /// 127.0.0.1 replaced by [`crate::FLEET_GATEWAY`]. Returns once it consumes.
     pub fn subscriber_on(&self, host: &crate::NetHost, queue: &str) -> Result<Subscriber> {
+        self.fleet_subscriber(host, queue, crate::Records::Database)
+    }
+
+    /// [`Env::subscriber_on`], with its records kept as `records` says.
+    pub fn fleet_subscriber(
+        &self,
+        host: &crate::NetHost,
+        queue: &str,
+        records: crate::Records,
+    ) -> Result<Subscriber> {
         let conn = std::fs::read_to_string(self.path("conn.yml")).context("reading conn.yml")?;
-        let fleet_conn = conn.replace("127.0.0.1", crate::FLEET_GATEWAY);
+        let mut fleet_conn = conn.replace("127.0.0.1", crate::FLEET_GATEWAY);
         if fleet_conn == conn {
             bail!("conn.yml names no 127.0.0.1 to reach the services by the fleet network instead");
         }
-        let dir = self.path("fleet");
+        let dir = match records {
+            crate::Records::Database => self.path("fleet"),
+            crate::Records::Recorders => {
+                // No database for the host: its records go through the broker.
+                let db = fleet_conn
+                    .find("\ndb:\n")
+                    .context("conn.yml has no db section")?;
+                fleet_conn.truncate(db + 1);
+                fleet_conn.push_str("db:\n  protocol: broker\n");
+                self.path("fleet-via-broker")
+            }
+        };
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("conn.yml"), fleet_conn)?;
         std::fs::copy(self.path("init.yml"), dir.join("init.yml"))?;

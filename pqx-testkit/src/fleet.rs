@@ -117,17 +117,40 @@ fn ip(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// A fleet on this machine: a subscriber in a namespace of its own on each of its host queues.
-/// Its subscribers are stopped before its hosts are removed.
+/// Where a fleet's hosts keep their records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Records {
+    /// Each connects to the database itself.
+    Database,
+    /// Through the broker (conn.yml's `db.protocol: broker`), to recorders on this machine.
+    Recorders,
+}
+
+/// A fleet on this machine: a subscriber in a namespace of its own on each of its host queues,
+/// and the recorders that keep their records when they go through the broker. Its subscribers
+/// are stopped before its hosts are removed.
 pub struct Fleet {
     pub subscribers: Vec<crate::Subscriber>,
     pub hosts: Vec<NetHost>,
+    pub recorders: Vec<crate::Subscriber>,
 }
 
 impl crate::Env {
     /// Lays out host queues f0..f{hosts-1} (f<i> bound by `unique_key: f<i>`) on headers exchange
     /// `exchange` with `initiator -o init`, and starts a subscriber of f<i> on host `node-<i>`.
     pub fn start_fleet(&self, hosts: usize, exchange: &str) -> Result<Fleet> {
+        self.start_fleet_with(hosts, exchange, Records::Database, 0)
+    }
+
+    /// [`Env::start_fleet`], the hosts keeping their `records` so; with `recorders` recorders
+    /// started first.
+    pub fn start_fleet_with(
+        &self,
+        hosts: usize,
+        exchange: &str,
+        records: Records,
+        recorders: usize,
+    ) -> Result<Fleet> {
         let queues: String = (0..hosts)
             .map(|i| format!("  - {{queue: f{i}, kv: {{unique_key: f{i}}}}}\n"))
             .collect();
@@ -139,12 +162,17 @@ impl crate::Env {
         let mut fleet = Fleet {
             subscribers: Vec::with_capacity(hosts),
             hosts: Vec::with_capacity(hosts),
+            recorders: Vec::with_capacity(recorders),
         };
+        for _ in 0..recorders {
+            fleet.recorders.push(self.recorder()?);
+        }
         for i in 0..hosts {
             let host = NetHost::create(&format!("node-{i}"))?;
+            let queue = format!("f{i}");
             fleet
                 .subscribers
-                .push(self.subscriber_on(&host, &format!("f{i}"))?);
+                .push(self.fleet_subscriber(&host, &queue, records)?);
             fleet.hosts.push(host);
         }
         Ok(fleet)

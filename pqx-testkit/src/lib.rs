@@ -29,7 +29,7 @@ pub use cluster::{
 };
 pub use database::{pg_admin_url, DbKind, TestDb};
 pub use env::Env;
-pub use fleet::{Fleet, NetHost, FLEET_GATEWAY};
+pub use fleet::{Fleet, NetHost, Records, FLEET_GATEWAY};
 pub use names::unique;
 pub use peers::{free_port, free_ports, HttpServer, Sshd};
 pub use poll::Deadline;

@@ -52,6 +52,16 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the broker said what was asked for does not exist (NOT_FOUND): an exchange
+    /// published to, a queue consumed.
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::Missing { .. } => true,
+            Error::Amqp { source, .. } => soft_error(source) == Some(&AMQPSoftError::NOTFOUND),
+            _ => false,
+        }
+    }
+
     /// Whether the error is the broker or the network going away (worth reconnecting for), rather
     /// than something a retry cannot fix (credentials, a missing queue, a refused argument).
     pub fn is_transient(&self) -> bool {

@@ -474,7 +474,9 @@ pub struct DbSection {
     /// A full URL (`sqlite://pqx.db?mode=rwc`, `postgres://user:pass@host:5432/db`); wins over the
     /// parts. Default [`DEFAULT_DB_URL`].
     pub url: Option<String>,
-    /// `postgres` or `sqlite`, with the parts below (the original PQX's form).
+    /// `postgres` or `sqlite`, with the parts below (the original PQX's form); or `broker`: a
+    /// subscriber's records go through the broker to the recorders (`subscriber --recorder`),
+    /// which hold the database's credentials, so that hosts of a fleet hold none.
     pub protocol: Option<String>,
     pub host: Option<String>,
     /// Default [`DEFAULT_PG_PORT`].
@@ -500,6 +502,9 @@ impl DbSection {
         let Some(protocol) = self.protocol.as_deref() else {
             return Ok(DEFAULT_DB_URL.to_owned());
         };
+        if protocol == "broker" {
+            return Ok(crate::records::VIA_BROKER.to_owned());
+        }
         let required = |value: &Option<String>, key: &str| {
             value.clone().ok_or_else(|| {
                 InvalidField::new(
@@ -542,7 +547,7 @@ impl DbSection {
             }
             other => Err(InvalidField::new(
                 "db.protocol",
-                format!("{other:?} is not supported: expected postgres or sqlite"),
+                format!("{other:?} is not supported: expected postgres, sqlite or broker"),
             )),
         }
     }
@@ -781,7 +786,7 @@ mod tests {
         };
         assert_eq!(
             db.url(Path::new(".")).unwrap_err().to_string(),
-            "db.protocol: \"mysql\" is not supported: expected postgres or sqlite"
+            "db.protocol: \"mysql\" is not supported: expected postgres, sqlite or broker"
         );
     }
 }

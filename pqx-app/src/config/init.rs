@@ -137,6 +137,16 @@ impl InitConfig {
         self.or_suffix(&self.dead_letter_queue, "dlq")
     }
 
+    /// The exchange hosts whose records go through the broker send their requests to, and the
+    /// queue the recorders take them from (`subscriber --recorder` declares both).
+    pub fn records_exchange(&self) -> String {
+        format!("{}.records", self.header_exchange)
+    }
+
+    pub fn recorder_queue(&self) -> String {
+        format!("{}.recorder", self.header_exchange)
+    }
+
     /// The reply exchange's name.
     pub fn reply_exchange(&self) -> String {
         self.or_suffix(&self.reply_exchange, "reply")

@@ -4,10 +4,15 @@
 //! for NUL, which PostgreSQL's text cannot hold: it is stored as `\0`, in both databases alike, and
 //! looked up the same way.
 
+mod either;
 mod read;
+pub mod relay;
 mod write;
 
+pub use either::Records;
+
 pub use write::Refused;
+pub(crate) use write::UNPARSED_KEPT;
 
 use std::borrow::Cow;
 
@@ -79,6 +84,7 @@ impl Store {
     /// Connects to the database at `url`; a SQLite file that does not exist yet is made readable
     /// by its owner only, since it will hold what commands print.
     pub async fn connect(url: &str) -> Result<Self> {
+        refuse_the_broker(url)?;
         create_private_sqlite_file(url);
         Ok(Self::on(pqx_util::connect_db(url).await?, url))
     }
@@ -86,6 +92,7 @@ impl Store {
     /// Connects as one host of a fleet (a subscriber): at most one connection to PostgreSQL, none
     /// while idle ([`pqx_util::connect_db_for_host`]).
     pub async fn connect_for_host(url: &str) -> Result<Self> {
+        refuse_the_broker(url)?;
         create_private_sqlite_file(url);
         Ok(Self::on(pqx_util::connect_db_for_host(url).await?, url))
     }
@@ -157,6 +164,17 @@ impl Store {
                 url: self.url.clone(),
             })
         }
+    }
+}
+
+/// The database URL of conn.yml's `db.protocol: broker`: no database, the recorders'.
+pub const VIA_BROKER: &str = "broker:";
+
+/// Fails when `url` is [`VIA_BROKER`]: what calls this needs the database itself.
+fn refuse_the_broker(url: &str) -> Result<()> {
+    match url == VIA_BROKER {
+        true => Err(Error::RecordsViaBroker),
+        false => Ok(()),
     }
 }
 

@@ -72,6 +72,15 @@ impl Store {
         Ok(found.map(|history| history.id))
     }
 
+    /// The queue attempt `history_id` was recorded on (as the records keep it), if it exists.
+    pub async fn queue_of_attempt(&self, history_id: i64) -> Result<Option<String>> {
+        let found = message_history::Entity::find_by_id(history_id)
+            .one(&self.db)
+            .await
+            .context(|| format!("looking up attempt {history_id} in {}", self.url))?;
+        Ok(found.and_then(|history| history.queue))
+    }
+
     /// The newest `limit` attempts, newest first, of one message when `message_id` is given.
     pub async fn attempts(&self, message_id: Option<&str>, limit: u64) -> Result<Vec<Attempt>> {
         let mut query = message_history::Entity::find()

@@ -106,7 +106,7 @@ fn history_row_parts(
 }
 
 /// How much of a body that is not a command is kept in the record of its refusal.
-const UNPARSED_KEPT: usize = 200;
+pub(crate) const UNPARSED_KEPT: usize = 200;
 
 impl Store {
     /// Records the start of an attempt; returns its history id.

@@ -13,7 +13,7 @@ pub struct SubscriberCli {
     #[command(flatten)]
     pub config: ConfigArgs,
     /// The host queue to consume (one of header_queues in init.yml)
-    #[arg(short, long, value_parser = host_queue, required_unless_present = "que")]
+    #[arg(short, long, value_parser = host_queue, required_unless_present_any = ["que", "recorder"])]
     pub queue: Option<String>,
     /// The host queue, given the original PQX's way (the same as -q)
     #[arg(value_name = "QUEUE", value_parser = host_queue, conflicts_with = "queue")]
@@ -22,9 +22,15 @@ pub struct SubscriberCli {
     /// days)
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=crate::cli::MAX_SECS))]
     pub grace_period: u64,
-    /// How many commands may run at once
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub concurrency: u16,
+    /// Keep the records of the hosts whose conn.yml says `db.protocol: broker`, instead of
+    /// consuming a host queue: take their requests from the recorder queue, carry them out on
+    /// this conn.yml's database, answer them
+    #[arg(long, conflicts_with_all = ["queue", "que"])]
+    pub recorder: bool,
+    /// How many commands may run at once (with --recorder: requests carried out at once, default
+    /// 16) [default: 1]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub concurrency: Option<u16>,
     /// A file that holds the subscriber's pid while it consumes its queue: written when it
     /// subscribes, removed when the connection is lost and when it stops (for health checks,
     /// scripts and tests that wait for it to be ready)
@@ -37,6 +43,15 @@ pub struct SubscriberCli {
 }
 
 impl SubscriberCli {
+    /// How many commands (or, for a recorder, requests) may be taken at once.
+    pub fn concurrency(&self) -> u16 {
+        let default = match self.recorder {
+            true => super::recorder::DEFAULT_CONCURRENCY,
+            false => 1,
+        };
+        self.concurrency.unwrap_or(default)
+    }
+
     /// The host queue, given either way.
     pub fn queue(&self) -> &str {
         // clap requires one of the two.
@@ -64,5 +79,9 @@ mod tests {
         assert_eq!((by_flag.queue(), positional.queue()), ("h1", "h1"));
         assert!(SubscriberCli::try_parse_from(["subscriber"]).is_err());
         assert!(SubscriberCli::try_parse_from(["subscriber", "-q", "h1", "h2"]).is_err());
+        let recorder = SubscriberCli::try_parse_from(["subscriber", "--recorder"]).unwrap();
+        assert_eq!((recorder.recorder, recorder.concurrency()), (true, 16));
+        assert_eq!(by_flag.concurrency(), 1);
+        assert!(SubscriberCli::try_parse_from(["subscriber", "--recorder", "-q", "h1"]).is_err());
     }
 }

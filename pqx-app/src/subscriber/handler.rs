@@ -21,12 +21,12 @@ fn recorded(history: &[(u32, Option<i32>)]) -> Vec<Recorded> {
         .map(|&(attempt, exit_code)| Recorded { attempt, exit_code })
         .collect()
 }
-use crate::{AttemptStart, Command, Outcome, Refused, Store};
+use crate::{AttemptStart, Command, Outcome, Records, Refused};
 
 /// Runs the deliveries of one host queue.
 #[derive(Debug)]
 pub struct Handler {
-    store: Store,
+    records: Records,
     settings: Settings,
     settler: Settler,
     replier: Replier,
@@ -72,20 +72,25 @@ impl Settlement {
 }
 
 impl Handler {
-    /// A handler for `settler.queue` that records in `store` and runs commands with this machine's
-    /// `settings`.
-    pub fn new(store: Store, settler: Settler, settings: Settings) -> Self {
+    /// A handler for `settler.queue` that keeps its `records` and runs commands with this
+    /// machine's `settings`.
+    pub fn new(records: Records, settler: Settler, settings: Settings) -> Self {
         let replier = Replier {
             queue: settler.queue.clone(),
             host: gethostname::gethostname().to_string_lossy().into_owned(),
         };
         Self {
-            store,
+            records,
             settings,
             settler,
             replier,
             trust: None,
         }
+    }
+
+    /// Where its records go.
+    pub fn records(&self) -> &Records {
+        &self.records
     }
 
     /// Runs only what `trust` lets through.
@@ -201,7 +206,7 @@ impl Handler {
         let start = self.start_of(incoming);
         let redelivered = incoming.envelope.redelivered;
         let what = "record the attempt";
-        let record = || self.store.record_start_unless_ran(&start, redelivered);
+        let record = || self.records.record_start_unless_ran(&start, redelivered);
         match Settlement::unless_done(hold(ids, what, cancel, record).await, what) {
             Ok(Some(history_id)) => self.run(incoming, ids, cancel, Some(history_id)).await,
             Ok(None) => {
@@ -231,7 +236,7 @@ impl Handler {
             return replay;
         };
         let what = "look up the attempts of the message";
-        let found = || self.store.attempts_here(id, ids.queue);
+        let found = || self.records.attempts_here(id, ids.queue);
         let Held::Done(history) = hold(ids, what, cancel, found).await else {
             return replay;
         };
@@ -253,12 +258,12 @@ impl Handler {
         let mut answers = Answers::default();
         if let Some((id, attempt)) = questions.ended {
             let what = "look up the attempt";
-            let ended = || self.store.ended_attempt(id, ids.queue, attempt);
+            let ended = || self.records.ended_attempt(id, ids.queue, attempt);
             answers.ended = Settlement::unless_done(hold(ids, what, cancel, ended).await, what)?;
         }
         if let (false, Some((id, attempt))) = (answers.settled(), questions.again) {
             let what = "look up the attempts of the message";
-            let recorded = || self.store.attempts_here(id, ids.queue);
+            let recorded = || self.records.attempts_here(id, ids.queue);
             let held = hold(ids, what, cancel, recorded).await;
             let history = Settlement::unless_done(held, what)?;
             answers.ran_here = history.iter().any(|&(a, _)| a >= attempt);
@@ -273,13 +278,13 @@ impl Handler {
         };
         if let (false, true, Some(id)) = (answers.settled(), old_seal, questions.history) {
             let what = "look up the attempts of the message";
-            let recorded = || self.store.attempts_here(id, ids.queue);
+            let recorded = || self.records.attempts_here(id, ids.queue);
             let held = hold(ids, what, cancel, recorded).await;
             answers.history = Settlement::unless_done(held, what)?;
         }
         if let (false, Some(key)) = (answers.settled(), questions.dedupe_key) {
             let what = "look up the dedupe key";
-            let earlier = || self.store.succeeded_before(ids.queue, key);
+            let earlier = || self.records.succeeded_before(ids.queue, key);
             let held = hold(ids, what, cancel, earlier).await;
             answers.succeeded_before = Settlement::unless_done(held, what)?;
         }
@@ -303,7 +308,7 @@ impl Handler {
         let outcome = Outcome::skipped(key, ids.queue, earlier);
         let start = self.start_of(incoming);
         let what = "record the skipped attempt";
-        let record = || self.store.record_not_run(&start, &outcome);
+        let record = || self.records.record_not_run(&start, &outcome);
         if let Err(settlement) =
             Settlement::unless_done(hold(ids, what, cancel, record).await, what)
         {
@@ -349,7 +354,7 @@ impl Handler {
             match history_id {
                 Some(id) => Held::Done(id),
                 None => {
-                    let record = || self.store.record_start(&start);
+                    let record = || self.records.record_start(&start);
                     hold(ids, "record the attempt", cancel, record).await
                 }
             }
@@ -382,7 +387,7 @@ impl Handler {
         info!(queue, message_id, attempt, exit_code, "{summary}");
         if report.end == RunEnd::Interrupted {
             // Stopping: one try at the record, then the message goes back to run again elsewhere.
-            if let Err(e) = self.store.record_end(history_id, &outcome).await {
+            if let Err(e) = self.records.record_end(history_id, &outcome).await {
                 warn!(queue, message_id, error = %e, "cannot record the interrupted attempt");
             }
             return Verdict::requeue();
@@ -402,7 +407,7 @@ impl Handler {
         ids: Ids<'_>,
         cancel: &CancellationToken,
     ) -> bool {
-        let record = || self.store.record_end(history_id, outcome);
+        let record = || self.records.record_end(history_id, outcome);
         match hold(ids, "record the result", cancel, record).await {
             Held::Done(()) => true,
             Held::Stopped => false,
@@ -430,7 +435,7 @@ impl Handler {
             stderr: note,
             ..outcome.clone()
         };
-        if let Err(e) = self.store.record_end(history_id, &plain).await {
+        if let Err(e) = self.records.record_end(history_id, &plain).await {
             let (queue, message_id) = (ids.queue, ids.message_id);
             error!(queue, message_id, error = %e, "cannot record the result at all; settling it anyway");
         }
@@ -486,7 +491,7 @@ impl Handler {
         warn!(queue, message_id, reason = %shown, "not run: dead-lettering it");
         let outcome = Outcome::refused(&refusal.to_string());
         let what = "record the refused command";
-        let record = || self.store.record_refused(&refused, &outcome);
+        let record = || self.records.record_refused(&refused, &outcome);
         match hold(ids, what, cancel, record).await {
             Held::Done(()) => {}
             Held::Stopped => return Verdict::requeue(),

@@ -16,6 +16,7 @@ mod hold;
 mod incoming;
 mod plan;
 mod ready;
+mod recorder;
 mod reply;
 mod route;
 mod session;
@@ -30,7 +31,10 @@ use pqx::exec::CancellationToken;
 use pqx_util::Backoff;
 use tracing::{info, warn};
 
-use crate::{Result, Store};
+use std::sync::Arc;
+
+use crate::records::relay::Relay;
+use crate::{Records, Result, Store};
 
 pub use cli::SubscriberCli;
 pub use handler::Handler;
@@ -60,6 +64,9 @@ pub enum Stopped {
 pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
     let conn = cli.config.conn()?;
     let init = cli.config.init()?;
+    if cli.recorder {
+        return recorder::run(&cli, &conn, &init).await;
+    }
     let mut settings = pqx::exec::Settings::from_env()?;
     settings.guard = match pqx::exec::Guard::start() {
         Ok(guard) => Some(guard),
@@ -70,18 +77,30 @@ pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
     };
     let mut signals = Signals::install()?;
     let startup = Startup::new(cli.wait_for_init);
-    let store = Store::connect_for_host(&conn.db_url).await?;
-    if !startup.tables(&store, &mut signals).await? {
-        return Ok(Stopped::Cleanly);
-    }
-    store.ensure_writable().await?;
+    let records = if conn.db_url == crate::records::VIA_BROKER {
+        let relay = Relay::new(init.records_exchange(), cli.queue().to_owned());
+        info!(
+            exchange = init.records_exchange(),
+            "records go through the broker to the recorders"
+        );
+        Records::Recorders(Arc::new(relay))
+    } else {
+        // Through the broker, the recorders are asked once the first session is open.
+        let store = Store::connect_for_host(&conn.db_url).await?;
+        let records = Records::Database(store);
+        if !startup.tables(&records, &mut signals).await? {
+            return Ok(Stopped::Cleanly);
+        }
+        records.ensure_writable().await?;
+        records
+    };
     let settler = Settler {
         queue: cli.queue().to_owned(),
         dead_letter_exchange: init.dead_letter_exchange(),
         dead_letter_queue: init.dead_letter_queue(),
     };
     let trust = trust_of(&conn.signing, &init, cli.queue())?;
-    let handler = Handler::new(store, settler, settings).with_trust(trust);
+    let handler = Handler::new(records, settler, settings).with_trust(trust);
     let broker = Broker {
         nodes: &conn.mq,
         api: &conn.api,
@@ -148,7 +167,7 @@ async fn stay_connected(
     let mut node = first_node(broker.nodes.nodes().len());
     loop {
         let opened = tokio::select! {
-            opened = open(broker, node, queue, cli.concurrency, frames) => opened,
+            opened = Session::open(&broker, node, queue, cli.concurrency(), frames, handler.records()) => opened,
             _ = signals.next() => return Ok(Stopped::Cleanly),
         };
         let session = match opened {
@@ -171,6 +190,11 @@ async fn stay_connected(
         };
         if first.connected() {
             info!(queue, tries = backoff.failures(), "reconnected to RabbitMQ");
+        } else if matches!(handler.records(), Records::Recorders(_))
+            && !first.tables(handler.records(), &mut signals).await?
+        {
+            session.close().await;
+            return Ok(Stopped::Cleanly);
         }
         ready.consuming()?;
         backoff.reset();
@@ -184,17 +208,6 @@ async fn stay_connected(
             Err(stopped) => return Ok(stopped),
         };
     }
-}
-
-/// A session on `queue`, on one of the broker's nodes tried from node `start`.
-async fn open(
-    broker: Broker<'_>,
-    start: usize,
-    queue: &str,
-    concurrency: u16,
-    frames: Frames,
-) -> pqx::Result<Session> {
-    Session::open(&broker, start, queue, concurrency, frames).await
 }
 
 /// A node picked at random among `count`.

@@ -17,6 +17,7 @@ use super::route::routes;
 use super::settle::Outbound;
 use super::signals::Signals;
 use super::{Broker, Stopped};
+use crate::Records;
 
 /// How long each step of closing a session may wait for the broker.
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
@@ -75,6 +76,7 @@ impl Session {
         queue: &str,
         concurrency: u16,
         frames: Frames,
+        records: &Records,
     ) -> pqx::Result<Self> {
         let name = format!("pqx subscriber {queue}");
         let (frame_max, concurrency) = match frames {
@@ -86,6 +88,10 @@ impl Session {
         let address = &broker.nodes.nodes()[node];
         info!(queue, node = %pqx_util::redact_url(&address.url), "connected to RabbitMQ");
         let connection = Arc::new(connection);
+        let user = pqx::mq::user_of(&address.url);
+        if let Records::Recorders(relay) = records {
+            relay.attach(&connection, user.clone()).await?;
+        }
         let publisher = Publisher::open(&connection).await?;
         let routes = routes(&connection, broker, queue).await?;
         info!(queue, route = ?routes.retry, replies = ?routes.replies, "retries and results go these ways");
@@ -105,7 +111,7 @@ impl Session {
             publisher,
             routes,
             connection: connection.clone(),
-            user: pqx::mq::user_of(&address.url),
+            user,
         };
         Ok(Self {
             node,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use super::signals::Signals;
-use crate::{Error, Result, Store};
+use crate::{Error, Records, Result};
 
 /// How often the tables are looked for while waiting.
 const TABLES_EVERY: Duration = Duration::from_millis(500);
@@ -27,12 +27,15 @@ impl Startup {
         }
     }
 
-    /// Waits for the tables, within the wait for init; false if told to stop meanwhile.
-    pub(super) async fn tables(&self, store: &Store, signals: &mut Signals) -> Result<bool> {
+    /// Waits for the tables (and, through the broker, for a recorder that answers), within the
+    /// wait for init; false if told to stop meanwhile.
+    pub(super) async fn tables(&self, records: &Records, signals: &mut Signals) -> Result<bool> {
         let mut told = false;
         loop {
-            match store.ensure_tables().await {
-                Err(e @ Error::NoTables { .. }) if Instant::now() < self.until => {
+            match records.ensure_tables().await {
+                Err(e @ (Error::NoTables { .. } | Error::Recorder { refused: false, .. }))
+                    if Instant::now() < self.until =>
+                {
                     if !std::mem::replace(&mut told, true) {
                         info!(error = %e, "waiting for `initiator -o init`");
                     }

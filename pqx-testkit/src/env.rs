@@ -281,7 +281,7 @@ impl Env {
             bail!("conn.yml names no 127.0.0.1 to reach the services by the fleet network instead");
         }
         let dir = match records {
-            crate::Records::Database => self.path("fleet"),
+            crate::Records::Database => self.path("fleet").join(queue),
             crate::Records::Recorders => {
                 // No database for the host: its records go through the broker.
                 let db = fleet_conn
@@ -289,12 +289,12 @@ impl Env {
                     .context("conn.yml has no db section")?;
                 fleet_conn.truncate(db + 1);
                 fleet_conn.push_str("db:\n  protocol: broker\n");
-                self.path("fleet-via-broker")
+                self.path("fleet-via-broker").join(queue)
             }
         };
         std::fs::create_dir_all(&dir)?;
         std::fs::write(dir.join("conn.yml"), fleet_conn)?;
-        std::fs::copy(self.path("init.yml"), dir.join("init.yml"))?;
+        std::fs::write(dir.join("init.yml"), self.init_of(queue)?)?;
         let name = unique(&format!("subscriber-{queue}-{}", host.name));
         let mut args = host.exec_args();
         args.push(self.binary("subscriber").into());
@@ -304,6 +304,22 @@ impl Env {
         command.args(["-q", queue]);
         let ready = self.path(&format!("{name}.ready"));
         Subscriber::start(command, self.path(&format!("{name}.log")), Some(ready))
+    }
+}
+
+impl Env {
+    /// init.yml as one host of a fleet has it (as `initiator -o decl_users` writes it): this one's,
+    /// with `queue` alone in header_queues.
+    fn init_of(&self, queue: &str) -> Result<String> {
+        let text = std::fs::read_to_string(self.path("init.yml")).context("reading init.yml")?;
+        let mut init: serde_yaml::Value = serde_yaml::from_str(&text)?;
+        let queues = init
+            .get_mut("header_queues")
+            .and_then(|q| q.as_sequence_mut())
+            .context("init.yml has no header_queues")?;
+        queues.retain(|q| q.get("queue").and_then(|n| n.as_str()) == Some(queue));
+        anyhow::ensure!(queues.len() == 1, "init.yml has no host queue {queue}");
+        Ok(serde_yaml::to_string(&init)?)
     }
 }
 

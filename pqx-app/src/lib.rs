@@ -32,4 +32,4 @@ pub use config::{
 };
 pub use error::{Error, InvalidTask, Result, TaskProblem};
 pub use outcome::{Outcome, Reply};
-pub use records::{Attempt, AttemptStart, Records, Refused, Store};
+pub use records::{Attempt, AttemptStart, Records, Refused, Status, Store, Wanted};

@@ -44,7 +44,8 @@ impl Outcome {
             true,
             0,
             format!(
-                "skipped: dedupe_key {dedupe_key:?} already succeeded on queue {queue} (attempt id {earlier})"
+                "{}dedupe_key {dedupe_key:?} already succeeded on queue {queue} (attempt id {earlier})",
+                crate::records::SKIPPED_PREFIX
             ),
         )
     }

@@ -90,7 +90,7 @@ fn encode(segment: &str) -> String {
 }
 
 /// An exchange as the management API lists it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct MqExchange {
     pub name: String,
     #[serde(rename = "type")]
@@ -101,7 +101,7 @@ pub struct MqExchange {
 }
 
 /// A queue as the management API lists it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct MqQueue {
     pub name: String,
     pub durable: bool,
@@ -120,7 +120,7 @@ pub struct MqQueue {
 }
 
 /// A binding as the management API lists it.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 pub struct MqBinding {
     pub source: String,
     pub destination: String,

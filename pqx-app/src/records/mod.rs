@@ -49,6 +49,52 @@ pub struct Attempt {
     pub result: Option<message_result::Model>,
 }
 
+/// How an attempt stands, as `inspector hist --status` picks them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Started, no result yet (or cut off: its subscriber was killed).
+    Running,
+    /// Ended with exit code 0.
+    Succeeded,
+    /// Ended with another exit code.
+    Failed,
+    /// Not run: its dedupe key already succeeded on the queue.
+    Skipped,
+}
+
+/// How a skipped attempt's result begins (`Outcome::skipped`).
+pub(crate) const SKIPPED_PREFIX: &str = "skipped: ";
+
+impl Attempt {
+    /// How it stands.
+    pub fn status(&self) -> Status {
+        match &self.result {
+            None => Status::Running,
+            Some(r) if r.exit_code != 0 => Status::Failed,
+            Some(r)
+                if r.result
+                    .as_deref()
+                    .is_some_and(|t| t.starts_with(SKIPPED_PREFIX)) =>
+            {
+                Status::Skipped
+            }
+            Some(_) => Status::Succeeded,
+        }
+    }
+}
+
+/// Which attempts to read: each field given narrows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    pub message_id: Option<String>,
+    pub queue: Option<String>,
+    pub host: Option<String>,
+    pub status: Option<Status>,
+    /// Started at or after.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// `text` as the records keep it: NUL as `\0`.
 pub(crate) fn storable(text: &str) -> Cow<'_, str> {
     if text.contains('\0') {

@@ -4,7 +4,9 @@
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
-use super::{storable, Attempt, Store};
+use sea_orm::sea_query::ExprTrait;
+
+use super::{storable, Attempt, Status, Store, Wanted, SKIPPED_PREFIX};
 use crate::entities::{message_history, message_result};
 use crate::error::DbContext;
 use crate::Result;
@@ -83,13 +85,44 @@ impl Store {
 
     /// The newest `limit` attempts, newest first, of one message when `message_id` is given.
     pub async fn attempts(&self, message_id: Option<&str>, limit: u64) -> Result<Vec<Attempt>> {
+        let wanted = Wanted {
+            message_id: message_id.map(str::to_owned),
+            ..Wanted::default()
+        };
+        self.find(&wanted, limit).await
+    }
+
+    /// The newest `limit` attempts that are `wanted`, newest first.
+    pub async fn find(&self, wanted: &Wanted, limit: u64) -> Result<Vec<Attempt>> {
+        use message_history::Column as H;
+        use message_result::Column as R;
         let mut query = message_history::Entity::find()
             .find_also_related(message_result::Entity)
-            .order_by_desc(message_history::Column::Id)
+            .order_by_desc(H::Id)
             .limit(limit);
-        if let Some(id) = message_id {
-            query = query.filter(message_history::Column::MessageId.eq(storable(id)));
+        let text = |t: &Option<String>| t.as_deref().map(|t| storable(t).into_owned());
+        if let Some(id) = text(&wanted.message_id) {
+            query = query.filter(H::MessageId.eq(id));
         }
+        if let Some(queue) = text(&wanted.queue) {
+            query = query.filter(H::Queue.eq(queue));
+        }
+        if let Some(host) = text(&wanted.host) {
+            query = query.filter(H::Host.eq(host));
+        }
+        if let Some(since) = wanted.since {
+            query = query.filter(H::Time.gte(since));
+        }
+        let skipped = || R::Result.like(format!("{SKIPPED_PREFIX}%"));
+        query = match wanted.status {
+            None => query,
+            Some(Status::Running) => query.filter(R::Id.is_null()),
+            Some(Status::Failed) => query.filter(R::ExitCode.ne(0)),
+            Some(Status::Skipped) => query.filter(R::ExitCode.eq(0)).filter(skipped()),
+            Some(Status::Succeeded) => query
+                .filter(R::ExitCode.eq(0))
+                .filter(R::Result.is_null().or(skipped().not())),
+        };
         let rows = query
             .all(&self.db)
             .await

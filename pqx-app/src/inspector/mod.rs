@@ -6,8 +6,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use pqx_util::{escape_control, escape_control_lines, MqApi};
 
+mod json;
+mod since;
+
 use crate::cli::Choice;
-use crate::{Attempt, ConfigArgs, PositionalConn, Result, Store};
+use crate::{Attempt, ConfigArgs, PositionalConn, Result, Status, Store, Wanted};
 
 /// Look at the tables, the broker's topology and the recorded attempts.
 #[derive(Debug, Parser)]
@@ -22,6 +25,22 @@ pub struct InspectorCli {
     /// With hist: only the attempts of this message id
     #[arg(long, global = true)]
     pub message_id: Option<String>,
+    /// With hist: only the attempts on this host queue
+    #[arg(long, global = true)]
+    pub queue: Option<String>,
+    /// With hist: only the attempts run on this machine (its host name)
+    #[arg(long, global = true)]
+    pub host: Option<String>,
+    /// With hist: only the attempts that stand so
+    #[arg(long, global = true, value_enum)]
+    pub status: Option<Status>,
+    /// With hist: only the attempts started since then: a duration back (1h, 30m, 2d) or a time
+    /// (2026-11-23T10:00, UTC unless it gives a zone)
+    #[arg(long, global = true, value_parser = since::parse_since)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Print one JSON document instead of tables (field names in the README)
+    #[arg(long, global = true)]
+    pub json: bool,
     /// With hist: how many attempts to show, newest first (at most 1,000,000)
     #[arg(long, global = true, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub limit: u64,
@@ -49,24 +68,42 @@ pub async fn run(cli: InspectorCli) -> Result<()> {
     let store = Store::connect(&conn.db_url).await?;
     match option {
         InspectorOption::Topology => {
-            if store.tables_exist().await? {
+            let tables = store.tables_exist().await?;
+            let api = MqApi::new(conn.api)?;
+            let found = Topology::read(&api).await?;
+            if cli.json {
+                let mut doc = serde_json::to_value(&found).unwrap_or_default();
+                doc["tables"] = serde_json::json!({"exist": tables, "database": store.url()});
+                println!("{doc}");
+            } else if tables {
                 println!(
                     "tables: message_history, message_result exist in {}",
                     store.url()
                 );
+                print!("{}", found.tables());
             } else {
                 println!(
                     "tables: missing in {} (run `initiator -o crt_tbl`)",
                     store.url()
                 );
+                print!("{}", found.tables());
             }
-            let api = MqApi::new(conn.api)?;
-            print!("{}", topology(&api).await?);
             Ok(())
         }
         InspectorOption::History => {
             store.ensure_tables().await?;
-            let attempts = store.attempts(cli.message_id.as_deref(), cli.limit).await?;
+            let wanted = Wanted {
+                message_id: cli.message_id.clone(),
+                queue: cli.queue.clone(),
+                host: cli.host.clone(),
+                status: cli.status,
+                since: cli.since,
+            };
+            let attempts = store.find(&wanted, cli.limit).await?;
+            if cli.json {
+                println!("{}", json::attempts(&attempts));
+                return Ok(());
+            }
             print!("{}", attempts_table(&attempts));
             if cli.output {
                 print!("{}", attempts_output(&attempts));
@@ -76,41 +113,68 @@ pub async fn run(cli: InspectorCli) -> Result<()> {
     }
 }
 
-/// The vhost's exchanges, queues and bindings as tables, the broker's own `amq.*` and default
-/// exchange left out.
-pub async fn topology(api: &MqApi) -> Result<String> {
-    let own = |name: &str| !name.is_empty() && !name.starts_with("amq.");
-    let mut out = format!("vhost: {}\n", escape_control(api.vhost()));
+/// The vhost's exchanges, queues and bindings, the broker's own `amq.*` and default exchange
+/// left out.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Topology {
+    pub vhost: String,
+    pub exchanges: Vec<pqx_util::MqExchange>,
+    pub queues: Vec<pqx_util::MqQueue>,
+    pub bindings: Vec<pqx_util::MqBinding>,
+}
 
-    let mut exchanges = table(["exchange", "type", "durable"]);
-    for x in api.exchanges().await?.into_iter().filter(|x| own(&x.name)) {
-        exchanges.add_row(shown([x.name, x.kind, x.durable.to_string()]));
+impl Topology {
+    pub async fn read(api: &MqApi) -> Result<Self> {
+        let own = |name: &str| !name.is_empty() && !name.starts_with("amq.");
+        let mut exchanges = api.exchanges().await?;
+        exchanges.retain(|x| own(&x.name));
+        let mut bindings = api.bindings().await?;
+        bindings.retain(|b| own(&b.source));
+        Ok(Self {
+            vhost: api.vhost().to_owned(),
+            exchanges,
+            queues: api.queues().await?,
+            bindings,
+        })
     }
-    out.push_str(&format!("{exchanges}\n"));
 
-    let mut queues = table(["queue", "messages", "consumers", "arguments"]);
-    for q in api.queues().await? {
-        let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
-        queues.add_row(shown([
-            q.name,
-            count(q.messages),
-            count(q.consumers),
-            serde_json::Value::Object(q.arguments).to_string(),
-        ]));
-    }
-    out.push_str(&format!("{queues}\n"));
+    /// As tables.
+    pub fn tables(&self) -> String {
+        let mut out = format!("vhost: {}\n", escape_control(&self.vhost));
+        let mut exchanges = table(["exchange", "type", "durable"]);
+        for x in &self.exchanges {
+            exchanges.add_row(shown([
+                x.name.clone(),
+                x.kind.clone(),
+                x.durable.to_string(),
+            ]));
+        }
+        out.push_str(&format!("{exchanges}\n"));
 
-    let mut bindings = table(["source", "destination", "routing key", "arguments"]);
-    for b in api.bindings().await?.into_iter().filter(|b| own(&b.source)) {
-        bindings.add_row(shown([
-            b.source,
-            format!("{} {}", b.destination_type, b.destination),
-            b.routing_key,
-            serde_json::Value::Object(b.arguments).to_string(),
-        ]));
+        let mut queues = table(["queue", "messages", "consumers", "arguments"]);
+        for q in &self.queues {
+            let count = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_default();
+            queues.add_row(shown([
+                q.name.clone(),
+                count(q.messages),
+                count(q.consumers),
+                serde_json::Value::Object(q.arguments.clone()).to_string(),
+            ]));
+        }
+        out.push_str(&format!("{queues}\n"));
+
+        let mut bindings = table(["source", "destination", "routing key", "arguments"]);
+        for b in &self.bindings {
+            bindings.add_row(shown([
+                b.source.clone(),
+                format!("{} {}", b.destination_type, b.destination),
+                b.routing_key.clone(),
+                serde_json::Value::Object(b.arguments.clone()).to_string(),
+            ]));
+        }
+        out.push_str(&format!("{bindings}\n"));
+        out
     }
-    out.push_str(&format!("{bindings}\n"));
-    Ok(out)
 }
 
 fn attempts_table(attempts: &[Attempt]) -> String {

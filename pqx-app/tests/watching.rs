@@ -1,0 +1,176 @@
+//! What an operator sees without a SQL shell: `inspector hist` filtered by queue, host, status,
+//! time and message id, and every inspector view as one JSON document, parsed back here.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use anyhow::{Context, Result};
+use common::{ready_env, As, DbKind, Env, Records};
+use serde_json::Value;
+
+/// `inspector args --json`, parsed.
+fn json(env: &Env, args: &[&str]) -> Result<Value> {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = env.ok("inspector", &all)?;
+    serde_json::from_str(&out).with_context(|| format!("not one JSON document: {out}"))
+}
+
+/// The message ids of `hist --json` with `filters`, newest first.
+fn ids(env: &Env, filters: &[&str]) -> Result<Vec<String>> {
+    let mut args = vec!["hist"];
+    args.extend_from_slice(filters);
+    let doc = json(env, &args)?;
+    let attempts = doc["attempts"].as_array().context("attempts")?;
+    Ok(attempts
+        .iter()
+        .map(|a| a["message_id"].as_str().unwrap_or_default().to_owned())
+        .collect())
+}
+
+fn task(env: &Env, name: &str, body: &str) -> Result<Vec<String>> {
+    let task = env.write(name, body)?;
+    env.publish(&task)
+}
+
+async fn history_is_filtered_and_read_as_json(db: DbKind) -> Result<()> {
+    let env = ready_env(db, As::Admin).await?;
+    let _h1 = env.subscriber("h1")?;
+    let _h2 = env.subscriber("h2")?;
+    let ok = task(
+        &env,
+        "ok.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"dedupe_key":"k"},"cmd":{"Bash":{"cmd":["printf 'ok\\033[31m\\n'"]}}}"#,
+    )?;
+    let failed = task(
+        &env,
+        "fail.json",
+        r#"{"mailing_to":[{"unique_key":"h2"}],"cmd":{"Bash":{"cmd":["exit 3"]}}}"#,
+    )?;
+    env.wait_attempts(&ok[0], 30, |a| common::count_ended(a) == 1)
+        .await?;
+    env.wait_attempts(&failed[0], 30, |a| common::count_ended(a) == 1)
+        .await?;
+    let skipped = task(
+        &env,
+        "again.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"config":{"dedupe_key":"k"},"cmd":{"Bash":{"cmd":["true"]}}}"#,
+    )?;
+    let running = task(
+        &env,
+        "sleep.json",
+        r#"{"mailing_to":[{"unique_key":"h2"}],"cmd":{"Bash":{"cmd":["sleep 30"]}}}"#,
+    )?;
+    env.wait_attempts(&skipped[0], 30, |a| common::count_ended(a) == 1)
+        .await?;
+    env.wait_attempts(&running[0], 30, |a| a.len() == 1).await?;
+
+    let all = json(&env, &["hist"])?;
+    let attempts = all["attempts"].as_array().context("attempts")?;
+    assert_eq!(attempts.len(), 4, "{all:#}");
+    let first = attempts
+        .iter()
+        .find(|a| a["message_id"] == ok[0].as_str())
+        .context("the first attempt")?;
+    for field in [
+        "id",
+        "message_id",
+        "queue",
+        "host",
+        "attempt",
+        "status",
+        "started",
+        "ended",
+        "exit_code",
+        "result",
+        "stdout",
+        "stderr",
+        "mailing_to",
+        "cmd",
+        "dedupe_key",
+    ] {
+        assert!(first.get(field).is_some(), "no {field}: {first:#}");
+    }
+    assert_eq!(first["status"], "succeeded");
+    assert_eq!(first["queue"], "h1");
+    assert_eq!(first["exit_code"], 0);
+    // What the command printed, escape and all, as JSON text: never a raw escape sequence.
+    assert_eq!(first["stdout"], "ok\u{1b}[31m\n");
+    let raw = env.ok("inspector", &["hist", "--json"])?;
+    assert!(!raw.contains('\u{1b}'), "{raw}");
+    let host = first["host"].as_str().context("host")?.to_owned();
+
+    assert_eq!(ids(&env, &["--status", "failed"])?, failed);
+    assert_eq!(ids(&env, &["--status", "running"])?, running);
+    assert_eq!(ids(&env, &["--status", "skipped"])?, skipped);
+    assert_eq!(ids(&env, &["--status", "succeeded"])?, ok);
+    assert_eq!(
+        ids(&env, &["--queue", "h2"])?,
+        [running[0].clone(), failed[0].clone()]
+    );
+    assert_eq!(
+        ids(&env, &["--queue", "h1", "--status", "skipped"])?,
+        skipped
+    );
+    assert_eq!(ids(&env, &["--host", &host])?.len(), 4);
+    assert!(ids(&env, &["--host", "elsewhere"])?.is_empty());
+    assert_eq!(ids(&env, &["--since", "1h"])?.len(), 4);
+    assert!(ids(&env, &["--since", "2099-01-01T00:00"])?.is_empty());
+    assert_eq!(ids(&env, &["--message-id", &failed[0]])?, failed);
+    // The table view takes the same filters.
+    let table = env.ok("inspector", &["-o", "hist", "--status", "failed"])?;
+    assert!(
+        table.contains(&failed[0]) && !table.contains(&ok[0]),
+        "{table}"
+    );
+
+    // The management API counts consumers with a delay: asked until it does.
+    let deadline = common::Deadline::after_secs(30);
+    let topology = loop {
+        let topology = json(&env, &["insp"])?;
+        let queues = topology["queues"].as_array().context("queues")?;
+        let h1 = queues
+            .iter()
+            .find(|q| q["name"] == "h1")
+            .context("queue h1")?;
+        if h1["consumers"] == 1 {
+            break topology;
+        }
+        deadline
+            .tick(|| format!("h1 without its consumer: {h1:#}"))
+            .await?;
+    };
+    assert_eq!(topology["tables"]["exist"], true, "{topology:#}");
+    assert!(topology["exchanges"]
+        .as_array()
+        .context("exchanges")?
+        .iter()
+        .any(|x| x["name"] == "pqx.test" && x["type"] == "headers"));
+    assert!(topology["bindings"].as_array().context("bindings")?.len() >= 3);
+    Ok(())
+}
+
+#[tokio::test]
+async fn history_is_filtered_and_read_as_json_sqlite() -> Result<()> {
+    history_is_filtered_and_read_as_json(DbKind::Sqlite).await
+}
+
+#[tokio::test]
+async fn history_is_filtered_and_read_as_json_postgres() -> Result<()> {
+    history_is_filtered_and_read_as_json(DbKind::Postgres).await
+}
+
+#[tokio::test]
+async fn a_since_that_does_not_parse_is_named() -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, As::Admin).await?;
+    let out = env.run("inspector", &["hist", "--since", "yesterday"])?;
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("invalid value 'yesterday' for '--since <SINCE>'")
+            && stderr.contains("neither a duration (1h, 30m, 2d) nor a time"),
+        "{stderr}"
+    );
+    Ok(())
+}

@@ -97,7 +97,10 @@ async fn commands_run_and_are_recorded_over_tls_end_to_end() -> Result<()> {
     // The management API's connection list lags the broker by a few seconds.
     let subscriber = loop {
         let connections = api.connections().await?;
-        let named = |c: &&pqx_util::MqConnection| c.name() == Some("pqx subscriber h1");
+        let named = |c: &&pqx_util::MqConnection| {
+            c.name()
+                .is_some_and(|n| n.starts_with("pqx subscriber h1 on "))
+        };
         if let Some(c) = connections.iter().find(named) {
             break c.clone();
         }

@@ -174,3 +174,89 @@ async fn a_since_that_does_not_parse_is_named() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn hosts_show_who_consumes_what_runs_and_what_failed() -> Result<()> {
+    let env = ready_env(DbKind::Postgres, As::Admin).await?;
+    let _h1 = env.subscriber("h1")?;
+    let _h2 = env.subscriber("h2")?;
+    let ok = task(
+        &env,
+        "ok.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
+    )?;
+    let failed = task(
+        &env,
+        "fail.json",
+        r#"{"mailing_to":[{"unique_key":"h2"}],"cmd":{"Bash":{"cmd":["exit 3"]}}}"#,
+    )?;
+    env.wait_attempts(&failed[0], 30, |a| common::count_ended(a) == 1)
+        .await?;
+    let running = task(
+        &env,
+        "sleep.json",
+        r#"{"mailing_to":[{"unique_key":"h2"}],"cmd":{"Bash":{"cmd":["sleep 30"]}}}"#,
+    )?;
+    env.wait_attempts(&ok[0], 30, |a| common::count_ended(a) == 1)
+        .await?;
+    env.wait_attempts(&running[0], 30, |a| a.len() == 1).await?;
+
+    let host_of = |doc: &Value, queue: &str| -> Result<Value> {
+        let hosts = doc["hosts"].as_array().context("hosts")?;
+        Ok(hosts
+            .iter()
+            .find(|h| h["queue"] == queue)
+            .with_context(|| format!("no row for {queue}: {doc:#}"))?
+            .clone())
+    };
+    let deadline = common::Deadline::after_secs(30);
+    let doc = loop {
+        let doc = json(&env, &["hosts"])?;
+        let consumed = |q: &str| -> Result<bool> {
+            Ok(host_of(&doc, q)?["consumers"].as_array().map(Vec::len) == Some(1))
+        };
+        if consumed("h1")? && consumed("h2")? {
+            break doc;
+        }
+        deadline
+            .tick(|| format!("subscribers not listed yet: {doc:#}"))
+            .await?;
+    };
+    let machine = gethostname::gethostname().to_string_lossy().into_owned();
+    let (h1, h2, h3) = (
+        host_of(&doc, "h1")?,
+        host_of(&doc, "h2")?,
+        host_of(&doc, "h3")?,
+    );
+    assert_eq!(h1["consumers"][0]["host"], machine.as_str(), "{h1:#}");
+    assert!(h1["consumers"][0]["since"].is_string(), "{h1:#}");
+    assert_eq!(h1["last"]["status"], "succeeded", "{h1:#}");
+    assert_eq!(h1["last"]["message_id"], ok[0].as_str(), "{h1:#}");
+    assert_eq!(h1["running"], serde_json::json!([]), "{h1:#}");
+    assert_eq!(h1["failures_last_hour"], 0, "{h1:#}");
+    assert_eq!(
+        h2["running"][0]["message_id"],
+        running[0].as_str(),
+        "{h2:#}"
+    );
+    assert_eq!(h2["last"]["status"], "failed", "{h2:#}");
+    assert_eq!(h2["last"]["exit_code"], 3, "{h2:#}");
+    assert_eq!(h2["failures_last_hour"], 1, "{h2:#}");
+    assert_eq!(h3["consumers"], serde_json::json!([]), "{h3:#}");
+    assert!(h3["last"].is_null(), "{h3:#}");
+
+    let table = env.ok("inspector", &["-o", "hosts"])?;
+    assert!(
+        table.contains("NONE: nobody consumes this queue"),
+        "{table}"
+    );
+    assert!(
+        table.contains("1 of 3 host queues have no subscriber: what is sent there waits"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&running[0]) && table.contains(&machine),
+        "{table}"
+    );
+    Ok(())
+}

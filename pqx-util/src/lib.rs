@@ -23,8 +23,8 @@ pub use error::{Error, Result};
 pub use expand::expand_env;
 pub use log::{init_logging, LogGuard};
 pub use mq_api::{
-    ApiAuth, ApiEndpoint, MqApi, MqBinding, MqConnection, MqExchange, MqPermissions, MqQueue,
-    MqUser,
+    ApiAuth, ApiEndpoint, MqApi, MqBinding, MqConnection, MqConsumer, MqExchange, MqPermissions,
+    MqQueue, MqUser,
 };
 pub use random::random_bytes;
 pub use redact::redact_url;

@@ -133,6 +133,12 @@ pub struct MqBinding {
 /// A client connection as the management API lists it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct MqConnection {
+    /// The broker's name for it (`peer:port -> host:port`), which consumers' channels refer to.
+    #[serde(default)]
+    pub name: String,
+    /// When it was opened, in milliseconds since the epoch.
+    #[serde(default)]
+    pub connected_at: Option<i64>,
     pub vhost: String,
     pub user: String,
     /// Whether it is TLS.
@@ -141,9 +147,33 @@ pub struct MqConnection {
     /// The subject of the client certificate it showed, if any.
     #[serde(default)]
     pub peer_cert_subject: Option<String>,
-    /// What the client says of itself; pqx names its connections (`pqx subscriber h1`).
+    /// What the client says of itself; pqx names its connections (`pqx subscriber h1 on web-1`).
     #[serde(default)]
     pub client_properties: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A consumer as the management API lists it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqConsumer {
+    pub queue: MqConsumerQueue,
+    pub channel_details: MqChannelDetails,
+    #[serde(default)]
+    pub consumer_tag: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqConsumerQueue {
+    pub name: String,
+}
+
+/// The channel a consumer is on.
+#[derive(Debug, Clone, Deserialize)]
+pub struct MqChannelDetails {
+    /// The broker's name of its connection ([`MqConnection::name`]).
+    #[serde(default)]
+    pub connection_name: String,
+    #[serde(default)]
+    pub peer_host: String,
 }
 
 impl MqConnection {
@@ -396,6 +426,12 @@ impl MqApi {
     /// The vhost's queues.
     pub async fn queues(&self) -> Result<Vec<MqQueue>> {
         self.get("queues").await
+    }
+
+    /// The consumers of this vhost's queues.
+    pub async fn consumers(&self) -> Result<Vec<MqConsumer>> {
+        let url = format!("{}/consumers/{}", self.base, self.vhost_path());
+        self.get_url(url).await
     }
 
     /// The client connections to this vhost.

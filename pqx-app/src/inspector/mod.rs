@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use pqx_util::{escape_control, escape_control_lines, MqApi};
 
+mod hosts;
 mod json;
 mod since;
 
@@ -58,6 +59,10 @@ pub enum InspectorOption {
     /// Recorded attempts and their results
     #[clap(name = "hist")]
     History,
+    /// One row per host queue: its subscribers, what waits and runs there, the last result, the
+    /// failures of the last hour
+    #[clap(name = "hosts")]
+    Hosts,
 }
 
 /// Runs inspector.
@@ -87,6 +92,18 @@ pub async fn run(cli: InspectorCli) -> Result<()> {
                     store.url()
                 );
                 print!("{}", found.tables());
+            }
+            Ok(())
+        }
+        InspectorOption::Hosts => {
+            store.ensure_tables().await?;
+            let init = config.init()?;
+            let api = MqApi::new(conn.api)?;
+            let found = hosts::read(&api, &store, &init).await?;
+            if cli.json {
+                println!("{}", serde_json::json!({ "hosts": found }));
+            } else {
+                print!("{}", hosts_table(&found));
             }
             Ok(())
         }
@@ -177,6 +194,75 @@ impl Topology {
     }
 }
 
+/// The hosts as a table; a queue nobody consumes is marked where the eye lands first.
+fn hosts_table(found: &[hosts::Host]) -> String {
+    let mut t = table([
+        "queue",
+        "subscribers",
+        "waiting",
+        "running now",
+        "last result",
+        "failed (1h)",
+    ]);
+    let mut unconsumed = 0;
+    for host in found {
+        let subscribers = match host.consumers.as_slice() {
+            [] => {
+                unconsumed += 1;
+                "NONE: nobody consumes this queue".to_owned()
+            }
+            consumers => consumers
+                .iter()
+                .map(|c| match &c.since {
+                    Some(since) => format!("{} (since {since})", c.host),
+                    None => c.host.clone(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        };
+        let running = host
+            .running
+            .iter()
+            .map(|r| {
+                let id = r.message_id.as_deref().unwrap_or("?");
+                let on = r.host.as_deref().unwrap_or("?");
+                format!(
+                    "{id} (attempt {}, on {on}, since {})",
+                    r.attempt.unwrap_or(1),
+                    r.started
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let last = host
+            .last
+            .as_ref()
+            .map(|l| {
+                let result = l.result.as_deref().unwrap_or_default();
+                format!("{} at {}", result, l.ended.as_deref().unwrap_or("?"))
+            })
+            .unwrap_or_default();
+        t.add_row(shown([
+            host.queue.clone(),
+            subscribers,
+            host.messages_waiting
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
+            running,
+            last,
+            host.failures_last_hour.to_string(),
+        ]));
+    }
+    let mut out = format!("{t}\n");
+    if unconsumed > 0 {
+        out.push_str(&format!(
+            "{unconsumed} of {} host queues have no subscriber: what is sent there waits\n",
+            found.len()
+        ));
+    }
+    out
+}
+
 fn attempts_table(attempts: &[Attempt]) -> String {
     let mut t = table([
         "id",
@@ -261,6 +347,6 @@ mod tests {
     #[test]
     fn the_original_options_and_the_subcommands_are_the_same() {
         let given = |cli: InspectorCli| cli.choice.given();
-        crate::cli::assert_same_options(&["insp", "hist"], given);
+        crate::cli::assert_same_options(&["insp", "hist", "hosts"], given);
     }
 }

@@ -5,6 +5,7 @@
 //! looked up the same way.
 
 mod either;
+mod overview;
 mod read;
 pub mod relay;
 mod write;

@@ -78,7 +78,9 @@ impl Session {
         frames: Frames,
         records: &Records,
     ) -> pqx::Result<Self> {
-        let name = format!("pqx subscriber {queue}");
+        // Named with its machine, which `inspector hosts` shows beside the queue it consumes.
+        let host = gethostname::gethostname();
+        let name = format!("pqx subscriber {queue} on {}", host.to_string_lossy());
         let (frame_max, concurrency) = match frames {
             Frames::Small => (None, concurrency),
             Frames::Large => (Some(pqx::mq::LARGE_FRAME_MAX), 1),

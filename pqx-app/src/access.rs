@@ -15,9 +15,9 @@
 //!
 //! The operator's user may publish commands (through the headers exchange, or straight to the
 //! queues through the default exchange, as the publisher does), declare the private queue its
-//! results come back to and bind it to the reply exchange, and read the topology through the
-//! management API (tag `management`). It runs no initiator or rectifier: those stay with the
-//! administrator.
+//! results come back to and bind it to the reply exchange, read the dead-letter queue (`inspector
+//! dlq` hands back what it reads), and read the topology through the management API (tag
+//! `management`). It runs no initiator or rectifier: those stay with the administrator.
 
 use pqx::mq::host_retry_exchange_name;
 
@@ -65,7 +65,12 @@ pub fn operator(init: &InitConfig) -> Permissions {
             escape(&init.header_exchange),
             reply_queues.clone(),
         ]),
-        read: any_of(&[reply_queues, escape(&init.reply_exchange())]),
+        // The dead letters, to see them (`inspector dlq`).
+        read: any_of(&[
+            reply_queues,
+            escape(&init.reply_exchange()),
+            escape(&init.dead_letter_queue()),
+        ]),
     }
 }
 
@@ -120,7 +125,7 @@ mod tests {
         let op = operator(&init());
         assert_eq!(op.configure, r"^amq\.gen-.*$");
         assert_eq!(op.write, r"^(amq\.default|pqx|amq\.gen-.*)$");
-        assert_eq!(op.read, r"^(amq\.gen-.*|pqx\.reply)$");
+        assert_eq!(op.read, r"^(amq\.gen-.*|pqx\.reply|pqx\.dlq)$");
     }
 
     #[test]

@@ -260,3 +260,88 @@ async fn hosts_show_who_consumes_what_runs_and_what_failed() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn dead_letters_are_listed_as_the_operator_without_taking_them() -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, As::HostUsers).await?;
+    let h1 = env.subscriber("h1")?;
+    // Fails with no retry left: pqx dead-letters it, saying why.
+    let failed = task(
+        &env,
+        "fail.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["exit 4"]}}}"#,
+    )?;
+    env.wait_attempts(&failed[0], 30, |a| common::count_ended(a) == 1)
+        .await?;
+    // Nobody consumes h3: it expires there, and the broker dead-letters it.
+    let expired = task(
+        &env,
+        "late.json",
+        r#"{"mailing_to":[{"unique_key":"h3","zone":"eu"}],"config":{"waiting_timeout":1},"cmd":{"Sshpass":{"ip":"127.0.0.1","user":"u","pass":"hunter2","cmd":["true"]}}}"#,
+    )?;
+    let deadline = common::Deadline::after_secs(30);
+    while env.vhost.queue_len(common::DLQ).await? < 2 {
+        deadline
+            .tick(|| "waiting for 2 dead letters".into())
+            .await?;
+    }
+    drop(h1);
+
+    let first = json(&env, &["-o", "dlq"])?;
+    assert_eq!(first["total"], 2, "{first:#}");
+    assert_eq!(first["queue"], common::DLQ);
+    let letters = first["dead_letters"].as_array().context("dead_letters")?;
+    assert_eq!(letters.len(), 2, "{first:#}");
+    let (a, b) = (&letters[0], &letters[1]);
+    assert_eq!(
+        a["message_id"],
+        failed[0].as_str(),
+        "oldest first: {first:#}"
+    );
+    assert_eq!(a["queue"], "h1", "{a:#}");
+    let why = a["reason"].as_str().unwrap_or_default();
+    assert!(why.contains("exit code 4"), "{why}");
+    assert!(
+        a["command"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Bash "),
+        "{a:#}"
+    );
+    assert!(
+        a["age_secs"]
+            .as_i64()
+            .is_some_and(|s| (0..120).contains(&s)),
+        "{a:#}"
+    );
+    assert_eq!(b["message_id"], expired[0].as_str(), "{b:#}");
+    assert_eq!(b["queue"], "h3", "{b:#}");
+    assert_eq!(b["reason"], "expired", "{b:#}");
+    let command = b["command"].as_str().unwrap_or_default();
+    assert!(
+        command.starts_with("Sshpass ") && !command.contains("hunter2"),
+        "{command}"
+    );
+
+    // Read again: the same, in the same order, and nothing taken.
+    let again = json(&env, &["-o", "dlq"])?;
+    let ids = |doc: &Value| -> Vec<Value> {
+        doc["dead_letters"]
+            .as_array()
+            .map(|l| l.iter().map(|d| d["message_id"].clone()).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(ids(&again), ids(&first));
+    assert_eq!(env.vhost.queue_len(common::DLQ).await?, 2);
+    let table = env.ok("inspector", &["-o", "dlq", "--limit", "1"])?;
+    assert!(
+        table.contains("dead-letter queue pqx.test.dlq: 2 messages (showing 1, oldest first)"),
+        "{table}"
+    );
+    assert!(
+        table.contains(&failed[0]) && !table.contains(&expired[0]),
+        "{table}"
+    );
+    assert_eq!(env.vhost.queue_len(common::DLQ).await?, 2);
+    Ok(())
+}

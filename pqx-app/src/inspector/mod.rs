@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use pqx_util::{escape_control, escape_control_lines, MqApi};
 
+mod dlq;
 mod hosts;
 mod json;
 mod since;
@@ -42,7 +43,8 @@ pub struct InspectorCli {
     /// Print one JSON document instead of tables (field names in the README)
     #[arg(long, global = true)]
     pub json: bool,
-    /// With hist: how many attempts to show, newest first (at most 1,000,000)
+    /// With hist: how many attempts to show, newest first; with dlq: how many dead letters, oldest
+    /// first (at most 1,000,000)
     #[arg(long, global = true, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub limit: u64,
     /// With hist: also print what each attempt wrote to stdout and stderr (its last 64 KiB)
@@ -63,6 +65,9 @@ pub enum InspectorOption {
     /// failures of the last hour
     #[clap(name = "hosts")]
     Hosts,
+    /// What waits in the dead-letter queue (read without taking or reordering anything)
+    #[clap(name = "dlq")]
+    DeadLetters,
 }
 
 /// Runs inspector.
@@ -104,6 +109,24 @@ pub async fn run(cli: InspectorCli) -> Result<()> {
                 println!("{}", serde_json::json!({ "hosts": found }));
             } else {
                 print!("{}", hosts_table(&found));
+            }
+            Ok(())
+        }
+        InspectorOption::DeadLetters => {
+            let init = config.init()?;
+            let (found, total) = dlq::read(&conn, &init, cli.limit).await?;
+            if cli.json {
+                let doc = serde_json::json!({
+                    "queue": init.dead_letter_queue(),
+                    "total": total,
+                    "dead_letters": found,
+                });
+                println!("{doc}");
+            } else {
+                print!(
+                    "{}",
+                    dead_letters_table(&init.dead_letter_queue(), &found, total)
+                );
             }
             Ok(())
         }
@@ -192,6 +215,30 @@ impl Topology {
         out.push_str(&format!("{bindings}\n"));
         out
     }
+}
+
+/// The dead letters as a table, oldest first.
+fn dead_letters_table(queue: &str, found: &[dlq::DeadLetter], total: u32) -> String {
+    let mut t = table(["message id", "host queue", "reason", "age", "command"]);
+    for d in found {
+        let age = d
+            .age_secs
+            .and_then(|s| u64::try_from(s).ok())
+            .map(|s| humantime::format_duration(std::time::Duration::from_secs(s)).to_string())
+            .unwrap_or_default();
+        let show = |v: &Option<String>| v.clone().unwrap_or_default();
+        t.add_row(shown([
+            show(&d.message_id),
+            show(&d.queue),
+            show(&d.reason),
+            age,
+            d.command.clone(),
+        ]));
+    }
+    let shown_count = found.len();
+    format!(
+        "dead-letter queue {queue}: {total} messages (showing {shown_count}, oldest first)\n{t}\n"
+    )
 }
 
 /// The hosts as a table; a queue nobody consumes is marked where the eye lands first.
@@ -347,6 +394,6 @@ mod tests {
     #[test]
     fn the_original_options_and_the_subcommands_are_the_same() {
         let given = |cli: InspectorCli| cli.choice.given();
-        crate::cli::assert_same_options(&["insp", "hist", "hosts"], given);
+        crate::cli::assert_same_options(&["insp", "hist", "hosts", "dlq"], given);
     }
 }

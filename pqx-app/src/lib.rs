@@ -14,6 +14,7 @@ mod outcome;
 mod records;
 
 pub mod cli;
+mod dead_letters;
 pub mod entities;
 pub mod initiator;
 pub mod inspector;

@@ -1,13 +1,10 @@
-//! `inspector dlq`: what waits in the dead-letter queue, read without taking anything: each
-//! message is fetched unacknowledged and, once all are read, all are handed back at once, which
-//! puts them back where they were (RabbitMQ returns requeued messages to their place in a classic
-//! queue, and ahead of the rest, in order, in a quorum queue). They are marked redelivered.
+//! `inspector dlq`: what waits in the dead-letter queue, read without taking anything or
+//! reordering it (`crate::dead_letters`); the messages are marked redelivered.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use lapin::options::{BasicGetOptions, BasicNackOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
 
+use crate::dead_letters::{origin, reason, Taken};
 use crate::{Command, Conn, InitConfig, Result};
 
 /// How much of a command is shown in its one-line summary.
@@ -30,64 +27,25 @@ pub struct DeadLetter {
 
 /// The dead letters, oldest first, at most `limit` of them; and how many the queue holds.
 pub async fn read(conn: &Conn, init: &InitConfig, limit: u64) -> Result<(Vec<DeadLetter>, u32)> {
-    let queue = init.dead_letter_queue();
     let (connection, _) = pqx::mq::connect_any(&conn.mq, "pqx inspector", 0, None).await?;
-    let amqp = |context: String| move |source| pqx::Error::Amqp { context, source };
-    let channel = pqx::mq::open_channel(&connection).await?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let declared = channel
-        .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-        .await
-        .map_err(amqp(format!("looking at the dead-letter queue {queue}")))?;
-    let total = declared.message_count();
-    let mut found = Vec::new();
-    let mut last_tag = None;
+    let taken = Taken::read(&connection, &init.dead_letter_queue(), limit).await?;
     let now = Utc::now();
-    while (found.len() as u64) < limit.min(u64::from(total)) {
-        let got = channel
-            .basic_get(queue.as_str().into(), BasicGetOptions { no_ack: false })
-            .await
-            .map_err(amqp(format!("reading the dead-letter queue {queue}")))?;
-        let Some(message) = got else { break };
-        last_tag = Some(message.delivery.delivery_tag);
-        found.push(dead_letter(&message.delivery, now));
-    }
-    if let Some(tag) = last_tag {
-        let back = BasicNackOptions {
-            multiple: true,
-            requeue: true,
-        };
-        channel
-            .basic_nack(tag, back)
-            .await
-            .map_err(amqp(format!("handing the dead letters back to {queue}")))?;
-    }
-    let _ = channel.close(200, "read".into()).await;
+    let found = taken.deliveries.iter().map(|d| dead_letter(d, now)).collect();
+    let total = taken.total;
+    taken.give_back().await?;
     let _ = connection.close(200, "bye".into()).await;
     Ok((found, total))
 }
 
 fn dead_letter(delivery: &lapin::message::Delivery, now: DateTime<Utc>) -> DeadLetter {
     let properties = &delivery.properties;
-    let headers = properties.headers().clone().unwrap_or_default();
-    let text = |key: &str| match headers.inner().get(key) {
-        Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
-        _ => None,
-    };
     let published = properties
         .timestamp()
         .and_then(|t| DateTime::<Utc>::from_timestamp(i64::try_from(t).ok()?, 0));
     DeadLetter {
-        message_id: properties
-            .message_id()
-            .as_ref()
-            .map(|m| m.as_str().to_owned()),
-        queue: text(pqx::mq::QUEUE_HEADER).or_else(|| text("x-first-death-queue")),
-        reason: text(pqx::mq::ERROR_HEADER).or_else(|| text("x-first-death-reason")),
+        message_id: properties.message_id().as_ref().map(|m| m.as_str().to_owned()),
+        queue: origin(delivery),
+        reason: reason(delivery),
         published: published.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
         age_secs: published.map(|t| (now - t).num_seconds()),
         command: summary(&delivery.data),

@@ -63,7 +63,7 @@ pub async fn dead_letter(
 }
 
 /// `headers` without what the broker adds each time it dead-letters a message.
-pub(crate) fn without_death_history(headers: &FieldTable) -> FieldTable {
+pub fn without_death_history(headers: &FieldTable) -> FieldTable {
     let kept = headers
         .inner()
         .iter()

@@ -19,7 +19,7 @@ pub use connect::{
     connect, connect_any, connect_to, connect_with_frame_max, is_frame_too_large, open_channel,
     user_of, BrokerAddress, Brokers, FRAME_MAX, LARGE_FRAME_MAX,
 };
-pub use dead_letter::{dead_letter, ERROR_HEADER, QUEUE_HEADER};
+pub use dead_letter::{dead_letter, without_death_history, ERROR_HEADER, QUEUE_HEADER};
 pub use headers::{
     attempt_of, field_table, header_i64, header_string, is_published_again, legacy_retries,
     published_again, AGAIN_HEADER, ATTEMPT_HEADER, RETRIES_HEADER,

@@ -74,7 +74,10 @@ impl Taken {
             self.channel
                 .basic_nack(last.delivery_tag, back)
                 .await
-                .map_err(amqp(format!("handing the dead letters back to {}", self.queue)))?;
+                .map_err(amqp(format!(
+                    "handing the dead letters back to {}",
+                    self.queue
+                )))?;
         }
         let _ = self.channel.close(200, "done".into()).await;
         Ok(())

@@ -47,6 +47,15 @@ pub enum Error {
     /// conn.yml sends the records through the broker, and this needs the database itself.
     #[error("conn.yml's db.protocol is broker: this host's records go through the broker to the recorders (`subscriber --recorder`), and this needs the database itself: run it with a conn.yml that names the database")]
     RecordsViaBroker,
+    /// `publisher redrive --message-id` found no such dead letter.
+    #[error("no dead letter has message id {message_id:?} in {queue}")]
+    NoDeadLetter { message_id: String, queue: String },
+    /// `publisher redrive` left dead letters where they were.
+    #[error("{left} dead letters were left in the dead-letter queue (see above)")]
+    DeadLettersLeft { left: usize },
+    /// `publisher redrive` without saying which dead letters.
+    #[error("say which dead letters to send back: --message-id ID, --queue QUEUE or --all")]
+    RedriveWhich,
     /// The tables are not there.
     #[error("the tables message_history and message_result do not exist in {url}: run `initiator -o crt_tbl` (or `-o init`)")]
     NoTables { url: String },

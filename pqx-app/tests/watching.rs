@@ -345,3 +345,117 @@ async fn dead_letters_are_listed_as_the_operator_without_taking_them() -> Result
     assert_eq!(env.vhost.queue_len(common::DLQ).await?, 2);
     Ok(())
 }
+
+/// `publisher args` as the operator: its exit code and stdout.
+fn publisher(env: &Env, args: &[&str]) -> Result<(Option<i32>, String, String)> {
+    let out = env.run("publisher", args)?;
+    Ok((
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test]
+async fn dead_letters_go_back_to_their_host_queue_or_stay_and_are_named() -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, As::HostUsers).await?;
+    let h1 = env.subscriber("h1")?;
+    let mark = env.path("ran-once");
+    // Fails the first time only: once sent back, it succeeds.
+    let flaky = task(
+        &env,
+        "flaky.json",
+        &format!(
+            r#"{{"mailing_to":[{{"unique_key":"h1"}}],"cmd":{{"Bash":{{"cmd":["test -e {0} || {{ touch {0}; exit 4; }}"]}}}}}}"#,
+            mark.display()
+        ),
+    )?;
+    env.wait_attempts(&flaky[0], 30, |a| common::count_ended(a) == 1)
+        .await?;
+    // Nobody consumes h2 and h3: both expire and are dead-lettered.
+    let to_h2 = task(
+        &env,
+        "h2.json",
+        r#"{"mailing_to":[{"unique_key":"h2"}],"config":{"waiting_timeout":1},"cmd":{"Bash":{"cmd":["true"]}}}"#,
+    )?;
+    let to_h3 = task(
+        &env,
+        "h3.json",
+        r#"{"mailing_to":[{"unique_key":"h3","zone":"eu"}],"config":{"waiting_timeout":1},"cmd":{"Bash":{"cmd":["true"]}}}"#,
+    )?;
+    let deadline = common::Deadline::after_secs(30);
+    while env.vhost.queue_len(common::DLQ).await? < 3 {
+        deadline
+            .tick(|| "waiting for 3 dead letters".into())
+            .await?;
+    }
+    // h3 is gone by the time its dead letter is sent back.
+    let admin = env.vhost.connect().await?;
+    let channel = admin.create_channel().await?;
+    channel
+        .queue_delete("h3".into(), lapin::options::QueueDeleteOptions::default())
+        .await?;
+
+    let (code, _, stderr) = publisher(&env, &["-o", "redrive"])?;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "say which dead letters to send back: --message-id ID, --queue QUEUE or --all"
+        ),
+        "{stderr}"
+    );
+    let (code, _, stderr) = publisher(&env, &["-o", "redrive", "--message-id", "nope"])?;
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no dead letter has message id \"nope\" in pqx.test.dlq"),
+        "{stderr}"
+    );
+    assert_eq!(env.vhost.queue_len(common::DLQ).await?, 3);
+
+    let (code, stdout, stderr) = publisher(&env, &["-o", "redrive", "--message-id", &flaky[0]])?;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("{}: sent back to queue h1", flaky[0])),
+        "{stdout}"
+    );
+    let attempts = env
+        .wait_attempts(&flaky[0], 30, |a| common::count_ended(a) == 2)
+        .await?;
+    assert_eq!(common::ended(&attempts[1]).exit_code, 0, "{attempts:#?}");
+    assert_eq!(env.vhost.queue_len(common::DLQ).await?, 2);
+    drop(h1);
+
+    let (code, stdout, stderr) = publisher(&env, &["-o", "redrive", "--all"])?;
+    assert_eq!(code, Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("{}: sent back to queue h2", to_h2[0])),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{}: left in the dead-letter queue: host queue h3 does not exist (any more)",
+            to_h3[0]
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("re-drove 1 dead letters, left 1"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("1 dead letters were left in the dead-letter queue"),
+        "{stderr}"
+    );
+    // Sent back without its expiration: it waits in h2 for a subscriber.
+    assert_eq!(env.vhost.queue_len(common::DLQ).await?, 1);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(env.vhost.queue_len("h2").await?, 1);
+    let left = json(&env, &["-o", "dlq"])?;
+    assert_eq!(
+        left["dead_letters"][0]["message_id"],
+        to_h3[0].as_str(),
+        "{left:#}"
+    );
+    let _ = admin.close(200, "".into()).await;
+    Ok(())
+}

@@ -30,7 +30,11 @@ pub async fn read(conn: &Conn, init: &InitConfig, limit: u64) -> Result<(Vec<Dea
     let (connection, _) = pqx::mq::connect_any(&conn.mq, "pqx inspector", 0, None).await?;
     let taken = Taken::read(&connection, &init.dead_letter_queue(), limit).await?;
     let now = Utc::now();
-    let found = taken.deliveries.iter().map(|d| dead_letter(d, now)).collect();
+    let found = taken
+        .deliveries
+        .iter()
+        .map(|d| dead_letter(d, now))
+        .collect();
     let total = taken.total;
     taken.give_back().await?;
     let _ = connection.close(200, "bye".into()).await;
@@ -43,7 +47,10 @@ fn dead_letter(delivery: &lapin::message::Delivery, now: DateTime<Utc>) -> DeadL
         .timestamp()
         .and_then(|t| DateTime::<Utc>::from_timestamp(i64::try_from(t).ok()?, 0));
     DeadLetter {
-        message_id: properties.message_id().as_ref().map(|m| m.as_str().to_owned()),
+        message_id: properties
+            .message_id()
+            .as_ref()
+            .map(|m| m.as_str().to_owned()),
         queue: origin(delivery),
         reason: reason(delivery),
         published: published.map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),

@@ -51,6 +51,20 @@ pub struct PublisherCli {
     /// signing.key, if any)
     #[arg(long, global = true, value_name = "FILE")]
     pub sign_key: Option<PathBuf>,
+    /// With redrive: the dead letters of this message id
+    #[arg(long, global = true, value_name = "ID")]
+    pub message_id: Option<String>,
+    /// With redrive: the dead letters that came from this host queue
+    #[arg(
+        long,
+        global = true,
+        value_name = "QUEUE",
+        conflicts_with = "message_id"
+    )]
+    pub queue: Option<String>,
+    /// With redrive: every dead letter
+    #[arg(long, global = true, conflicts_with_all = ["message_id", "queue"])]
+    pub all: bool,
     /// With keygen: the private key file to write (its public key goes to FILE.pub)
     #[arg(
         long,
@@ -70,6 +84,9 @@ pub enum PublisherOption {
     /// Make an operator's signing key pair (Ed25519): --out FILE (0600) and FILE.pub
     #[clap(name = "keygen")]
     Keygen,
+    /// Send dead letters back to their host queues: --message-id ID, --queue QUEUE or --all
+    #[clap(name = "redrive")]
+    Redrive,
 }
 
 /// How many hosts `--batch` publishes to at a time.
@@ -124,7 +141,9 @@ mod tests {
 
     #[test]
     fn the_original_option_and_the_subcommand_are_the_same() {
-        crate::cli::assert_same_options(&["pub", "keygen"], |cli: PublisherCli| cli.choice.given());
+        crate::cli::assert_same_options(&["pub", "keygen", "redrive"], |cli: PublisherCli| {
+            cli.choice.given()
+        });
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 mod cli;
 mod plan;
+mod redrive;
 mod replies;
 mod results;
 mod routes;
@@ -36,8 +37,10 @@ use send::{connect_until, publish_all, Outgoing};
 
 /// Runs publisher.
 pub async fn run(cli: PublisherCli) -> Result<()> {
-    if cli.choice.chosen::<PublisherCli>() == PublisherOption::Keygen {
-        return keygen(&cli.out);
+    match cli.choice.chosen::<PublisherCli>() {
+        PublisherOption::Keygen => return keygen(&cli.out),
+        PublisherOption::Redrive => return redrive(&cli).await,
+        PublisherOption::Publish => {}
     }
     let commands = commands_of(&cli)?;
     let config = cli.config.with(&cli.positional);
@@ -110,6 +113,32 @@ fn say_published(quiet: bool, p: &Planned) {
 }
 
 /// Each host queue's broker user, where init.yml names it (`initiator -o decl_users` writes it).
+/// `publisher redrive`: prints a line per dead letter sent back or left, and fails if any was
+/// left.
+async fn redrive(cli: &PublisherCli) -> Result<()> {
+    use redrive::Which;
+    let which = match (&cli.message_id, &cli.queue, cli.all) {
+        (Some(id), None, false) => Which::MessageId(id.clone()),
+        (None, Some(queue), false) => Which::Queue(queue.clone()),
+        (None, None, true) => Which::All,
+        _ => return Err(Error::RedriveWhich),
+    };
+    let config = cli.config.with(&cli.positional);
+    let done = redrive::redrive(&config.conn()?, &config.init()?, &which).await?;
+    for line in done.sent.iter().chain(&done.left) {
+        println!("{}", pqx_util::escape_control(line));
+    }
+    println!(
+        "re-drove {} dead letters, left {}",
+        done.sent.len(),
+        done.left.len()
+    );
+    match done.left.len() {
+        0 => Ok(()),
+        left => Err(Error::DeadLettersLeft { left }),
+    }
+}
+
 fn queue_users(init: &crate::InitConfig) -> std::collections::BTreeMap<String, String> {
     init.header_queues
         .iter()

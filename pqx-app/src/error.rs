@@ -47,6 +47,15 @@ pub enum Error {
     /// conn.yml sends the records through the broker, and this needs the database itself.
     #[error("conn.yml's db.protocol is broker: this host's records go through the broker to the recorders (`subscriber --recorder`), and this needs the database itself: run it with a conn.yml that names the database")]
     RecordsViaBroker,
+    /// `inspector show` of a message with no attempt recorded.
+    #[error("no attempt of message {message_id:?} is recorded in {url}")]
+    NoSuchMessage { message_id: String, url: String },
+    /// `inspector show` without a message id.
+    #[error("say which message: inspector show ID")]
+    ShowWhich,
+    /// `inspector show --follow`: the last attempt did not succeed.
+    #[error("the last attempt ended with exit code {0}")]
+    Followed(u8),
     /// `publisher redrive --message-id` found no such dead letter.
     #[error("no dead letter has message id {message_id:?} in {queue}")]
     NoDeadLetter { message_id: String, queue: String },

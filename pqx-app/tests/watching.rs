@@ -459,3 +459,61 @@ async fn dead_letters_go_back_to_their_host_queue_or_stay_and_are_named() -> Res
     let _ = admin.close(200, "".into()).await;
     Ok(())
 }
+
+#[tokio::test]
+async fn one_message_is_shown_with_every_attempt_and_followed_to_its_end() -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, As::Admin).await?;
+    let _h1 = env.subscriber("h1")?;
+    let _h2 = env.subscriber("h2")?;
+    // Runs on h1 and h2; the first of them to run fails once, then succeeds on its retry.
+    let mark = env.path("failed-once");
+    let both = task(
+        &env,
+        "both.json",
+        &format!(
+            r#"{{"mailing_to":[{{"common_key":"dev"}}],"config":{{"retry":1,"poke":1}},"cmd":{{"Bash":{{"cmd":["printf '\\033]0;title\\007%s\\n' \"$(hostname)\"; mkdir {0} 2>/dev/null && exit 5; true"]}}}}}}"#,
+            mark.display()
+        ),
+    )?;
+    env.wait_attempts(&both[0], 30, |a| common::count_ended(a) == 3)
+        .await?;
+    let shown = env.ok("inspector", &["show", &both[0]])?;
+    assert_eq!(shown.matches("attempt ").count(), 3, "{shown}");
+    assert!(shown.contains("attempt 2 on queue h"), "{shown}");
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+        "{shown:?}"
+    );
+    let doc = json(&env, &["show", "--message-id", &both[0]])?;
+    assert_eq!(doc["attempts"].as_array().map(Vec::len), Some(3), "{doc:#}");
+
+    // Followed while it runs: printed as it ends, and the exit status is the command's.
+    let slow = task(
+        &env,
+        "slow.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["sleep 2; echo done; exit 7"]}}}"#,
+    )?;
+    env.wait_attempts(&slow[0], 30, |a| a.len() == 1).await?;
+    let out = env.run("inspector", &["show", &slow[0], "--follow"])?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(7), "{stdout}");
+    assert!(
+        stdout.contains("exit code 7") && stdout.contains("done"),
+        "{stdout}"
+    );
+    // On a finished one, at once, and so again.
+    let again = env.run("inspector", &["show", &slow[0], "--follow"])?;
+    assert_eq!(again.status.code(), Some(7));
+    let ok = env.run("inspector", &["show", &both[0], "--follow"])?;
+    assert_eq!(ok.status.code(), Some(0));
+
+    let unknown = env.run("inspector", &["show", "nope"])?;
+    assert_eq!(unknown.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr
+            .contains("inspector: error: no attempt of message \"nope\" is recorded in sqlite://"),
+        "{stderr}"
+    );
+    Ok(())
+}

@@ -8,7 +8,14 @@ use pqx_app::inspector::InspectorCli;
 // One thread: each binary does one thing at a time, and a subscriber should be small.
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let cli = InspectorCli::parse();
+    let cli = InspectorCli::parse_from(pqx_app::inspector::args_of(std::env::args_os()));
     let _log = pqx_util::init_logging("inspector");
-    pqx_app::cli::finish("inspector", pqx_app::inspector::run(cli).await)
+    match pqx_app::inspector::run(cli).await {
+        // `show --follow` exits as the command it followed did.
+        Err(e @ pqx_app::Error::Followed(code)) => {
+            eprintln!("inspector: {e}");
+            ExitCode::from(code)
+        }
+        result => pqx_app::cli::finish("inspector", result),
+    }
 }

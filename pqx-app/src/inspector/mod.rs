@@ -9,6 +9,7 @@ use pqx_util::{escape_control, escape_control_lines, MqApi};
 mod dlq;
 mod hosts;
 mod json;
+mod show;
 mod since;
 
 use crate::cli::Choice;
@@ -43,6 +44,10 @@ pub struct InspectorCli {
     /// Print one JSON document instead of tables (field names in the README)
     #[arg(long, global = true)]
     pub json: bool,
+    /// With show: wait for the attempts still running to end, print them, and exit with the
+    /// status of the last one
+    #[arg(long, global = true)]
+    pub follow: bool,
     /// With hist: how many attempts to show, newest first; with dlq: how many dead letters, oldest
     /// first (at most 1,000,000)
     #[arg(long, global = true, default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -68,6 +73,25 @@ pub enum InspectorOption {
     /// What waits in the dead-letter queue (read without taking or reordering anything)
     #[clap(name = "dlq")]
     DeadLetters,
+    /// Every attempt of one message with its output: `inspector show ID` (--follow: wait for the
+    /// running ones to end and exit with the last one's status)
+    #[clap(name = "show")]
+    Show,
+}
+
+/// The command line with `inspector show ID` read as `inspector show --message-id ID`.
+pub fn args_of(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let show = args.iter().position(|a| a == "show");
+    if let Some(at) = show.filter(|&at| at == 1) {
+        let id = args
+            .get(at + 1)
+            .filter(|a| !a.to_string_lossy().starts_with('-'));
+        if id.is_some() {
+            args.insert(at + 1, "--message-id".into());
+        }
+    }
+    args
 }
 
 /// Runs inspector.
@@ -109,6 +133,26 @@ pub async fn run(cli: InspectorCli) -> Result<()> {
                 println!("{}", serde_json::json!({ "hosts": found }));
             } else {
                 print!("{}", hosts_table(&found));
+            }
+            Ok(())
+        }
+        InspectorOption::Show => {
+            store.ensure_tables().await?;
+            let id = cli.message_id.as_deref().ok_or(crate::Error::ShowWhich)?;
+            if cli.follow {
+                return match show::follow(&store, id).await? {
+                    0 => Ok(()),
+                    code => Err(crate::Error::Followed(code)),
+                };
+            }
+            let attempts = show::attempts_of(&store, id).await?;
+            if cli.json {
+                let all: Vec<_> = attempts.iter().map(json::attempt).collect();
+                println!("{}", serde_json::json!({"message_id": id, "attempts": all}));
+            } else {
+                for a in &attempts {
+                    print!("{}", show::text(a));
+                }
             }
             Ok(())
         }
@@ -394,6 +438,36 @@ mod tests {
     #[test]
     fn the_original_options_and_the_subcommands_are_the_same() {
         let given = |cli: InspectorCli| cli.choice.given();
-        crate::cli::assert_same_options(&["insp", "hist", "hosts", "dlq"], given);
+        crate::cli::assert_same_options(&["insp", "hist", "hosts", "dlq", "show"], given);
+    }
+
+    #[test]
+    fn show_takes_the_message_id_after_it() {
+        let args = |a: &[&str]| {
+            let out = args_of(a.iter().map(std::ffi::OsString::from));
+            out.iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            args(&["inspector", "show", "m1"]),
+            ["inspector", "show", "--message-id", "m1"]
+        );
+        assert_eq!(
+            args(&["inspector", "show", "--message-id", "m1"]),
+            ["inspector", "show", "--message-id", "m1"]
+        );
+        assert_eq!(
+            args(&["inspector", "hist", "show"]),
+            ["inspector", "hist", "show"]
+        );
+        let cli = InspectorCli::try_parse_from(args_of(
+            ["inspector", "show", "m1", "--follow"].map(Into::into),
+        ))
+        .unwrap();
+        assert_eq!(
+            (cli.choice.given(), cli.message_id.as_deref(), cli.follow),
+            (Some(InspectorOption::Show), Some("m1"), true)
+        );
     }
 }

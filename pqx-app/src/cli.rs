@@ -81,3 +81,22 @@ where
         );
     }
 }
+
+/// The command line with `BINARY SUBCOMMAND VALUE` read as `BINARY SUBCOMMAND FLAG VALUE`: the
+/// subcommands double as `-o` values, so they take no positional arguments of their own
+/// (`inspector show ID`, `initiator add-host QUEUE`).
+pub fn value_after(
+    args: impl IntoIterator<Item = std::ffi::OsString>,
+    subcommand: &str,
+    flag: &str,
+) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    let named = args.get(1).is_some_and(|a| a == subcommand);
+    let value = args
+        .get(2)
+        .filter(|a| !a.to_string_lossy().starts_with('-'));
+    if named && value.is_some() {
+        args.insert(2, flag.into());
+    }
+    args
+}

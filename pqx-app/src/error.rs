@@ -47,6 +47,22 @@ pub enum Error {
     /// conn.yml sends the records through the broker, and this needs the database itself.
     #[error("conn.yml's db.protocol is broker: this host's records go through the broker to the recorders (`subscriber --recorder`), and this needs the database itself: run it with a conn.yml that names the database")]
     RecordsViaBroker,
+    /// `initiator add-host` without a queue.
+    #[error("say which host queue to add: initiator add-host QUEUE --kv KEY=VALUE")]
+    AddHostWhich,
+    /// `initiator add-host` without pairs.
+    #[error("host queue {queue}: give the pairs that reach it: --kv KEY=VALUE (one or more)")]
+    AddHostPairs { queue: String },
+    /// `initiator add-host` of a queue init.yml could not hold.
+    #[error("host queue {queue}: {source}")]
+    AddHost {
+        queue: String,
+        #[source]
+        source: InvalidField,
+    },
+    /// `rectifier del-host` without a queue.
+    #[error("say which host queue to remove: rectifier del-host QUEUE")]
+    DelHostWhich,
     /// `inspector show` of a message with no attempt recorded.
     #[error("no attempt of message {message_id:?} is recorded in {url}")]
     NoSuchMessage { message_id: String, url: String },

@@ -20,6 +20,14 @@ pub struct RectifierCli {
     pub positional: PositionalConn,
     #[command(flatten)]
     pub choice: Choice<RectifierOption>,
+    /// With del-host: the host queue (`rectifier del-host QUEUE` gives it so too)
+    #[arg(long, global = true, value_name = "QUEUE")]
+    pub queue: Option<String>,
+}
+
+/// The command line with `rectifier del-host QUEUE` read as `rectifier del-host --queue QUEUE`.
+pub fn args_of(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    crate::cli::value_after(args, "del-host", "--queue")
 }
 
 /// What rectifier does: `-o NAME` and the subcommand NAME are the same.
@@ -38,6 +46,10 @@ pub enum RectifierOption {
     /// Delete the broker users `initiator -o decl_users` made (each host's and the operator's)
     #[clap(name = "del_users", alias = "users")]
     DeleteUsers,
+    /// One host queue, with its messages, its retry wait queues and its retry exchange: del-host
+    /// QUEUE
+    #[clap(name = "del-host")]
+    DeleteHost,
 }
 
 /// Runs rectifier; prints a line per thing it removed.
@@ -77,6 +89,21 @@ pub async fn run(cli: RectifierCli) -> Result<()> {
                 for exchange in init.exchanges() {
                     delete_exchange(&channel, &exchange).await?;
                     println!("deleted exchange {exchange}");
+                }
+            }
+            RectifierOption::DeleteHost => {
+                let queue = cli.queue.clone().ok_or(crate::Error::DelHostWhich)?;
+                let mut queues = vec![queue.clone()];
+                queues.extend(wait_queues(&conn, &queues).await);
+                for name in queues {
+                    let dropped = delete_queue(&channel, &name).await?;
+                    println!("deleted queue {name} ({dropped} messages dropped)");
+                }
+                let exchange = pqx::mq::host_retry_exchange_name(&queue);
+                delete_exchange(&channel, &exchange).await?;
+                println!("deleted exchange {exchange}");
+                if init.header_queues.iter().any(|q| q.queue == queue) {
+                    println!("note: {queue} is still in init.yml's header_queues: `initiator -o init` would lay it out again");
                 }
             }
             RectifierOption::DeleteTables | RectifierOption::DeleteUsers => {}
@@ -132,7 +159,7 @@ mod tests {
 
     #[test]
     fn the_original_options_and_the_subcommands_are_the_same() {
-        let names = ["del_que", "del_exg", "del_tbl", "del_users"];
+        let names = ["del_que", "del_exg", "del_tbl", "del_users", "del-host"];
         crate::cli::assert_same_options(&names, |cli: RectifierCli| cli.choice.given());
     }
 }

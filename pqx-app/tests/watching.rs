@@ -517,3 +517,79 @@ async fn one_message_is_shown_with_every_attempt_and_followed_to_its_end() -> Re
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_host_added_without_init_yml_gets_commands_at_once_and_goes_again() -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, As::Admin).await?;
+    let added = env.ok(
+        "initiator",
+        &["add-host", "h4", "--kv", "unique_key=h4", "--kv", "rack=r9"],
+    )?;
+    assert!(added.contains("queue h4"), "{added}");
+    let h4 = env.subscriber("h4")?;
+    let sent = task(
+        &env,
+        "h4.json",
+        r#"{"mailing_to":[{"rack":"r9"}],"cmd":{"Bash":{"cmd":["echo new"]}}}"#,
+    )?;
+    assert_eq!(sent.len(), 1);
+    let attempts = env
+        .wait_attempts(&sent[0], 30, |a| common::count_ended(a) == 1)
+        .await?;
+    assert_eq!(attempts[0].history.queue.as_deref(), Some("h4"));
+    // A retry of a failure comes back through its own retry exchange.
+    let flaky = task(
+        &env,
+        "h4-retry.json",
+        &format!(
+            r#"{{"mailing_to":[{{"unique_key":"h4"}}],"config":{{"retry":1,"poke":1}},"cmd":{{"Bash":{{"cmd":["mkdir {} 2>/dev/null && exit 1; true"]}}}}}}"#,
+            env.path("h4-once").display()
+        ),
+    )?;
+    env.wait_attempts(&flaky[0], 30, |a| common::count_ended(a) == 2)
+        .await?;
+    drop(h4);
+
+    // Bad input: no queue, no pairs, a name init.yml could not hold.
+    for (args, said) in [
+        (
+            vec!["add-host"],
+            "say which host queue to add: initiator add-host QUEUE --kv KEY=VALUE",
+        ),
+        (
+            vec!["add-host", "h5"],
+            "host queue h5: give the pairs that reach it: --kv KEY=VALUE",
+        ),
+        (
+            vec!["add-host", "h5", "--kv", "novalue"],
+            "\"novalue\": expected KEY=VALUE",
+        ),
+        (
+            vec!["add-host", "h1.retry", "--kv", "k=v"],
+            "host queue h1.retry: ",
+        ),
+    ] {
+        let out = env.run("initiator", &args)?;
+        assert_ne!(out.status.code(), Some(0), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+    }
+
+    let removed = env.ok("rectifier", &["del-host", "h4"])?;
+    assert!(removed.contains("deleted queue h4 ("), "{removed}");
+    assert!(removed.contains("deleted exchange h4.retry"), "{removed}");
+    assert!(removed.contains("deleted queue h4.wait."), "{removed}");
+    let out = env.run(
+        "publisher",
+        &[
+            "-o",
+            "pub",
+            "-t",
+            env.path("h4.json").to_str().context("path")?,
+        ],
+    )?;
+    assert_eq!(out.status.code(), Some(1));
+    let out = env.run("rectifier", &["del-host"])?;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("say which host queue to remove"));
+    Ok(())
+}

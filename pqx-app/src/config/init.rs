@@ -93,6 +93,19 @@ pub struct HeaderQueue {
 }
 
 impl HeaderQueue {
+    /// Host queue `queue`, bound by `kv` matched as `match_type` (its user and password the
+    /// defaults).
+    pub fn new(queue: String, match_type: MatchType, kv: BTreeMap<String, String>) -> Self {
+        Self {
+            queue,
+            match_type,
+            kv,
+            user: None,
+            pass: None,
+            _header_queue: None,
+        }
+    }
+
     /// How the queue is bound to the headers exchange.
     pub fn binding(&self) -> HeadersBinding {
         HeadersBinding::new(self.queue.clone(), self.match_type, self.kv.clone())

@@ -5,6 +5,7 @@
 //! out by the original PQX is adopted as it is. Every step is idempotent.
 
 mod apply;
+mod host;
 mod host_files;
 mod plan;
 mod survey;
@@ -32,6 +33,13 @@ pub struct InitiatorCli {
     pub choice: Choice<InitiatorOption>,
     #[command(flatten)]
     pub users: UsersArgs,
+    #[command(flatten)]
+    pub host: host::HostArgs,
+}
+
+/// The command line with `initiator add-host QUEUE` read as `initiator add-host --queue QUEUE`.
+pub fn args_of(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    crate::cli::value_after(args, "add-host", "--queue")
 }
 
 /// What initiator does: `-o NAME` and the subcommand NAME are the same.
@@ -57,6 +65,9 @@ pub enum InitiatorOption {
     /// exchange and the reply exchange, which those users need)
     #[clap(name = "decl_users", alias = "users")]
     DeclareUsers,
+    /// One more host queue without editing init.yml: add-host QUEUE --kv KEY=VALUE [--match all]
+    #[clap(name = "add-host")]
+    AddHost,
 }
 
 /// Runs initiator; prints a line per thing it made sure of.
@@ -67,7 +78,10 @@ pub async fn run(cli: InitiatorCli) -> Result<()> {
     let Some(scope) = option.scope() else {
         return create_tables(&conn).await;
     };
-    let init = config.init()?;
+    let mut init = config.init()?;
+    if option == InitiatorOption::AddHost {
+        init.header_queues = vec![cli.host.host_queue(&init)?];
+    }
     let (connection, _) = pqx::mq::connect_any(&conn.mq, "pqx initiator", 0, None).await?;
     let result = async {
         let existing = survey::survey(&conn, &init, &connection).await?;
@@ -121,6 +135,11 @@ impl InitiatorOption {
                 own_retries: true,
                 ..scope
             }),
+            // Its queue, binding and retry exchange, as decl_x lays out init.yml's.
+            InitiatorOption::AddHost => only(false, true, false).map(|scope| Scope {
+                own_retries: true,
+                ..scope
+            }),
         }
     }
 }
@@ -145,6 +164,7 @@ mod tests {
             "crt_tbl",
             "init",
             "decl_users",
+            "add-host",
         ];
         crate::cli::assert_same_options(&names, |cli: InitiatorCli| cli.choice.given());
     }

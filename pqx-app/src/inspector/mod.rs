@@ -81,17 +81,7 @@ pub enum InspectorOption {
 
 /// The command line with `inspector show ID` read as `inspector show --message-id ID`.
 pub fn args_of(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
-    let show = args.iter().position(|a| a == "show");
-    if let Some(at) = show.filter(|&at| at == 1) {
-        let id = args
-            .get(at + 1)
-            .filter(|a| !a.to_string_lossy().starts_with('-'));
-        if id.is_some() {
-            args.insert(at + 1, "--message-id".into());
-        }
-    }
-    args
+    crate::cli::value_after(args, "show", "--message-id")
 }
 
 /// Runs inspector.

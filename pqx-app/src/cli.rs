@@ -100,3 +100,33 @@ pub fn value_after(
     }
     args
 }
+
+/// `BINARY completions SHELL` (bash, zsh, fish, elvish, powershell): prints the completion script
+/// of `C` to standard output and returns the exit code; `None` when the command line asks for
+/// something else.
+pub fn completions<C: clap::CommandFactory>(
+    args: &[std::ffi::OsString],
+) -> Option<std::process::ExitCode> {
+    use clap::ValueEnum;
+    if args.get(1).is_none_or(|a| a != "completions") {
+        return None;
+    }
+    let mut command = C::command();
+    let name = command.get_name().to_owned();
+    let asked = args.get(2).map(|a| a.to_string_lossy().into_owned());
+    let shell = asked
+        .as_deref()
+        .and_then(|s| clap_complete::Shell::from_str(s, true).ok());
+    let Some(shell) = shell else {
+        eprintln!(
+            "{name}: error: say which shell: {name} completions bash|zsh|fish|elvish|powershell{}",
+            asked.map(|s| format!(" (not {s:?})")).unwrap_or_default()
+        );
+        return Some(std::process::ExitCode::from(2));
+    };
+    // Written whole, then: a reader that stops early (`| head`) is no panic.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, name, &mut script);
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+    Some(std::process::ExitCode::SUCCESS)
+}

@@ -593,3 +593,75 @@ async fn a_host_added_without_init_yml_gets_commands_at_once_and_goes_again() ->
     assert!(String::from_utf8_lossy(&out.stderr).contains("say which host queue to remove"));
     Ok(())
 }
+
+#[tokio::test]
+async fn shell_habits_completions_progress_in_a_terminal_only_and_no_color() -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, As::Admin).await?;
+    for (binary, word) in [
+        ("initiator", "add-host"),
+        ("inspector", "dlq"),
+        ("publisher", "redrive"),
+        ("rectifier", "del-host"),
+        ("subscriber", "--recorder"),
+    ] {
+        for shell in ["bash", "zsh", "fish"] {
+            let script = env.ok(binary, &["completions", shell])?;
+            assert!(script.contains(word), "{binary} {shell}: {script}");
+        }
+    }
+    let out = env.run("inspector", &["completions", "tcsh"])?;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("say which shell"));
+
+    // 200 commands as JSON lines, published under a terminal (script(1) gives one) and in a pipe.
+    let line =
+        r#"{"mailing_to":[{"unique_key":"h3","zone":"eu"}],"cmd":{"Bash":{"cmd":["true"]}}}"#;
+    let lines = env.write("many.jsonl", &format!("{line}\n").repeat(200))?;
+    let publisher = env.binary("publisher");
+    let conn = env.path("conn.yml");
+    let init = env.path("init.yml");
+    let under_terminal = |no_color: bool| -> Result<String> {
+        let command = format!(
+            "{} --conn {} --init {} -o pub --quiet -t {} 2>&1 >/dev/null",
+            publisher.display(),
+            conn.display(),
+            init.display(),
+            lines.display()
+        );
+        let mut script = std::process::Command::new("script");
+        script
+            .args(["-qec", &command, "/dev/null"])
+            .env("RUST_LOG", "info");
+        if no_color {
+            script.env("NO_COLOR", "1");
+        }
+        let out = script.output()?;
+        assert!(out.status.success(), "{out:?}");
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let shown = under_terminal(false)?;
+    assert!(shown.contains("/200 published"), "{shown:?}");
+    // Log lines are coloured on a terminal, and not with NO_COLOR.
+    assert!(shown.contains("\u{1b}[3"), "{shown:?}");
+    let plain = under_terminal(true)?;
+    assert!(plain.contains("all publishes confirmed"), "{plain:?}");
+    assert!(!plain.contains("\u{1b}[3"), "{plain:?}");
+    // In a pipe: no bar, no escapes.
+    let out = env.run(
+        "publisher",
+        &[
+            "-o",
+            "pub",
+            "--quiet",
+            "-t",
+            lines.to_str().context("path")?,
+        ],
+    )?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("published (") && !stderr.contains('\u{1b}'),
+        "{stderr:?}"
+    );
+    Ok(())
+}

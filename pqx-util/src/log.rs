@@ -26,6 +26,13 @@ pub struct LogGuard {
     _file: Option<WorkerGuard>,
 }
 
+/// Whether stderr gets colours: a terminal, unless `NO_COLOR` is set to anything but empty
+/// (no-color.org).
+pub fn colors_on_stderr() -> bool {
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stderr().is_terminal() && !no_color
+}
+
 /// Sets up logging for binary `app`; log files are `<dir>/<app>.<date>.log`.
 ///
 /// A log directory that cannot be created is reported on stderr and logging goes on to stderr only:
@@ -38,7 +45,7 @@ pub fn init_logging(app: &str) -> LogGuard {
         .unwrap_or_else(|| PathBuf::from("logs"));
     let stderr = fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_ansi(colors_on_stderr())
         .with_target(false)
         .with_filter(filter());
     // The logs hold what commands print: a directory made here is its owner's only.

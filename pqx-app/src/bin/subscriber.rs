@@ -14,7 +14,11 @@ fn main() -> ExitCode {
         pqx::exec::serve_guard(std::io::stdin().lock());
         return ExitCode::SUCCESS;
     }
-    let cli = SubscriberCli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(code) = pqx_app::cli::completions::<SubscriberCli>(&args) {
+        return code;
+    }
+    let cli = SubscriberCli::parse_from(args);
     // One thread: each binary does one thing at a time, and a subscriber should be small.
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -66,7 +66,14 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
     let reply_queue = replies.as_ref().map(|r| r.name.clone());
     let reply_to = reply_queue.as_deref();
     let quiet = cli.quiet;
-    let print = |p: &Planned| say_published(quiet, p);
+    let bar = progress_bar(cli.is_lines(), planned.len());
+    let print = |p: &Planned| match &bar {
+        Some(bar) => {
+            bar.suspend(|| say_published(quiet, p));
+            bar.inc(1);
+        }
+        None => say_published(quiet, p),
+    };
     let outgoing = Outgoing {
         planned: &planned,
         reply_to,
@@ -92,6 +99,9 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
         }
         (published, _, _) => published,
     };
+    if let Some(bar) = &bar {
+        bar.finish_and_clear();
+    }
     let _ = connection.close(200, "publisher done".into()).await;
     result
 }
@@ -105,6 +115,25 @@ fn commands_of(cli: &PublisherCli) -> Result<Vec<Command>> {
 }
 
 /// The line that says a publish was confirmed, unless `quiet`.
+/// A progress bar on stderr for `--lines`, when stderr is a terminal: never in a pipe or a log.
+fn progress_bar(lines: bool, total: usize) -> Option<indicatif::ProgressBar> {
+    use std::io::IsTerminal;
+    if !lines || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(total as u64),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    let style = indicatif::ProgressStyle::with_template(
+        "{bar:40} {pos}/{len} published ({per_sec}, {eta} left)",
+    );
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
 fn say_published(quiet: bool, p: &Planned) {
     if !quiet {
         let target = pqx_util::escape_control(&p.target);
@@ -112,7 +141,6 @@ fn say_published(quiet: bool, p: &Planned) {
     }
 }
 
-/// Each host queue's broker user, where init.yml names it (`initiator -o decl_users` writes it).
 /// `publisher redrive`: prints a line per dead letter sent back or left, and fails if any was
 /// left.
 async fn redrive(cli: &PublisherCli) -> Result<()> {
@@ -139,6 +167,7 @@ async fn redrive(cli: &PublisherCli) -> Result<()> {
     }
 }
 
+/// Each host queue's broker user, where init.yml names it (`initiator -o decl_users` writes it).
 fn queue_users(init: &crate::InitConfig) -> std::collections::BTreeMap<String, String> {
     init.header_queues
         .iter()

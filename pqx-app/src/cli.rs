@@ -91,12 +91,20 @@ pub fn value_after(
     flag: &str,
 ) -> Vec<std::ffi::OsString> {
     let mut args: Vec<std::ffi::OsString> = args.into_iter().collect();
-    let named = args.get(1).is_some_and(|a| a == subcommand);
+    // The subcommand, or `-o SUBCOMMAND`, wherever it stands among the options.
+    let Some(at) = args
+        .iter()
+        .skip(1)
+        .position(|a| a == subcommand)
+        .map(|i| i + 1)
+    else {
+        return args;
+    };
     let value = args
-        .get(2)
+        .get(at + 1)
         .filter(|a| !a.to_string_lossy().starts_with('-'));
-    if named && value.is_some() {
-        args.insert(2, flag.into());
+    if value.is_some() {
+        args.insert(at + 1, flag.into());
     }
     args
 }

@@ -47,6 +47,14 @@ pub enum Error {
     /// conn.yml sends the records through the broker, and this needs the database itself.
     #[error("conn.yml's db.protocol is broker: this host's records go through the broker to the recorders (`subscriber --recorder`), and this needs the database itself: run it with a conn.yml that names the database")]
     RecordsViaBroker,
+    /// `publisher cancel` without a message id.
+    #[error("say which message to cancel: publisher cancel ID")]
+    CancelWhich,
+    /// `publisher cancel` of a message that ended everywhere.
+    #[error(
+        "message {message_id:?} already ended on every queue it went to ({how}): nothing to cancel"
+    )]
+    NothingToCancel { message_id: String, how: String },
     /// `initiator add-host` without a queue.
     #[error("say which host queue to add: initiator add-host QUEUE --kv KEY=VALUE")]
     AddHostWhich,

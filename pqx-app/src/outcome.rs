@@ -9,6 +9,8 @@ use crate::entities::message_result;
 
 /// The exit code recorded for a refused command.
 pub const REFUSED_EXIT_CODE: i32 = 126;
+/// The exit code recorded for a cancelled command.
+pub const CANCELLED_EXIT_CODE: i32 = 130;
 
 /// How one attempt ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -54,6 +56,29 @@ impl Outcome {
     /// may not be run).
     pub fn refused(reason: &str) -> Self {
         Self::without_output(false, REFUSED_EXIT_CODE, format!("refused: {reason}"))
+    }
+
+    /// A command an operator cancelled (`publisher cancel`) at `at`: not run when it arrived, or
+    /// killed while it ran (`ran`: what it printed until then). Exit code 130, as a shell reports
+    /// a command its user interrupted.
+    pub fn cancelled(at: DateTime<Utc>, ran: Option<&RunReport>) -> Self {
+        let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let summary = match ran {
+            Some(_) => format!(
+                "{}killed: publisher cancel at {at}",
+                crate::records::CANCELLED_PREFIX
+            ),
+            None => format!(
+                "{}not run: publisher cancel at {at}",
+                crate::records::CANCELLED_PREFIX
+            ),
+        };
+        let mut outcome = Self::without_output(false, CANCELLED_EXIT_CODE, summary);
+        if let Some(report) = ran {
+            outcome.stdout = report.stdout.text();
+            outcome.stderr = report.stderr.text();
+        }
+        outcome
     }
 
     /// A message that is not a command (exit code 127, as a program that could not start).

@@ -19,7 +19,7 @@ fn json(env: &Env, args: &[&str]) -> Result<Value> {
 
 /// The message ids of `hist --json` with `filters`, newest first.
 fn ids(env: &Env, filters: &[&str]) -> Result<Vec<String>> {
-    let mut args = vec!["hist"];
+    let mut args = vec!["-o", "hist"];
     args.extend_from_slice(filters);
     let doc = json(env, &args)?;
     let attempts = doc["attempts"].as_array().context("attempts")?;
@@ -663,5 +663,93 @@ async fn shell_habits_completions_progress_in_a_terminal_only_and_no_color() -> 
         !stderr.contains("published (") && !stderr.contains('\u{1b}'),
         "{stderr:?}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cancelled_message_is_killed_where_it_runs_and_not_run_where_it_waits() -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, As::HostUsers).await?;
+    let _h1 = env.subscriber("h1")?;
+    let ran = env.path("ran-on-h2");
+    let both = task(
+        &env,
+        "both.json",
+        &format!(
+            r#"{{"mailing_to":[{{"common_key":"dev"}}],"config":{{"retry":2,"poke":1}},"cmd":{{"Bash":{{"cmd":["[ -e /nonexistent ] || touch {0}.$RANDOM; echo started; sleep 60"]}}}}}}"#,
+            ran.display()
+        ),
+    )?;
+    // Running on h1; waiting in h2, which nobody consumes yet.
+    env.wait_attempts(&both[0], 30, |a| a.len() == 1).await?;
+    let marks = || -> Result<usize> {
+        Ok(std::fs::read_dir(env.path(""))?
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with("ran-on-h2."))
+            .count())
+    };
+    assert_eq!(marks()?, 1);
+    let (code, stdout, stderr) = publisher(&env, &["-o", "cancel", &both[0]])?;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert!(stdout.contains("h1: attempt 1 runs on "), "{stdout}");
+    assert!(stdout.contains("killed within 2 s"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("cancelled {} at ", both[0])),
+        "{stdout}"
+    );
+    let attempts = env
+        .wait_attempts(&both[0], 20, |a| common::count_ended(a) == 1)
+        .await?;
+    let killed = common::ended(&attempts[0]);
+    assert_eq!(killed.exit_code, 130, "{killed:#?}");
+    assert!(
+        killed
+            .result
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("cancelled: killed"),
+        "{killed:#?}"
+    );
+    assert_eq!(killed.stdout.as_deref(), Some("started\n"));
+
+    // The copy waiting in h2 is not run when it arrives.
+    let _h2 = env.subscriber("h2")?;
+    let attempts = env
+        .wait_attempts(&both[0], 20, |a| common::count_ended(a) == 2)
+        .await?;
+    let h2 = attempts
+        .iter()
+        .find(|a| a.history.queue.as_deref() == Some("h2"))
+        .context("h2's attempt")?;
+    assert!(common::ended(h2)
+        .result
+        .as_deref()
+        .unwrap_or_default()
+        .starts_with("cancelled: not run"));
+    assert_eq!(marks()?, 1, "it ran on h2");
+    // No retry follows on h1: a command sent after it runs, and the cancelled one stays at 2.
+    let after = task(
+        &env,
+        "after.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
+    )?;
+    env.wait_attempts(&after[0], 30, |a| common::count_ended(a) == 1)
+        .await?;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(env.attempts(&both[0]).await?.len(), 2);
+    assert_eq!(ids(&env, &["--status", "cancelled"])?.len(), 2);
+
+    let (code, stdout, _) = publisher(&env, &["-o", "cancel", &both[0]])?;
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("was already cancelled at"), "{stdout}");
+    let (code, _, stderr) = publisher(&env, &["-o", "cancel", &after[0]])?;
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr
+            .contains("already ended on every queue it went to (h1: succeeded): nothing to cancel"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = publisher(&env, &["-o", "cancel"])?;
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("say which message to cancel"), "{stderr}");
     Ok(())
 }

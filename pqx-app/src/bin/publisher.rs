@@ -12,7 +12,7 @@ async fn main() -> ExitCode {
     if let Some(code) = pqx_app::cli::completions::<PublisherCli>(&args) {
         return code;
     }
-    let cli = PublisherCli::parse_from(args);
+    let cli = PublisherCli::parse_from(pqx_app::publisher::args_of(args));
     let _log = pqx_util::init_logging("publisher");
     pqx_app::cli::finish("publisher", pqx_app::publisher::run(cli).await)
 }

@@ -448,9 +448,18 @@ mod tests {
             ["inspector", "show", "--message-id", "m1"]
         );
         assert_eq!(
-            args(&["inspector", "hist", "show"]),
-            ["inspector", "hist", "show"]
+            args(&["inspector", "--conn", "c.yml", "-o", "show", "m1"]),
+            [
+                "inspector",
+                "--conn",
+                "c.yml",
+                "-o",
+                "show",
+                "--message-id",
+                "m1"
+            ]
         );
+        assert_eq!(args(&["inspector", "hist"]), ["inspector", "hist"]);
         let cli = InspectorCli::try_parse_from(args_of(
             ["inspector", "show", "m1", "--follow"].map(Into::into),
         ))

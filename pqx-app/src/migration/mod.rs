@@ -8,6 +8,7 @@ mod m20240602_000001_result_output;
 mod m20240603_000001_dedupe_and_unique_result;
 mod m20240604_000001_drop_redundant_result_index;
 mod m20240605_000001_original_column_types;
+mod m20261202_000001_cancel;
 
 /// An index named `name` on `columns` of `table`, made only if it is missing.
 fn index(name: &str, table: &'static str, columns: &[&'static str]) -> IndexCreateStatement {
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20240603_000001_dedupe_and_unique_result::Migration),
             Box::new(m20240604_000001_drop_redundant_result_index::Migration),
             Box::new(m20240605_000001_original_column_types::Migration),
+            Box::new(m20261202_000001_cancel::Migration),
         ]
     }
 }

@@ -51,7 +51,7 @@ pub struct PublisherCli {
     /// signing.key, if any)
     #[arg(long, global = true, value_name = "FILE")]
     pub sign_key: Option<PathBuf>,
-    /// With redrive: the dead letters of this message id
+    /// With redrive: the dead letters of this message id; with cancel: the message
     #[arg(long, global = true, value_name = "ID")]
     pub message_id: Option<String>,
     /// With redrive: the dead letters that came from this host queue
@@ -87,6 +87,15 @@ pub enum PublisherOption {
     /// Send dead letters back to their host queues: --message-id ID, --queue QUEUE or --all
     #[clap(name = "redrive")]
     Redrive,
+    /// Cancel a message everywhere it went: `publisher cancel ID` (a waiting copy is not run, a
+    /// running one is killed, no more retries)
+    #[clap(name = "cancel")]
+    Cancel,
+}
+
+/// The command line with `publisher cancel ID` read as `publisher cancel --message-id ID`.
+pub fn args_of(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    crate::cli::value_after(args, "cancel", "--message-id")
 }
 
 /// How many hosts `--batch` publishes to at a time.
@@ -141,9 +150,10 @@ mod tests {
 
     #[test]
     fn the_original_option_and_the_subcommand_are_the_same() {
-        crate::cli::assert_same_options(&["pub", "keygen", "redrive"], |cli: PublisherCli| {
-            cli.choice.given()
-        });
+        crate::cli::assert_same_options(
+            &["pub", "keygen", "redrive", "cancel"],
+            |cli: PublisherCli| cli.choice.given(),
+        );
     }
 
     #[test]

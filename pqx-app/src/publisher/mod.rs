@@ -11,6 +11,7 @@
 //! what was not confirmed (with the same message ids). `--wait` collects the results
 //! (`replies.rs`) and exits non-zero if any command failed.
 
+mod cancel;
 mod cli;
 mod plan;
 mod redrive;
@@ -27,7 +28,7 @@ use tracing::{info, warn};
 use crate::signing::OperatorKey;
 use crate::{Command, Conn, Error, Result};
 
-pub use cli::{PublisherCli, PublisherOption};
+pub use cli::{args_of, PublisherCli, PublisherOption};
 pub use plan::{plan, Planned};
 pub use routes::{NoRoutes, Routes};
 
@@ -40,6 +41,7 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
     match cli.choice.chosen::<PublisherCli>() {
         PublisherOption::Keygen => return keygen(&cli.out),
         PublisherOption::Redrive => return redrive(&cli).await,
+        PublisherOption::Cancel => return cancel::cancel(&cli).await,
         PublisherOption::Publish => {}
     }
     let commands = commands_of(&cli)?;

@@ -79,6 +79,26 @@ impl Records {
         }
     }
 
+    /// When message `message_id` was cancelled, if it was.
+    pub async fn cancelled(
+        &self,
+        message_id: &str,
+        queue: &str,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+        let relay = match self {
+            Records::Database(store) => return store.cancelled(message_id).await,
+            Records::Recorders(relay) => relay,
+        };
+        let request = Request::Cancelled {
+            message_id: message_id.to_owned(),
+            queue: queue.to_owned(),
+        };
+        match relay.ask(&request).await? {
+            Answer::CancelledAt { at } => Ok(at),
+            other => Err(unexpected(&request, other)),
+        }
+    }
+
     pub async fn succeeded_before(&self, queue: &str, dedupe_key: &str) -> Result<Option<i64>> {
         let relay = match self {
             Records::Database(store) => return store.succeeded_before(queue, dedupe_key).await,

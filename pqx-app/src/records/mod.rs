@@ -4,6 +4,7 @@
 //! for NUL, which PostgreSQL's text cannot hold: it is stored as `\0`, in both databases alike, and
 //! looked up the same way.
 
+mod cancel;
 mod either;
 mod overview;
 mod read;
@@ -62,16 +63,28 @@ pub enum Status {
     Failed,
     /// Not run: its dedupe key already succeeded on the queue.
     Skipped,
+    /// Not run, or killed, because an operator cancelled it.
+    Cancelled,
 }
 
 /// How a skipped attempt's result begins (`Outcome::skipped`).
 pub(crate) const SKIPPED_PREFIX: &str = "skipped: ";
+/// How a cancelled attempt's result begins (`Outcome::cancelled`).
+pub(crate) const CANCELLED_PREFIX: &str = "cancelled: ";
 
 impl Attempt {
     /// How it stands.
     pub fn status(&self) -> Status {
         match &self.result {
             None => Status::Running,
+            Some(r)
+                if r.exit_code == crate::outcome::CANCELLED_EXIT_CODE
+                    && r.result
+                        .as_deref()
+                        .is_some_and(|t| t.starts_with(CANCELLED_PREFIX)) =>
+            {
+                Status::Cancelled
+            }
             Some(r) if r.exit_code != 0 => Status::Failed,
             Some(r)
                 if r.result
@@ -173,7 +186,7 @@ impl Store {
     /// Whether both tables exist.
     pub async fn tables_exist(&self) -> Result<bool> {
         let manager = SchemaManager::new(&self.db);
-        for table in ["message_history", "message_result"] {
+        for table in ["message_history", "message_result", "message_cancel"] {
             let exists = manager
                 .has_table(table)
                 .await

@@ -6,7 +6,7 @@ use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use sea_orm::sea_query::ExprTrait;
 
-use super::{storable, Attempt, Status, Store, Wanted, SKIPPED_PREFIX};
+use super::{storable, Attempt, Status, Store, Wanted, CANCELLED_PREFIX, SKIPPED_PREFIX};
 use crate::entities::{message_history, message_result};
 use crate::error::DbContext;
 use crate::Result;
@@ -114,10 +114,14 @@ impl Store {
             query = query.filter(H::Time.gte(since));
         }
         let skipped = || R::Result.like(format!("{SKIPPED_PREFIX}%"));
+        let cancelled = || R::Result.like(format!("{CANCELLED_PREFIX}%"));
         query = match wanted.status {
             None => query,
             Some(Status::Running) => query.filter(R::Id.is_null()),
-            Some(Status::Failed) => query.filter(R::ExitCode.ne(0)),
+            Some(Status::Cancelled) => query.filter(R::ExitCode.eq(130)).filter(cancelled()),
+            Some(Status::Failed) => query
+                .filter(R::ExitCode.ne(0))
+                .filter(R::Result.is_null().or(cancelled().not())),
             Some(Status::Skipped) => query.filter(R::ExitCode.eq(0)).filter(skipped()),
             Some(Status::Succeeded) => query
                 .filter(R::ExitCode.eq(0))

@@ -71,6 +71,9 @@ impl Settlement {
     }
 }
 
+/// How often the records are asked, while a command runs, whether its message was cancelled.
+const CANCEL_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Handler {
     /// A handler for `settler.queue` that keeps its `records` and runs commands with this
     /// machine's `settings`.
@@ -150,6 +153,11 @@ impl Handler {
             Ok(answers) => answers,
             Err(settlement) => return Verdict::settled(settlement),
         };
+        if !answers.settled() {
+            if let Some(verdict) = self.unless_cancelled(incoming, ids, cancel).await {
+                return verdict;
+            }
+        }
         let now = chrono::Utc::now().timestamp_millis();
         if let (Some(trust), Some(seal), false) = (&self.trust, &incoming.seal, answers.settled()) {
             if !trust.is_fresh(seal, now) {
@@ -217,6 +225,37 @@ impl Handler {
             }
             Err(settlement) => Verdict::settled(settlement),
         }
+    }
+
+    /// A cancelled message's verdict: recorded as not run and acknowledged, no retry. None when
+    /// it was not cancelled.
+    async fn unless_cancelled(
+        &self,
+        incoming: &Incoming,
+        ids: Ids<'_>,
+        cancel: &CancellationToken,
+    ) -> Option<Verdict> {
+        let id = ids.message_id?;
+        let what = "look up whether the message was cancelled";
+        let found = || self.records.cancelled(id, ids.queue);
+        let at = match Settlement::unless_done(hold(ids, what, cancel, found).await, what) {
+            Ok(at) => at?,
+            Err(settlement) => return Some(Verdict::settled(settlement)),
+        };
+        let outcome = Outcome::cancelled(at, None);
+        let start = self.start_of(incoming);
+        let what = "record the cancelled attempt";
+        let record = || self.records.record_not_run(&start, &outcome);
+        if let Err(settlement) =
+            Settlement::unless_done(hold(ids, what, cancel, record).await, what)
+        {
+            return Some(Verdict::settled(settlement));
+        }
+        info!(queue = ids.queue, message_id = id, "cancelled: not run");
+        Some(Verdict {
+            settlement: Settlement::Ack,
+            outcome: Some(outcome),
+        })
     }
 
     /// Why a signed command's start was not recorded: what the records hold of it here.
@@ -365,10 +404,19 @@ impl Handler {
             let line = pqx_util::escape_control(line);
             info!(queue, message_id, stream = stream.as_str(), "{line}");
         };
-        let running = execute(&command.cmd, &self.settings, timeout, cancel, on_line);
+        // Killed when the subscriber stops, or when an operator cancels this message.
+        let this_one = cancel.child_token();
+        let running = self.run_unless_cancelled(
+            execute(&command.cmd, &self.settings, timeout, &this_one, on_line),
+            ids,
+            &this_one,
+        );
         // The run is polled first, so that the process is spawned before the insert is prepared.
-        let (report, started) = tokio::join!(running, recording);
-        let outcome = Outcome::of_run(&report);
+        let ((report, cancelled_at), started) = tokio::join!(running, recording);
+        let outcome = match cancelled_at {
+            Some(at) => Outcome::cancelled(at, Some(&report)),
+            None => Outcome::of_run(&report),
+        };
         let history_id = match started {
             Held::Done(id) => id,
             Held::Stopped => return Verdict::requeue(),
@@ -385,6 +433,16 @@ impl Handler {
         let exit_code = outcome.exit_code;
         let summary = pqx_util::escape_control(&outcome.summary);
         info!(queue, message_id, attempt, exit_code, "{summary}");
+        if cancelled_at.is_some() {
+            // No retry, no dead letter: the operator asked for it to stop.
+            if !self.record_end(history_id, &outcome, ids, cancel).await {
+                return Verdict::requeue();
+            }
+            return Verdict {
+                settlement: Settlement::Ack,
+                outcome: Some(outcome),
+            };
+        }
         if report.end == RunEnd::Interrupted {
             // Stopping: one try at the record, then the message goes back to run again elsewhere.
             if let Err(e) = self.records.record_end(history_id, &outcome).await {
@@ -396,6 +454,41 @@ impl Handler {
             return Verdict::requeue();
         }
         self.verdict(incoming, ids, outcome)
+    }
+
+    /// Runs `running` while asking the records every [`CANCEL_EVERY`] whether its message was
+    /// cancelled: if it was, `this_one` is cancelled, which kills the command, and the time of
+    /// the cancel comes back with its report.
+    async fn run_unless_cancelled(
+        &self,
+        running: impl std::future::Future<Output = pqx::exec::RunReport>,
+        ids: Ids<'_>,
+        this_one: &CancellationToken,
+    ) -> (pqx::exec::RunReport, Option<chrono::DateTime<chrono::Utc>>) {
+        let mut cancelled_at = None;
+        let watching = async {
+            let Some(id) = ids.message_id else {
+                return std::future::pending().await;
+            };
+            loop {
+                tokio::time::sleep(CANCEL_EVERY).await;
+                // A look-up that fails is asked again at the next turn.
+                if let Ok(Some(at)) = self.records.cancelled(id, ids.queue).await {
+                    return at;
+                }
+            }
+        };
+        tokio::pin!(running, watching);
+        loop {
+            tokio::select! {
+                report = &mut running => return (report, cancelled_at),
+                at = &mut watching, if cancelled_at.is_none() => {
+                    info!(queue = ids.queue, message_id = ids.message_id, "cancelled: killing it");
+                    cancelled_at = Some(at);
+                    this_one.cancel();
+                }
+            }
+        }
     }
 
     /// Records how attempt `history_id` ended, holding while the database is away; false when the

@@ -105,6 +105,11 @@ pub enum Request {
         message_id: String,
         queue: String,
     },
+    /// When the message was cancelled, if it was (`publisher cancel`).
+    Cancelled {
+        message_id: String,
+        queue: String,
+    },
     SucceededBefore {
         queue: String,
         dedupe_key: String,
@@ -138,6 +143,7 @@ impl Request {
             Request::Ready { queue }
             | Request::EndedAttempt { queue, .. }
             | Request::AttemptsHere { queue, .. }
+            | Request::Cancelled { queue, .. }
             | Request::SucceededBefore { queue, .. }
             | Request::RecordEnd { queue, .. } => queue,
             Request::RecordStart { start }
@@ -154,6 +160,7 @@ impl Request {
             Request::EndedAttempt { .. } => "look up the attempt",
             Request::AttemptsHere { .. } => "look up the attempts of the message",
             Request::SucceededBefore { .. } => "look up the dedupe key",
+            Request::Cancelled { .. } => "look up whether the message was cancelled",
             Request::RecordStart { .. } | Request::RecordStartUnlessRan { .. } => {
                 "record the start of an attempt"
             }
@@ -174,6 +181,9 @@ pub enum Answer {
     },
     Attempts {
         attempts: Vec<(u32, Option<i32>)>,
+    },
+    CancelledAt {
+        at: Option<chrono::DateTime<chrono::Utc>>,
     },
     HistoryId {
         id: Option<i64>,

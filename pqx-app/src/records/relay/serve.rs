@@ -81,6 +81,9 @@ async fn answer(store: &Store, request: Request) -> Result<Answer> {
         Request::AttemptsHere { message_id, queue } => Answer::Attempts {
             attempts: store.attempts_here(&message_id, &queue).await?,
         },
+        Request::Cancelled { message_id, .. } => Answer::CancelledAt {
+            at: store.cancelled(&message_id).await?,
+        },
         Request::SucceededBefore { queue, dedupe_key } => Answer::HistoryId {
             id: store.succeeded_before(&queue, &dedupe_key).await?,
         },

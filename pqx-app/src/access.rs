@@ -48,6 +48,7 @@ pub fn host(init: &InitConfig, queue: &str) -> Permissions {
             escape(&init.dead_letter_exchange()),
             escape(&init.reply_exchange()),
             escape(&init.records_exchange()),
+            escape(&init.output_exchange()),
         ]),
         read: any_of(&[own, retry_exchange, wait_queues]),
     }
@@ -70,6 +71,8 @@ pub fn operator(init: &InitConfig) -> Permissions {
             reply_queues,
             escape(&init.reply_exchange()),
             escape(&init.dead_letter_queue()),
+            // To follow a running command's output (`inspector show --follow`).
+            escape(&init.output_exchange()),
         ]),
     }
 }
@@ -110,7 +113,7 @@ mod tests {
         assert_eq!(h1.configure, r"^h1\.(wait\.[0-9]+|qwait)$");
         assert_eq!(
             h1.write,
-            r"^(h1\.retry|h1\.(wait\.[0-9]+|qwait)|pqx\.dlx|pqx\.reply|pqx\.records)$"
+            r"^(h1\.retry|h1\.(wait\.[0-9]+|qwait)|pqx\.dlx|pqx\.reply|pqx\.records|pqx\.output)$"
         );
         assert_eq!(h1.read, r"^(h1|h1\.retry|h1\.(wait\.[0-9]+|qwait))$");
         let web = host(&init(), "web.1");
@@ -125,7 +128,7 @@ mod tests {
         let op = operator(&init());
         assert_eq!(op.configure, r"^amq\.gen-.*$");
         assert_eq!(op.write, r"^(amq\.default|pqx|amq\.gen-.*)$");
-        assert_eq!(op.read, r"^(amq\.gen-.*|pqx\.reply|pqx\.dlq)$");
+        assert_eq!(op.read, r"^(amq\.gen-.*|pqx\.reply|pqx\.dlq|pqx\.output)$");
     }
 
     #[test]

@@ -753,3 +753,59 @@ async fn a_cancelled_message_is_killed_where_it_runs_and_not_run_where_it_waits(
     assert!(stderr.contains("say which message to cancel"), "{stderr}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_running_command_is_followed_line_by_line_as_it_prints() -> Result<()> {
+    use std::io::BufRead;
+    let env = ready_env(DbKind::Postgres, As::HostUsers).await?;
+    let _h1 = env.subscriber("h1")?;
+    let slow = task(
+        &env,
+        "slow.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["for i in 1 2 3 4 5 6; do echo \"line $i\"; sleep 1; done; printf '\\033[2Jbye\\n' >&2; exit 3"]}}}"#,
+    )?;
+    env.wait_attempts(&slow[0], 30, |a| a.len() == 1).await?;
+    let mut follower = env
+        .command("inspector")
+        .args(["-o", "show", "--message-id", &slow[0], "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = follower.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(|l| l.ok())
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // A line comes while the command still runs: its result is not recorded yet.
+    let first = rx
+        .recv_timeout(std::time::Duration::from_secs(15))
+        .context("no line followed")?;
+    assert!(first.starts_with("h1| line "), "{first}");
+    let attempts = env.attempts(&slow[0]).await?;
+    assert!(
+        attempts[0].result.is_none(),
+        "it ended before its lines came: {attempts:#?}"
+    );
+    let status = tokio::task::spawn_blocking(move || follower.wait()).await??;
+    assert_eq!(status.code(), Some(3));
+    let rest: Vec<String> = rx.try_iter().collect();
+    assert!(rest.iter().any(|l| l == "h1| line 6"), "{rest:?}");
+    // stderr's line, its escape sequence shown as text.
+    assert!(
+        rest.iter().any(|l| l == "h1 stderr| \\x1b[2Jbye"),
+        "{rest:?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.starts_with("attempt 1 on queue h1")),
+        "{rest:?}"
+    );
+    assert!(rest.iter().all(|l| !l.contains('\u{1b}')), "{rest:?}");
+    Ok(())
+}

@@ -160,6 +160,11 @@ impl InitConfig {
         format!("{}.recorder", self.header_exchange)
     }
 
+    /// The topic exchange running commands' output lines go through (`inspector show --follow`).
+    pub fn output_exchange(&self) -> String {
+        format!("{}.output", self.header_exchange)
+    }
+
     /// The reply exchange's name.
     pub fn reply_exchange(&self) -> String {
         self.or_suffix(&self.reply_exchange, "reply")
@@ -173,6 +178,7 @@ impl InitConfig {
             self.delayed_exchange(),
             self.dead_letter_exchange(),
             self.reply_exchange(),
+            self.output_exchange(),
         ];
         let host_queues = self.header_queues.iter();
         exchanges.extend(host_queues.map(|q| host_retry_exchange_name(&q.queue)));

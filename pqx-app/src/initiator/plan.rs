@@ -238,6 +238,26 @@ impl Planner<'_> {
         }
         let part = self.reply_exchange();
         self.plan.parts.push(part);
+        let part = self.output_exchange();
+        self.plan.parts.push(part);
+    }
+
+    /// The exchange running commands' output lines go through, routed by message id and queue.
+    fn output_exchange(&mut self) -> Part {
+        let name = self.init.output_exchange();
+        let steps = match self.existing.exchanges.get(&name) {
+            None => vec![exchange(&name, ExchangeType::Topic)],
+            Some(found) => {
+                if let Some(kind) = found.kind.as_deref().filter(|k| *k != "topic") {
+                    self.plan.conflicts.push(format!(
+                        "exchange {name}: {kind}, not topic: output lines could not be followed by message id"
+                    ));
+                }
+                Vec::new()
+            }
+        };
+        let line = format!("exchange {name} (topic) for output lines (inspector show --follow)");
+        Part { steps, line }
     }
 
     /// Whether the delayed exchange is the plugin's (an original PQX layout): pqx's retries then

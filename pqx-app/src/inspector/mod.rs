@@ -130,7 +130,18 @@ pub async fn run(cli: InspectorCli) -> Result<()> {
             store.ensure_tables().await?;
             let id = cli.message_id.as_deref().ok_or(crate::Error::ShowWhich)?;
             if cli.follow {
-                return match show::follow(&store, id).await? {
+                let running = show::attempts_of(&store, id)
+                    .await?
+                    .iter()
+                    .any(|a| a.status() == Status::Running);
+                let lines = match running {
+                    true => {
+                        let exchange = config.init()?.output_exchange();
+                        show::Lines::open(&conn, &exchange, id).await
+                    }
+                    false => None,
+                };
+                return match show::follow(&store, lines, id).await? {
                     0 => Ok(()),
                     code => Err(crate::Error::Followed(code)),
                 };

@@ -1,8 +1,9 @@
 //! `inspector show ID`: every attempt of one message on every queue, oldest first, with what each
-//! printed. `--follow` waits for the attempts still running to end (asking the records every half
-//! second), prints them as they end, and exits with the status of the last one to end, as
+//! printed. `--follow` prints what the running ones print as they print it (the subscriber sends
+//! each line to the output exchange, `subscriber/lines.rs`), each result as it is recorded
+//! (asking the records every half second), and exits with the status of the last one to end, as
 //! `st2 execution tail` does; on a message whose attempts all ended it prints them and exits so
-//! at once. Output is shown when an attempt ends: it is not streamed line by line yet.
+//! at once.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -63,16 +64,23 @@ pub fn text(a: &Attempt) -> String {
     out
 }
 
-/// Prints the attempts of `id` that ended, then each running one as it ends; returns the exit
-/// status of the last attempt to end (0 for a success or a skip, its exit code else, 1 when that
-/// does not fit).
-pub async fn follow(store: &Store, id: &str) -> Result<u8> {
+/// Prints the attempts of `id` that ended; then, while some run, what they print as they print
+/// it (from the output exchange; lines printed before this started are in the record) and each
+/// one's result as it ends. Returns the exit status of the last attempt to end (0 for a success
+/// or a skip, its exit code else, 1 when that does not fit).
+pub async fn follow(store: &Store, lines: Option<Lines>, id: &str) -> Result<u8> {
     let mut shown = BTreeSet::new();
+    let mut lines = lines;
+    let mut tick = tokio::time::interval(FOLLOW_EVERY);
     loop {
         let attempts = attempts_of(store, id).await?;
         for a in attempts.iter().filter(|a| a.result.is_some()) {
             if shown.insert(a.history.id) {
-                print!("{}", text(a));
+                match &lines {
+                    // Its output came line by line.
+                    Some(_) => print!("{}", header(a)),
+                    None => print!("{}", text(a)),
+                }
             }
         }
         let running = attempts.iter().any(|a| a.status() == Status::Running);
@@ -84,6 +92,121 @@ pub async fn follow(store: &Store, id: &str) -> Result<u8> {
                 .map_or(0, |r| r.exit_code);
             return Ok(u8::try_from(code).unwrap_or(1));
         }
-        tokio::time::sleep(FOLLOW_EVERY).await;
+        tick.tick().await;
+        if let Some(follower) = &mut lines {
+            if !follower.print_until(&mut tick).await {
+                lines = None;
+            }
+        }
     }
+}
+
+/// The output lines of one message, as they come.
+pub struct Lines {
+    consumer: lapin::Consumer,
+    _channel: lapin::Channel,
+    _connection: lapin::Connection,
+}
+
+impl Lines {
+    /// Binds a private queue to `exchange` for message `id`'s lines; None (saying why) when the
+    /// exchange is not there or the broker refuses.
+    pub async fn open(conn: &crate::Conn, exchange: &str, id: &str) -> Option<Self> {
+        match Self::try_open(conn, exchange, id).await {
+            Ok(lines) => Some(lines),
+            Err(e) => {
+                eprintln!(
+                    "inspector: cannot follow the output line by line ({}): results only",
+                    escape_control(&e.to_string())
+                );
+                None
+            }
+        }
+    }
+
+    async fn try_open(conn: &crate::Conn, exchange: &str, id: &str) -> pqx::Result<Self> {
+        use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let amqp = |context: &str| {
+            let context = context.to_owned();
+            move |source| pqx::Error::Amqp { context, source }
+        };
+        let (connection, _) =
+            pqx::mq::connect_any(&conn.mq, "pqx inspector follow", 0, None).await?;
+        let channel = pqx::mq::open_channel(&connection).await?;
+        let private = QueueDeclareOptions {
+            exclusive: true,
+            auto_delete: true,
+            ..QueueDeclareOptions::default()
+        };
+        let queue = channel
+            .queue_declare("".into(), private, FieldTable::default())
+            .await
+            .map_err(amqp("declaring a queue to follow the output in"))?;
+        let key = format!("{}.#", id.replace('.', "_"));
+        channel
+            .queue_bind(
+                queue.name().as_str().into(),
+                exchange.into(),
+                key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp(&format!("binding to the output exchange {exchange}")))?;
+        let no_ack = BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        };
+        let consumer = channel
+            .basic_consume(
+                queue.name().as_str().into(),
+                "".into(),
+                no_ack,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp("following the output"))?;
+        Ok(Self {
+            consumer,
+            _channel: channel,
+            _connection: connection,
+        })
+    }
+
+    /// Prints the lines that come until the next tick; false when the broker went away.
+    async fn print_until(&mut self, tick: &mut tokio::time::Interval) -> bool {
+        use futures_util::StreamExt;
+        use std::io::Write;
+        loop {
+            tokio::select! {
+                line = self.consumer.next() => {
+                    let Some(Ok(line)) = line else { return false };
+                    let queue = line.routing_key.as_str().rsplit('.').next().unwrap_or("?").to_owned();
+                    let stream = line.properties.kind().as_ref().map(|k| k.as_str().to_owned());
+                    let text = String::from_utf8_lossy(&line.data);
+                    let prefix = match stream.as_deref() {
+                        Some("stderr") => format!("{queue} stderr| "),
+                        _ => format!("{queue}| "),
+                    };
+                    // What a command prints must not drive the terminal it is shown on.
+                    println!("{}{}", escape_control(&prefix), escape_control(text.trim_end_matches('\n')));
+                    let _ = std::io::stdout().flush();
+                }
+                _ = tick.tick() => return true,
+            }
+        }
+    }
+}
+
+/// The line saying where and how an attempt went, without its output.
+fn header(a: &Attempt) -> String {
+    text(&Attempt {
+        history: a.history.clone(),
+        result: a.result.clone().map(|mut r| {
+            r.stdout = None;
+            r.stderr = None;
+            r
+        }),
+    })
 }

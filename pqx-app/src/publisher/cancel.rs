@@ -18,7 +18,10 @@ pub async fn cancel(cli: &PublisherCli) -> Result<()> {
     store.ensure_tables().await?;
     if let Some(at) = store.cancelled(id).await? {
         let at = at.to_rfc3339_opts(SecondsFormat::Secs, true);
-        println!("{} was already cancelled at {at}", pqx_util::escape_control(id));
+        println!(
+            "{} was already cancelled at {at}",
+            pqx_util::escape_control(id)
+        );
         return Ok(());
     }
     let attempts = store.attempts(Some(id), 100_000).await?;

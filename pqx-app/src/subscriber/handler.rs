@@ -9,6 +9,7 @@ use tracing::{error, info, warn};
 
 use super::hold::{hold, Held};
 use super::incoming::{Envelope, Ids, Incoming, Poison};
+use super::lines;
 use super::plan::{plan, Answers, Plan, Questions};
 use super::reply::Replier;
 use super::settle::{within_broker_answer, Outbound, Settlement, Settler};
@@ -120,7 +121,10 @@ impl Handler {
             message_id: envelope.message_id.as_deref(),
         };
         let verdict = match &decoded {
-            Ok(incoming) => self.decide(incoming, &delivery, ids, cancel).await,
+            Ok(incoming) => {
+                self.decide(incoming, &delivery, ids, outbound, cancel)
+                    .await
+            }
             Err(rejected) => match &rejected.reason {
                 Poison::Refused(refusal) => {
                     let refused = self.refused_of(rejected.command.as_ref(), &delivery, envelope);
@@ -147,6 +151,7 @@ impl Handler {
         incoming: &Incoming,
         delivery: &Delivery,
         ids: Ids<'_>,
+        outbound: &Outbound,
         cancel: &CancellationToken,
     ) -> Verdict {
         let answers = match self.look_up(incoming, ids, cancel).await {
@@ -196,9 +201,10 @@ impl Handler {
             }
             Plan::Skip { earlier } => self.skip(incoming, earlier, ids, cancel).await,
             Plan::Run if incoming.seal.is_some() => {
-                self.run_signed(incoming, delivery, ids, cancel).await
+                self.run_signed(incoming, delivery, ids, outbound, cancel)
+                    .await
             }
-            Plan::Run => self.run(incoming, ids, cancel, None).await,
+            Plan::Run => self.run(incoming, ids, outbound, cancel, None).await,
         }
     }
 
@@ -209,6 +215,7 @@ impl Handler {
         incoming: &Incoming,
         delivery: &Delivery,
         ids: Ids<'_>,
+        outbound: &Outbound,
         cancel: &CancellationToken,
     ) -> Verdict {
         let start = self.start_of(incoming);
@@ -216,7 +223,10 @@ impl Handler {
         let what = "record the attempt";
         let record = || self.records.record_start_unless_ran(&start, redelivered);
         match Settlement::unless_done(hold(ids, what, cancel, record).await, what) {
-            Ok(Some(history_id)) => self.run(incoming, ids, cancel, Some(history_id)).await,
+            Ok(Some(history_id)) => {
+                self.run(incoming, ids, outbound, cancel, Some(history_id))
+                    .await
+            }
             Ok(None) => {
                 let refusal = self.why_it_ran(incoming, ids, cancel).await;
                 let refused =
@@ -373,6 +383,7 @@ impl Handler {
         &self,
         incoming: &Incoming,
         ids: Ids<'_>,
+        outbound: &Outbound,
         cancel: &CancellationToken,
         history_id: Option<i64>,
     ) -> Verdict {
@@ -399,7 +410,13 @@ impl Handler {
             }
         };
         let timeout = command.config.run_timeout();
-        let on_line = |stream: OutputStream, line: &str| {
+        let key = message_id.map(|id| lines::routing_key(id, queue));
+        let (followers, sending) = lines::stream(outbound.lines.as_ref(), key);
+        let on_line = move |stream: OutputStream, line: &str| {
+            if let Some(followers) = &followers {
+                // As printed: whoever follows escapes it for where it shows it.
+                let _ = followers.try_send((stream, line.to_owned()));
+            }
             // What a command prints must not rewrite the terminal or log of whoever reads it.
             let line = pqx_util::escape_control(line);
             info!(queue, message_id, stream = stream.as_str(), "{line}");
@@ -412,7 +429,7 @@ impl Handler {
             &this_one,
         );
         // The run is polled first, so that the process is spawned before the insert is prepared.
-        let ((report, cancelled_at), started) = tokio::join!(running, recording);
+        let ((report, cancelled_at), started, ()) = tokio::join!(running, recording, sending);
         let outcome = match cancelled_at {
             Some(at) => Outcome::cancelled(at, Some(&report)),
             None => Outcome::of_run(&report),

@@ -14,6 +14,7 @@ mod cli;
 mod handler;
 mod hold;
 mod incoming;
+mod lines;
 mod plan;
 mod ready;
 mod recorder;
@@ -106,6 +107,7 @@ pub async fn run(cli: SubscriberCli) -> Result<Stopped> {
         api: &conn.api,
         delayed_exchange: &init.delayed_exchange(),
         reply_exchange: &init.reply_exchange(),
+        output_exchange: &init.output_exchange(),
         queue_type: init.queue_type(),
     };
     stay_connected(&cli, broker, &handler, signals, startup).await
@@ -143,6 +145,7 @@ struct Broker<'a> {
     api: &'a pqx_util::ApiEndpoint,
     delayed_exchange: &'a str,
     reply_exchange: &'a str,
+    output_exchange: &'a str,
     /// The type of the wait queues it declares.
     queue_type: pqx::mq::QueueType,
 }

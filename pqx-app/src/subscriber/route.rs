@@ -24,6 +24,8 @@ pub struct Routes {
     pub retry: RetryRoute,
     /// The reply exchange, when it exists.
     pub replies: Option<String>,
+    /// The output exchange, when it exists.
+    pub output: Option<String>,
 }
 
 /// The routes of `queue` on `connection`.
@@ -44,7 +46,14 @@ pub async fn routes(
     let replies = exists(connection, Declared::Exchange, broker.reply_exchange)
         .await?
         .then(|| broker.reply_exchange.to_owned());
-    Ok(Routes { retry, replies })
+    let output = exists(connection, Declared::Exchange, broker.output_exchange)
+        .await?
+        .then(|| broker.output_exchange.to_owned());
+    Ok(Routes {
+        retry,
+        replies,
+        output,
+    })
 }
 
 /// The route for `queue`'s retries when it has no retry exchange of its own, with

@@ -13,6 +13,7 @@ use pqx::mq::{subscribe, Holder, Publisher, QueueType, RetryRoute};
 use tracing::{info, warn};
 
 use super::handler::Handler;
+use super::lines::LineOut;
 use super::route::routes;
 use super::settle::Outbound;
 use super::signals::Signals;
@@ -109,11 +110,19 @@ impl Session {
             }
             _ => None,
         };
+        let lines = match &routes.output {
+            Some(exchange) => Some(LineOut {
+                channel: pqx::mq::open_channel(&connection).await?,
+                exchange: exchange.clone(),
+            }),
+            None => None,
+        };
         let outbound = Outbound {
             publisher,
             routes,
             connection: connection.clone(),
             user,
+            lines,
         };
         Ok(Self {
             node,

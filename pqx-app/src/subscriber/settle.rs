@@ -108,6 +108,8 @@ pub struct Outbound {
     /// (results, dead letters): the broker refuses a `user_id` that is not the connection's, so
     /// a reader can tell which host sent it.
     pub user: Option<String>,
+    /// Where running commands' output lines go, when the output exchange exists.
+    pub lines: Option<super::lines::LineOut>,
 }
 
 impl Outbound {

@@ -27,6 +27,7 @@ pub enum ExchangeType {
     Headers,
     Fanout,
     Direct,
+    Topic,
 }
 
 impl ExchangeType {
@@ -36,6 +37,7 @@ impl ExchangeType {
             ExchangeType::Headers => "headers",
             ExchangeType::Fanout => "fanout",
             ExchangeType::Direct => "direct",
+            ExchangeType::Topic => "topic",
         }
     }
 
@@ -44,6 +46,7 @@ impl ExchangeType {
             ExchangeType::Headers => ExchangeKind::Headers,
             ExchangeType::Fanout => ExchangeKind::Fanout,
             ExchangeType::Direct => ExchangeKind::Direct,
+            ExchangeType::Topic => ExchangeKind::Topic,
         }
     }
 }

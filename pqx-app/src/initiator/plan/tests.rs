@@ -86,6 +86,7 @@ fn a_fresh_broker_without_the_plugin_gets_pqx_layout_and_a_queue_for_original_re
             ("h1.retry", ExchangeType::Direct),
             ("h2.retry", ExchangeType::Direct),
             ("pqx.reply", ExchangeType::Direct),
+            ("pqx.output", ExchangeType::Topic),
             ("pqx.delayed", ExchangeType::Direct)
         ]
     );
@@ -99,6 +100,7 @@ fn a_fresh_broker_without_the_plugin_gets_pqx_layout_and_a_queue_for_original_re
             "queue h2 bound to pqx (x-match all: unique_key=h2, zone=eu)",
             "exchange h2.retry (direct) -> queue h2 (its retries)",
             "exchange pqx.reply (direct) for results (reply_to, publisher --wait)",
+            "exchange pqx.output (topic) for output lines (inspector show --follow)",
             "exchange pqx.delayed (direct) -> queue pqx.delayed.original-retries (an original PQX subscriber's retries wait 10s there, then go to pqx again)",
         ]
     );
@@ -138,7 +140,10 @@ fn a_fresh_broker_with_the_plugin_gets_no_plugin_exchange_but_an_original_layout
 fn binds_or_adds_the_reply_exchange(step: &Step) -> bool {
     match step {
         Step::Bind { .. } => true,
-        Step::Exchange { name, kind } => name == "pqx.reply" && *kind == ExchangeType::Direct,
+        Step::Exchange { name, kind } => {
+            (name == "pqx.reply" && *kind == ExchangeType::Direct)
+                || (name == "pqx.output" && *kind == ExchangeType::Topic)
+        }
         Step::Queue { .. } => false,
     }
 }
@@ -237,7 +242,7 @@ fn without_the_management_api_what_exists_is_kept_unchecked() {
     for name in ["h1", "h2", "pqx.dlq"] {
         existing.queues.insert(name.into(), QueueState::default());
     }
-    for name in ["h1.retry", "h2.retry", "pqx.reply"] {
+    for name in ["h1.retry", "h2.retry", "pqx.reply", "pqx.output"] {
         existing
             .exchanges
             .insert(name.into(), ExchangeState::default());

@@ -1,0 +1,77 @@
+//! What a running command prints, line by line, to whoever follows it (`inspector show ID
+//! --follow`): each line goes to the output exchange (`<header_exchange>.output`, topic), routed
+//! by `<message id>.<queue>`, transient and unconfirmed. Nobody bound: the broker drops it, so a
+//! command nobody follows costs a publish per line it prints and nothing for one that prints none.
+//! At most [`BUFFERED`] lines wait to be sent; beyond, lines are skipped (the record keeps the
+//! output's end whole).
+
+use lapin::options::BasicPublishOptions;
+use lapin::{BasicProperties, Channel};
+use pqx::exec::OutputStream;
+use tokio::sync::mpsc;
+
+/// Lines waiting to be sent, at most.
+const BUFFERED: usize = 1024;
+
+/// Where a session sends output lines: a channel of their own (a refusal closes it, not the one
+/// retries and results go on), and the exchange.
+#[derive(Debug, Clone)]
+pub struct LineOut {
+    pub channel: Channel,
+    pub exchange: String,
+}
+
+/// The routing key of message `message_id`'s lines on `queue`: topic words are dot-separated, so
+/// dots in either become `_`.
+pub fn routing_key(message_id: &str, queue: &str) -> String {
+    format!(
+        "{}.{}",
+        message_id.replace('.', "_"),
+        queue.replace('.', "_")
+    )
+}
+
+/// A line sink for one run, and the future that sends what it is given until the sink is dropped.
+pub fn stream(
+    out: Option<&LineOut>,
+    key: Option<String>,
+) -> (
+    Option<mpsc::Sender<(OutputStream, String)>>,
+    impl std::future::Future<Output = ()> + '_,
+) {
+    let (tx, mut rx) = mpsc::channel::<(OutputStream, String)>(BUFFERED);
+    let to = out.zip(key);
+    let tx = to.is_some().then_some(tx);
+    let sending = async move {
+        let Some((out, key)) = to else { return };
+        while let Some((stream, line)) = rx.recv().await {
+            let properties = BasicProperties::default().with_type(stream.as_str().into());
+            let sent = out
+                .channel
+                .basic_publish(
+                    out.exchange.as_str().into(),
+                    key.as_str().into(),
+                    BasicPublishOptions::default(),
+                    line.as_bytes(),
+                    properties,
+                )
+                .await;
+            if sent.is_err() {
+                // The channel is gone: the rest of the output is in the record.
+                return;
+            }
+        }
+    };
+    (tx, sending)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_keep_to_two_words() {
+        assert_eq!(routing_key("m-1", "h1"), "m-1.h1");
+        assert_eq!(routing_key("a.b", "web.1"), "a_b.web_1");
+    }
+}

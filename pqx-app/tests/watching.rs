@@ -629,8 +629,11 @@ async fn shell_habits_completions_progress_in_a_terminal_only_and_no_color() -> 
             lines.display()
         );
         let mut script = std::process::Command::new("script");
+        // Run where the test's files are, its log with them.
         script
             .args(["-qec", &command, "/dev/null"])
+            .current_dir(env.path(""))
+            .env("PQX_LOG_DIR", env.path("logs"))
             .env("RUST_LOG", "info");
         if no_color {
             script.env("NO_COLOR", "1");

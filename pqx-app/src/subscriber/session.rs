@@ -98,6 +98,15 @@ impl Session {
         let publisher = Publisher::open(&connection).await?;
         let routes = routes(&connection, broker, queue).await?;
         info!(queue, route = ?routes.retry, replies = ?routes.replies, "retries and results go these ways");
+        // Before consuming: a delivery too large for the frames closes the connection at once, and
+        // the session must then end as lost by its consumer, to take it with large frames.
+        let lines = match &routes.output {
+            Some(exchange) => Some(LineOut {
+                channel: pqx::mq::open_channel(&connection).await?,
+                exchange: exchange.clone(),
+            }),
+            None => None,
+        };
         let tag = format!("pqx-{}-{}", queue, std::process::id());
         let (channel, consumer) = subscribe(&connection, queue, &tag, concurrency).await?;
         let holder = match &routes.retry {
@@ -109,13 +118,6 @@ impl Session {
                 Some(Holder::open(&connection, publisher.clone(), exchange, queue, &tag).await?)
             }
             _ => None,
-        };
-        let lines = match &routes.output {
-            Some(exchange) => Some(LineOut {
-                channel: pqx::mq::open_channel(&connection).await?,
-                exchange: exchange.clone(),
-            }),
-            None => None,
         };
         let outbound = Outbound {
             publisher,

@@ -91,111 +91,140 @@ pub async fn run(cli: InspectorCli) -> Result<()> {
     let conn = config.conn()?;
     let store = Store::connect(&conn.db_url).await?;
     match option {
-        InspectorOption::Topology => {
-            let tables = store.tables_exist().await?;
-            let api = MqApi::new(conn.api)?;
-            let found = Topology::read(&api).await?;
-            if cli.json {
-                let mut doc = serde_json::to_value(&found).unwrap_or_default();
-                doc["tables"] = serde_json::json!({"exist": tables, "database": store.url()});
-                println!("{doc}");
-            } else if tables {
-                println!(
-                    "tables: message_history, message_result exist in {}",
-                    store.url()
-                );
-                print!("{}", found.tables());
-            } else {
-                println!(
-                    "tables: missing in {} (run `initiator -o crt_tbl`)",
-                    store.url()
-                );
-                print!("{}", found.tables());
+        InspectorOption::Topology => topology_view(&cli, &conn, &store).await,
+        InspectorOption::Hosts => hosts_view(&cli, &config, &conn, &store).await,
+        InspectorOption::Show => show_view(&cli, &config, &conn, &store).await,
+        InspectorOption::DeadLetters => dead_letters_view(&cli, &config, &conn).await,
+        InspectorOption::History => history_view(&cli, &store).await,
+    }
+}
+
+/// `insp`: the tables and the vhost's topology.
+async fn topology_view(cli: &InspectorCli, conn: &crate::Conn, store: &Store) -> Result<()> {
+    let tables = store.tables_exist().await?;
+    let api = MqApi::new(conn.api.clone())?;
+    let found = Topology::read(&api).await?;
+    if cli.json {
+        let mut doc = serde_json::to_value(&found).unwrap_or_default();
+        doc["tables"] = serde_json::json!({"exist": tables, "database": store.url()});
+        println!("{doc}");
+    } else if tables {
+        println!(
+            "tables: message_history, message_result exist in {}",
+            store.url()
+        );
+        print!("{}", found.tables());
+    } else {
+        println!(
+            "tables: missing in {} (run `initiator -o crt_tbl`)",
+            store.url()
+        );
+        print!("{}", found.tables());
+    }
+    Ok(())
+}
+
+/// `hosts`: one row per host queue.
+async fn hosts_view(
+    cli: &InspectorCli,
+    config: &ConfigArgs,
+    conn: &crate::Conn,
+    store: &Store,
+) -> Result<()> {
+    store.ensure_tables().await?;
+    let init = config.init()?;
+    let api = MqApi::new(conn.api.clone())?;
+    let found = hosts::read(&api, store, &init).await?;
+    if cli.json {
+        println!("{}", serde_json::json!({ "hosts": found }));
+    } else {
+        print!("{}", hosts_table(&found));
+    }
+    Ok(())
+}
+
+/// `show ID`: one message's attempts; `--follow` them.
+async fn show_view(
+    cli: &InspectorCli,
+    config: &ConfigArgs,
+    conn: &crate::Conn,
+    store: &Store,
+) -> Result<()> {
+    store.ensure_tables().await?;
+    let id = cli.message_id.as_deref().ok_or(crate::Error::ShowWhich)?;
+    if cli.follow {
+        let running = show::attempts_of(store, id)
+            .await?
+            .iter()
+            .any(|a| a.status() == Status::Running);
+        let lines = match running {
+            true => {
+                let exchange = config.init()?.output_exchange();
+                show::Lines::open(conn, &exchange, id).await
             }
-            Ok(())
-        }
-        InspectorOption::Hosts => {
-            store.ensure_tables().await?;
-            let init = config.init()?;
-            let api = MqApi::new(conn.api)?;
-            let found = hosts::read(&api, &store, &init).await?;
-            if cli.json {
-                println!("{}", serde_json::json!({ "hosts": found }));
-            } else {
-                print!("{}", hosts_table(&found));
-            }
-            Ok(())
-        }
-        InspectorOption::Show => {
-            store.ensure_tables().await?;
-            let id = cli.message_id.as_deref().ok_or(crate::Error::ShowWhich)?;
-            if cli.follow {
-                let running = show::attempts_of(&store, id)
-                    .await?
-                    .iter()
-                    .any(|a| a.status() == Status::Running);
-                let lines = match running {
-                    true => {
-                        let exchange = config.init()?.output_exchange();
-                        show::Lines::open(&conn, &exchange, id).await
-                    }
-                    false => None,
-                };
-                return match show::follow(&store, lines, id).await? {
-                    0 => Ok(()),
-                    code => Err(crate::Error::Followed(code)),
-                };
-            }
-            let attempts = show::attempts_of(&store, id).await?;
-            if cli.json {
-                let all: Vec<_> = attempts.iter().map(json::attempt).collect();
-                println!("{}", serde_json::json!({"message_id": id, "attempts": all}));
-            } else {
-                for a in &attempts {
-                    print!("{}", show::text(a));
-                }
-            }
-            Ok(())
-        }
-        InspectorOption::DeadLetters => {
-            let init = config.init()?;
-            let (found, total) = dlq::read(&conn, &init, cli.limit).await?;
-            if cli.json {
-                let doc = serde_json::json!({
-                    "queue": init.dead_letter_queue(),
-                    "total": total,
-                    "dead_letters": found,
-                });
-                println!("{doc}");
-            } else {
-                print!(
-                    "{}",
-                    dead_letters_table(&init.dead_letter_queue(), &found, total)
-                );
-            }
-            Ok(())
-        }
-        InspectorOption::History => {
-            store.ensure_tables().await?;
-            let wanted = Wanted {
-                message_id: cli.message_id.clone(),
-                queue: cli.queue.clone(),
-                host: cli.host.clone(),
-                status: cli.status,
-                since: cli.since,
-            };
-            let attempts = store.find(&wanted, cli.limit).await?;
-            if cli.json {
-                println!("{}", json::attempts(&attempts));
-                return Ok(());
-            }
-            print!("{}", attempts_table(&attempts));
-            if cli.output {
-                print!("{}", attempts_output(&attempts));
-            }
-            Ok(())
+            false => None,
+        };
+        return match show::follow(store, lines, id).await? {
+            0 => Ok(()),
+            code => Err(crate::Error::Followed(code)),
+        };
+    }
+    let attempts = show::attempts_of(store, id).await?;
+    if cli.json {
+        let all: Vec<_> = attempts.iter().map(json::attempt).collect();
+        println!("{}", serde_json::json!({"message_id": id, "attempts": all}));
+    } else {
+        for a in &attempts {
+            print!("{}", show::text(a));
         }
     }
+    Ok(())
+}
+
+/// `dlq`: the dead letters.
+async fn dead_letters_view(
+    cli: &InspectorCli,
+    config: &ConfigArgs,
+    conn: &crate::Conn,
+) -> Result<()> {
+    let init = config.init()?;
+    let (found, total) = dlq::read(conn, &init, cli.limit).await?;
+    if cli.json {
+        let doc = serde_json::json!({
+            "queue": init.dead_letter_queue(),
+            "total": total,
+            "dead_letters": found,
+        });
+        println!("{doc}");
+    } else {
+        print!(
+            "{}",
+            dead_letters_table(&init.dead_letter_queue(), &found, total)
+        );
+    }
+    Ok(())
+}
+
+/// `hist`: the attempts the filters pick.
+async fn history_view(cli: &InspectorCli, store: &Store) -> Result<()> {
+    store.ensure_tables().await?;
+    let wanted = Wanted {
+        message_id: cli.message_id.clone(),
+        queue: cli.queue.clone(),
+        host: cli.host.clone(),
+        status: cli.status,
+        since: cli.since,
+    };
+    let attempts = store.find(&wanted, cli.limit).await?;
+    if cli.json {
+        println!("{}", json::attempts(&attempts));
+        return Ok(());
+    }
+    print!("{}", attempts_table(&attempts));
+    if cli.output {
+        print!("{}", attempts_output(&attempts));
+    }
+    Ok(())
 }
 
 /// The vhost's exchanges, queues and bindings, the broker's own `amq.*` and default exchange

@@ -411,7 +411,7 @@ impl Handler {
         };
         let timeout = command.config.run_timeout();
         let key = message_id.map(|id| lines::routing_key(id, queue));
-        let (followers, sending) = lines::stream(outbound.lines.as_ref(), key);
+        let followers = lines::stream(outbound.lines.as_ref(), key);
         let on_line = move |stream: OutputStream, line: &str| {
             if let Some(followers) = &followers {
                 // As printed: whoever follows escapes it for where it shows it.
@@ -429,7 +429,7 @@ impl Handler {
             &this_one,
         );
         // The run is polled first, so that the process is spawned before the insert is prepared.
-        let ((report, cancelled_at), started, ()) = tokio::join!(running, recording, sending);
+        let ((report, cancelled_at), started) = tokio::join!(running, recording);
         let outcome = match cancelled_at {
             Some(at) => Outcome::cancelled(at, Some(&report)),
             None => Outcome::of_run(&report),

@@ -31,38 +31,36 @@ pub fn routing_key(message_id: &str, queue: &str) -> String {
     )
 }
 
-/// A line sink for one run, and the future that sends what it is given until the sink is dropped.
+/// How long one line may take to be handed to the broker before the rest of the run's lines are
+/// dropped: a connection that no longer answers must not hold anything up.
+const SEND_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A line sink for one run: what it is given is sent by a task of its own, which ends when the
+/// sink is dropped, so the run, its record and its settlement never wait for a line to leave.
 pub fn stream(
     out: Option<&LineOut>,
     key: Option<String>,
-) -> (
-    Option<mpsc::Sender<(OutputStream, String)>>,
-    impl std::future::Future<Output = ()> + '_,
-) {
+) -> Option<mpsc::Sender<(OutputStream, String)>> {
+    let (out, key) = (out?.clone(), key?);
     let (tx, mut rx) = mpsc::channel::<(OutputStream, String)>(BUFFERED);
-    let to = out.zip(key);
-    let tx = to.is_some().then_some(tx);
-    let sending = async move {
-        let Some((out, key)) = to else { return };
+    tokio::spawn(async move {
         while let Some((stream, line)) = rx.recv().await {
             let properties = BasicProperties::default().with_type(stream.as_str().into());
-            let sent = out
-                .channel
-                .basic_publish(
-                    out.exchange.as_str().into(),
-                    key.as_str().into(),
-                    BasicPublishOptions::default(),
-                    line.as_bytes(),
-                    properties,
-                )
-                .await;
-            if sent.is_err() {
-                // The channel is gone: the rest of the output is in the record.
-                return;
+            let sending = out.channel.basic_publish(
+                out.exchange.as_str().into(),
+                key.as_str().into(),
+                BasicPublishOptions::default(),
+                line.as_bytes(),
+                properties,
+            );
+            match tokio::time::timeout(SEND_WAIT, sending).await {
+                Ok(Ok(_)) => {}
+                // The channel is gone or stuck: the rest of the output is in the record.
+                _ => return,
             }
         }
-    };
-    (tx, sending)
+    });
+    Some(tx)
 }
 
 #[cfg(test)]

@@ -74,6 +74,19 @@ pub enum Error {
     /// `inspector show` of a message with no attempt recorded.
     #[error("no attempt of message {message_id:?} is recorded in {url}")]
     NoSuchMessage { message_id: String, url: String },
+    /// `inspector serve` could not listen, or stopped serving.
+    #[error("inspector serve on {bind}: {source}")]
+    Serve {
+        bind: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `inspector serve` on an address other hosts reach, with no token.
+    #[error("inspector serve --bind {bind}: an address that is not loopback needs a token (--token-file FILE, or PQX_DASHBOARD_TOKEN)")]
+    ServeNeedsToken { bind: String },
+    /// The dashboard's token is unusable.
+    #[error("the dashboard token in {whence} {why}")]
+    BadToken { whence: String, why: String },
     /// `inspector show` without a message id.
     #[error("say which message: inspector show ID")]
     ShowWhich,

@@ -14,7 +14,11 @@ use crate::{Attempt, InitConfig, Result, Status, Store};
 #[derive(Debug, Clone, Serialize)]
 pub struct Host {
     pub queue: String,
-    /// Its subscribers.
+    /// How many subscribers consume it, as the broker counts them (None: it did not say).
+    pub subscriber_count: Option<u64>,
+    /// Its subscribers, as far as the management API shows them: a user with the tag
+    /// `management` only (the operator's) sees its own connections, so this can be shorter than
+    /// the count.
     pub consumers: Vec<Consumer>,
     /// Messages waiting in it (None: the broker did not say).
     pub messages_waiting: Option<u64>,
@@ -50,6 +54,27 @@ pub struct Last {
     pub ended: Option<String>,
 }
 
+impl Host {
+    /// Whether nobody consumes it: what is sent there waits.
+    pub fn unconsumed(&self) -> bool {
+        self.subscriber_count.unwrap_or(self.consumers.len() as u64) == 0
+    }
+
+    /// Subscribers the broker counts whose machines the management API did not show.
+    pub fn unseen(&self) -> u64 {
+        self.subscriber_count
+            .unwrap_or_default()
+            .saturating_sub(self.consumers.len() as u64)
+    }
+}
+
+/// What is said of subscribers the broker counts but does not show to this user.
+pub fn unseen_line(n: u64) -> String {
+    format!(
+        "{n} subscribers not shown (their machines are shown to a user with the tag monitoring)"
+    )
+}
+
 fn time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -67,11 +92,11 @@ pub async fn read(api: &MqApi, store: &Store, init: &InitConfig) -> Result<Vec<H
             names.push(binding.destination);
         }
     }
-    let waiting: BTreeMap<String, Option<u64>> = api
+    let counts: BTreeMap<String, (Option<u64>, Option<u64>)> = api
         .queues()
         .await?
         .into_iter()
-        .map(|q| (q.name, q.messages))
+        .map(|q| (q.name, (q.messages, q.consumers)))
         .collect();
     let consumers = consumers_by_queue(api).await?;
     let mut records = store
@@ -81,9 +106,12 @@ pub async fn read(api: &MqApi, store: &Store, init: &InitConfig) -> Result<Vec<H
         .into_iter()
         .map(|queue| {
             let found = records.remove(&queue).unwrap_or_default();
+            let consumers = consumers.get(&queue).cloned().unwrap_or_default();
+            let (waiting, count) = counts.get(&queue).copied().unwrap_or_default();
             Host {
-                consumers: consumers.get(&queue).cloned().unwrap_or_default(),
-                messages_waiting: waiting.get(&queue).copied().flatten(),
+                subscriber_count: count.or(Some(consumers.len() as u64)),
+                consumers,
+                messages_waiting: waiting,
                 running: found.running.iter().map(running).collect(),
                 last: found.last.as_ref().map(last),
                 failures_last_hour: found.failures,

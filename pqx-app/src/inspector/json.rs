@@ -35,3 +35,18 @@ pub fn attempt(a: &Attempt) -> Value {
 pub fn attempts(attempts: &[Attempt]) -> Value {
     json!({ "attempts": attempts.iter().map(attempt).collect::<Vec<_>>() })
 }
+
+/// `{"message_id": ID, "attempts": [...]}`, oldest first.
+pub fn message(id: &str, attempts: &[Attempt]) -> Value {
+    json!({"message_id": id, "attempts": attempts.iter().map(attempt).collect::<Vec<_>>()})
+}
+
+/// `{"hosts": [...]}`.
+pub fn hosts(found: &[super::hosts::Host]) -> Value {
+    json!({ "hosts": found })
+}
+
+/// `{"queue": DLQ, "total": N, "dead_letters": [...]}`, oldest first.
+pub fn dead_letters(queue: &str, found: &[super::dlq::DeadLetter], total: u32) -> Value {
+    json!({ "queue": queue, "total": total, "dead_letters": found })
+}

@@ -9,6 +9,7 @@ use pqx_util::{escape_control, escape_control_lines, MqApi};
 mod dlq;
 mod hosts;
 mod json;
+pub mod serve;
 mod show;
 mod since;
 
@@ -55,6 +56,13 @@ pub struct InspectorCli {
     /// With hist: also print what each attempt wrote to stdout and stderr (its last 64 KiB)
     #[arg(long, global = true)]
     pub output: bool,
+    /// With serve: the address to listen on; one that is not loopback needs a token
+    #[arg(long, global = true, default_value = "127.0.0.1:8080")]
+    pub bind: std::net::SocketAddr,
+    /// With serve: a file whose first line is the token the dashboard asks for (at least 16
+    /// characters; else from the environment variable PQX_DASHBOARD_TOKEN)
+    #[arg(long, global = true)]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 /// What inspector does: `-o NAME` and the subcommand NAME are the same.
@@ -77,6 +85,10 @@ pub enum InspectorOption {
     /// running ones to end and exit with the last one's status)
     #[clap(name = "show")]
     Show,
+    /// The dashboard: hosts, attempts, messages and dead letters in a browser, live, with the
+    /// JSON API under /api (127.0.0.1:8080 unless --bind says)
+    #[clap(name = "serve")]
+    Serve,
 }
 
 /// The command line with `inspector show ID` read as `inspector show --message-id ID`.
@@ -89,6 +101,14 @@ pub async fn run(cli: InspectorCli) -> Result<()> {
     let option = cli.choice.chosen::<InspectorCli>();
     let config = cli.config.with(&cli.positional);
     let conn = config.conn()?;
+    if option == InspectorOption::Serve {
+        // The dashboard starts while the database is away: it connects when a page asks.
+        let token = serve::Token::read(
+            cli.token_file.as_deref(),
+            std::env::var("PQX_DASHBOARD_TOKEN").ok(),
+        )?;
+        return serve::serve(conn, config.init()?, cli.bind, token).await;
+    }
     let store = Store::connect(&conn.db_url).await?;
     match option {
         InspectorOption::Topology => topology_view(&cli, &conn, &store).await,
@@ -96,6 +116,7 @@ pub async fn run(cli: InspectorCli) -> Result<()> {
         InspectorOption::Show => show_view(&cli, &config, &conn, &store).await,
         InspectorOption::DeadLetters => dead_letters_view(&cli, &config, &conn).await,
         InspectorOption::History => history_view(&cli, &store).await,
+        InspectorOption::Serve => Ok(()),
     }
 }
 
@@ -136,7 +157,7 @@ async fn hosts_view(
     let api = MqApi::new(conn.api.clone())?;
     let found = hosts::read(&api, store, &init).await?;
     if cli.json {
-        println!("{}", serde_json::json!({ "hosts": found }));
+        println!("{}", json::hosts(&found));
     } else {
         print!("{}", hosts_table(&found));
     }
@@ -171,8 +192,7 @@ async fn show_view(
     }
     let attempts = show::attempts_of(store, id).await?;
     if cli.json {
-        let all: Vec<_> = attempts.iter().map(json::attempt).collect();
-        println!("{}", serde_json::json!({"message_id": id, "attempts": all}));
+        println!("{}", json::message(id, &attempts));
     } else {
         for a in &attempts {
             print!("{}", show::text(a));
@@ -190,11 +210,7 @@ async fn dead_letters_view(
     let init = config.init()?;
     let (found, total) = dlq::read(conn, &init, cli.limit).await?;
     if cli.json {
-        let doc = serde_json::json!({
-            "queue": init.dead_letter_queue(),
-            "total": total,
-            "dead_letters": found,
-        });
+        let doc = json::dead_letters(&init.dead_letter_queue(), &found, total);
         println!("{doc}");
     } else {
         print!(
@@ -327,20 +343,21 @@ fn hosts_table(found: &[hosts::Host]) -> String {
     ]);
     let mut unconsumed = 0;
     for host in found {
-        let subscribers = match host.consumers.as_slice() {
-            [] => {
-                unconsumed += 1;
-                "NONE: nobody consumes this queue".to_owned()
-            }
-            consumers => consumers
-                .iter()
-                .map(|c| match &c.since {
-                    Some(since) => format!("{} (since {since})", c.host),
-                    None => c.host.clone(),
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-        };
+        let mut subscribers = host
+            .consumers
+            .iter()
+            .map(|c| match &c.since {
+                Some(since) => format!("{} (since {since})", c.host),
+                None => c.host.clone(),
+            })
+            .collect::<Vec<_>>();
+        if host.unconsumed() {
+            unconsumed += 1;
+            subscribers.push("NONE: nobody consumes this queue".to_owned());
+        } else if host.unseen() > 0 {
+            subscribers.push(hosts::unseen_line(host.unseen()));
+        }
+        let subscribers = subscribers.join("\n");
         let running = host
             .running
             .iter()
@@ -468,7 +485,7 @@ mod tests {
     #[test]
     fn the_original_options_and_the_subcommands_are_the_same() {
         let given = |cli: InspectorCli| cli.choice.given();
-        crate::cli::assert_same_options(&["insp", "hist", "hosts", "dlq", "show"], given);
+        crate::cli::assert_same_options(&["insp", "hist", "hosts", "dlq", "show", "serve"], given);
     }
 
     #[test]

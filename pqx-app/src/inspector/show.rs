@@ -83,14 +83,8 @@ pub async fn follow(store: &Store, lines: Option<Lines>, id: &str) -> Result<u8>
                 }
             }
         }
-        let running = attempts.iter().any(|a| a.status() == Status::Running);
-        // A later attempt is the one that counts: one cut off earlier is not waited for.
-        let last = attempts.last();
-        if !running || last.is_some_and(|a| a.result.is_some()) {
-            let code = last
-                .and_then(|a| a.result.as_ref())
-                .map_or(0, |r| r.exit_code);
-            return Ok(u8::try_from(code).unwrap_or(1));
+        if let Some(code) = finished(&attempts) {
+            return Ok(code);
         }
         tick.tick().await;
         if let Some(follower) = &mut lines {
@@ -99,6 +93,21 @@ pub async fn follow(store: &Store, lines: Option<Lines>, id: &str) -> Result<u8>
             }
         }
     }
+}
+
+/// The exit status of the last attempt to end (0 for a success or a skip, its exit code else, 1
+/// when that does not fit) once none runs any more; None while one does.
+pub fn finished(attempts: &[Attempt]) -> Option<u8> {
+    let running = attempts.iter().any(|a| a.status() == Status::Running);
+    // A later attempt is the one that counts: one cut off earlier is not waited for.
+    let last = attempts.last();
+    if running && last.is_none_or(|a| a.result.is_none()) {
+        return None;
+    }
+    let code = last
+        .and_then(|a| a.result.as_ref())
+        .map_or(0, |r| r.exit_code);
+    Some(u8::try_from(code).unwrap_or(1))
 }
 
 /// The output lines of one message, as they come.
@@ -174,29 +183,48 @@ impl Lines {
         })
     }
 
+    /// The next line printed, or None when the broker went away.
+    pub async fn next(&mut self) -> Option<Line> {
+        use futures_util::StreamExt;
+        let line = self.consumer.next().await?.ok()?;
+        let key = line.routing_key.as_str();
+        Some(Line {
+            queue: key.rsplit('.').next().unwrap_or("?").to_owned(),
+            stderr: line.properties.kind().as_ref().map(|k| k.as_str()) == Some("stderr"),
+            text: String::from_utf8_lossy(&line.data)
+                .trim_end_matches('\n')
+                .to_owned(),
+        })
+    }
+
     /// Prints the lines that come until the next tick; false when the broker went away.
     async fn print_until(&mut self, tick: &mut tokio::time::Interval) -> bool {
-        use futures_util::StreamExt;
         use std::io::Write;
         loop {
             tokio::select! {
-                line = self.consumer.next() => {
-                    let Some(Ok(line)) = line else { return false };
-                    let queue = line.routing_key.as_str().rsplit('.').next().unwrap_or("?").to_owned();
-                    let stream = line.properties.kind().as_ref().map(|k| k.as_str().to_owned());
-                    let text = String::from_utf8_lossy(&line.data);
-                    let prefix = match stream.as_deref() {
-                        Some("stderr") => format!("{queue} stderr| "),
-                        _ => format!("{queue}| "),
+                line = self.next() => {
+                    let Some(line) = line else { return false };
+                    let prefix = match line.stderr {
+                        true => format!("{} stderr| ", line.queue),
+                        false => format!("{}| ", line.queue),
                     };
                     // What a command prints must not drive the terminal it is shown on.
-                    println!("{}{}", escape_control(&prefix), escape_control(text.trim_end_matches('\n')));
+                    println!("{}{}", escape_control(&prefix), escape_control(&line.text));
                     let _ = std::io::stdout().flush();
                 }
                 _ = tick.tick() => return true,
             }
         }
     }
+}
+
+/// One line a running command printed, as the subscriber sent it (unescaped).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Line {
+    /// The host queue of the attempt that printed it.
+    pub queue: String,
+    pub stderr: bool,
+    pub text: String,
 }
 
 /// The line saying where and how an attempt went, without its output.

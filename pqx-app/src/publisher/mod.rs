@@ -14,7 +14,7 @@
 mod cancel;
 mod cli;
 mod plan;
-mod redrive;
+pub(crate) mod redrive;
 mod replies;
 mod results;
 mod routes;

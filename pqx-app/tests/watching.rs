@@ -162,7 +162,7 @@ async fn history_is_filtered_and_read_as_json_postgres() -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_since_that_does_not_parse_is_named() -> Result<()> {
+async fn a_since_or_show_that_cannot_be_answered_is_named_and_dlq_needs_no_database() -> Result<()> {
     let env = ready_env(DbKind::Sqlite, As::Admin).await?;
     let out = env.run("inspector", &["hist", "--since", "yesterday"])?;
     assert_eq!(out.status.code(), Some(2));
@@ -172,6 +172,25 @@ async fn a_since_that_does_not_parse_is_named() -> Result<()> {
             && stderr.contains("neither a duration (1h, 30m, 2d) nor a time"),
         "{stderr}"
     );
+    // show without an id, or with one nothing is recorded of.
+    let out = env.run("inspector", &["-o", "show"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("say which message: inspector show ID"),
+        "{stderr}"
+    );
+    let out = env.run("inspector", &["-o", "show", "no-such-id"])?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no-such-id"), "{stderr}");
+    // The dead letters are read from the broker alone: a database away does not matter.
+    env.write_conn(
+        "postgres://pqx@127.0.0.1:1/away",
+        env.vhost.broker.amqp_port,
+    )?;
+    let doc = json(&env, &["-o", "dlq"])?;
+    assert_eq!(doc["total"], 0, "{doc}");
     Ok(())
 }
 

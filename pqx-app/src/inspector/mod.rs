@@ -109,14 +109,18 @@ pub async fn run(cli: InspectorCli) -> Result<()> {
         )?;
         return serve::serve(conn, config.init()?, cli.bind, token).await;
     }
+    if option == InspectorOption::DeadLetters {
+        // The dead letters are in the broker alone.
+        return dead_letters_view(&cli, &config, &conn).await;
+    }
     let store = Store::connect(&conn.db_url).await?;
     match option {
         InspectorOption::Topology => topology_view(&cli, &conn, &store).await,
         InspectorOption::Hosts => hosts_view(&cli, &config, &conn, &store).await,
         InspectorOption::Show => show_view(&cli, &config, &conn, &store).await,
-        InspectorOption::DeadLetters => dead_letters_view(&cli, &config, &conn).await,
         InspectorOption::History => history_view(&cli, &store).await,
-        InspectorOption::Serve => Ok(()),
+        // Served above, before the database.
+        InspectorOption::Serve | InspectorOption::DeadLetters => Ok(()),
     }
 }
 

@@ -210,6 +210,40 @@ async fn database_outage_holds_the_delivery_until_the_record_is_written() -> Res
     Ok(())
 }
 
+/// A subscriber cut off from the broker lets its command finish and records it, while the broker
+/// hands the message to the next subscriber at once: that one waits for the record instead of
+/// running the command a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redelivery_waits_for_the_twin_still_running_it() -> Result<()> {
+    let env = env(DbKind::Sqlite).await?;
+    env.init()?;
+    let proxy = TcpProxy::start((common::mq_host(), env.vhost.broker.amqp_port)).await?;
+    let conn = std::fs::read_to_string(env.path("conn.yml"))?;
+    let through = conn.replacen(
+        &format!("port: {}\n", env.vhost.broker.amqp_port),
+        &format!("port: {}\n", proxy.port),
+        1,
+    );
+    assert_ne!(through, conn, "conn.yml names the broker's port");
+    env.write("conn-proxied.yml", &through)?;
+    let first = env.subscriber_with("h1", &["--conn", "conn-proxied.yml"], &[])?;
+    let id = publish(&env, SLOW)?;
+    env.wait_attempts(&id, 30, |a| a.len() == 1).await?;
+    let second = env.subscriber("h1")?;
+    proxy.cut();
+    second
+        .wait_log("waiting for the subscriber that may still run it", 30)
+        .await?;
+    second
+        .wait_log("already recorded: settling it from the record", 30)
+        .await?;
+    let attempts = env.wait_attempts(&id, 30, |a| count_ended(a) == 1).await?;
+    assert_eq!(attempts.len(), 1, "run once: {attempts:#?}");
+    assert_eq!(ended(&attempts[0]).summary(), "succeeded");
+    assert!(first.log().contains(&id), "the first one ran it");
+    Ok(())
+}
+
 #[tokio::test]
 async fn broker_restart_while_idle() -> Result<()> {
     let _turn = NODE2_TURN.lock().await;

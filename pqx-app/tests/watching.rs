@@ -162,7 +162,8 @@ async fn history_is_filtered_and_read_as_json_postgres() -> Result<()> {
 }
 
 #[tokio::test]
-async fn a_since_or_show_that_cannot_be_answered_is_named_and_dlq_needs_no_database() -> Result<()> {
+async fn a_since_or_show_that_cannot_be_answered_is_named_and_dlq_needs_no_database() -> Result<()>
+{
     let env = ready_env(DbKind::Sqlite, As::Admin).await?;
     let out = env.run("inspector", &["hist", "--since", "yesterday"])?;
     assert_eq!(out.status.code(), Some(2));

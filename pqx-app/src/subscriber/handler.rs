@@ -74,6 +74,10 @@ impl Settlement {
 
 /// How often the records are asked, while a command runs, whether its message was cancelled.
 const CANCEL_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a redelivery waits for the result of a twin still running elsewhere, and how often
+/// it asks the records meanwhile.
+const TWIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const TWIN_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Handler {
     /// A handler for `settler.queue` that keeps its `records` and runs commands with this
@@ -296,6 +300,46 @@ impl Handler {
         }
     }
 
+    /// The result of a redelivered attempt that another subscriber started and may still be
+    /// running: a subscriber whose connection was lost lets its commands finish and records them,
+    /// while the broker hands their messages to the next subscriber at once. Waits for that
+    /// result for up to [`TWIN_WAIT`], so that a short command is not run a second time; after
+    /// that (a subscriber killed mid-run records nothing) it runs, as at-least-once allows.
+    async fn twin_result(
+        &self,
+        id: &str,
+        attempt: u32,
+        ids: Ids<'_>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<crate::entities::message_result::Model>, Settlement> {
+        let what = "look up the attempts of the message";
+        let recorded = || self.records.attempts_here(id, ids.queue);
+        let history = Settlement::unless_done(hold(ids, what, cancel, recorded).await, what)?;
+        if !history
+            .iter()
+            .any(|&(a, code)| a == attempt && code.is_none())
+        {
+            return Ok(None);
+        }
+        let (queue, message_id) = (ids.queue, ids.message_id);
+        info!(queue, message_id, attempt, "redelivered while its start is recorded without a result: waiting for the subscriber that may still run it");
+        let until = tokio::time::Instant::now() + TWIN_WAIT;
+        while tokio::time::Instant::now() < until {
+            tokio::select! {
+                _ = tokio::time::sleep(TWIN_EVERY) => {}
+                _ = cancel.cancelled() => return Err(Settlement::Requeue),
+            }
+            let what = "look up the attempt";
+            let ended = || self.records.ended_attempt(id, ids.queue, attempt);
+            if let Some(result) =
+                Settlement::unless_done(hold(ids, what, cancel, ended).await, what)?
+            {
+                return Ok(Some(result));
+            }
+        }
+        Ok(None)
+    }
+
     /// Asks the records what the plan needs.
     async fn look_up(
         &self,
@@ -309,6 +353,9 @@ impl Handler {
             let what = "look up the attempt";
             let ended = || self.records.ended_attempt(id, ids.queue, attempt);
             answers.ended = Settlement::unless_done(hold(ids, what, cancel, ended).await, what)?;
+            if answers.ended.is_none() {
+                answers.ended = self.twin_result(id, attempt, ids, cancel).await?;
+            }
         }
         if let (false, Some((id, attempt))) = (answers.settled(), questions.again) {
             let what = "look up the attempts of the message";

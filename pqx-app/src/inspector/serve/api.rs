@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::{away, Dashboard, Filters, PAGE_ATTEMPTS};
 use crate::inspector::json as doc;
-use crate::publisher::redrive::{redrive as send_back, Which};
+use crate::publisher::redrive::Which;
 use crate::{Error, Result};
 
 fn answer(found: Result<Value>) -> Response {
@@ -80,7 +80,7 @@ pub async fn redrive(State(d): State<Arc<Dashboard>>, body: String) -> Response 
             return (StatusCode::BAD_REQUEST, Json(json!({"error": problem}))).into_response();
         }
     };
-    match send_back(&d.conn, &d.init, &which).await {
+    match d.redrive(&which).await {
         Ok(done) => Json(json!({"sent": done.sent, "left": done.left})).into_response(),
         Err(e @ Error::NoDeadLetter { .. }) => {
             (StatusCode::NOT_FOUND, Json(json!({"error": e.to_string()}))).into_response()

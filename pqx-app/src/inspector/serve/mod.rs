@@ -15,6 +15,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 use crate::inspector::{dlq, hosts, show};
+use crate::publisher::redrive::{redrive, Redriven, Which};
 use crate::{Attempt, Conn, Error, InitConfig, Result, Store, Wanted};
 
 mod api;
@@ -38,6 +39,9 @@ pub struct Dashboard {
     api: pqx_util::MqApi,
     /// Connected when first needed, so that the dashboard starts while the database is away.
     store: tokio::sync::Mutex<Option<Store>>,
+    /// Held while the dead-letter queue is read or re-driven: a reader holds its messages for a
+    /// moment, and a re-drive at that moment would not see them.
+    dead_letters: tokio::sync::Mutex<()>,
 }
 
 impl Dashboard {
@@ -47,6 +51,7 @@ impl Dashboard {
             conn,
             init,
             store: tokio::sync::Mutex::new(None),
+            dead_letters: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -83,7 +88,14 @@ impl Dashboard {
     }
 
     pub async fn dead_letters(&self) -> Result<(Vec<dlq::DeadLetter>, u32)> {
+        let _alone = self.dead_letters.lock().await;
         dlq::read(&self.conn, &self.init, PAGE_DEAD_LETTERS).await
+    }
+
+    /// Sends dead letters back as `publisher redrive` does.
+    pub async fn redrive(&self, which: &Which) -> Result<Redriven> {
+        let _alone = self.dead_letters.lock().await;
+        redrive(&self.conn, &self.init, which).await
     }
 
     pub fn dead_letter_queue(&self) -> String {

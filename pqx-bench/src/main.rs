@@ -243,12 +243,12 @@ async fn latency(cli: &Cli, r: &mut Report) -> Result<()> {
     }
     let note = "publish -> the command's own start ($EPOCHREALTIME), 300 at 100/s, SQLite";
     let all = [("p50", 50.0), ("p99", 99.0), ("max", 100.0)];
-    add_percentiles(r, &runs, &all, note);
+    let pqx = add_percentiles(r, &runs, &all, note);
 
     let runs = reps(n, || fork::spawn_latencies_ms(300))?;
     let note = "spawn from Rust -> bash's $EPOCHREALTIME, no broker: the spawn's share";
     let floors = [("spawn floor p50", 50.0), ("spawn floor p99", 99.0)];
-    add_percentiles(r, &runs, &floors, note);
+    let spawn = add_percentiles(r, &runs, &floors, note);
 
     let body = serde_json::to_vec(&serde_json::json!({
         "mailing_to": [{"unique_key": "q0"}],
@@ -261,16 +261,30 @@ async fn latency(cli: &Cli, r: &mut Report) -> Result<()> {
     }
     let note = "lapin publish -> lapin delivery, through the headers exchange: the broker's share";
     let floors = [("broker floor p50", 50.0), ("broker floor p99", 99.0)];
-    add_percentiles(r, &runs, &floors, note);
+    let broker = add_percentiles(r, &runs, &floors, note);
+    // What is left once the spawn and the broker are taken away: pqx's own share.
+    for (i, name) in ["pqx's share p50", "pqx's share p99"].iter().enumerate() {
+        let share = pqx[i] - spawn[i] - broker[i];
+        let note = "the latency minus the spawn floor minus the broker floor (medians, this run)";
+        r.add("latency", name, vec![share], "ms", note);
+    }
     Ok(())
 }
 
 /// Adds, for each `(name, p)`, the median over repetitions of each one's `p`th percentile.
-fn add_percentiles(r: &mut Report, runs: &[Vec<f64>], figures: &[(&str, f64)], note: &str) {
-    for (name, p) in figures {
-        let samples = runs.iter().map(|l| percentile(l, *p)).collect();
-        r.add("latency", name, samples, "ms", note);
-    }
+fn add_percentiles(
+    r: &mut Report,
+    runs: &[Vec<f64>],
+    figures: &[(&str, f64)],
+    note: &str,
+) -> Vec<f64> {
+    figures
+        .iter()
+        .map(|(name, p)| {
+            let samples = runs.iter().map(|l| percentile(l, *p)).collect();
+            r.add("latency", name, samples, "ms", note)
+        })
+        .collect()
 }
 
 async fn memory(cli: &Cli, r: &mut Report) -> Result<()> {

@@ -354,7 +354,7 @@ fn host_card(h: &Host) -> String {
 
 fn attempts_table(attempts: &[Attempt]) -> String {
     let mut out = String::from(
-        "<table class=\"attempts\"><thead><tr><th>status</th><th>message</th><th>queue</th><th>attempt</th><th>host</th><th>started</th><th>ended</th><th>exit</th><th>result</th></tr></thead><tbody>",
+        "<table class=\"attempts\"><thead><tr><th>status</th><th>message</th><th>queue</th><th>attempt</th><th>host</th><th>started (UTC)</th><th>ended (UTC)</th><th>exit</th><th>result</th></tr></thead><tbody>",
     );
     for a in attempts {
         let h = &a.history;
@@ -450,7 +450,7 @@ fn message_main(id: &str, found: Result<Vec<Attempt>>) -> String {
         let h = &a.history;
         let how = match &a.result {
             Some(r) => format!(
-                "ended {}, exit {}: {}",
+                "ended {} UTC, exit {}: {}",
                 when(&r.time),
                 r.exit_code,
                 text(&r.summary())
@@ -459,7 +459,7 @@ fn message_main(id: &str, found: Result<Vec<Attempt>>) -> String {
         };
         let _ = write!(
             out,
-            r#"<article class="attempt st-{status}" data-status="{status}"><header>{pill}<h3>attempt {n} on {queue}</h3><small>host {host}, started {started}</small></header><p>{how}</p>"#,
+            r#"<article class="attempt st-{status}" data-status="{status}"><header>{pill}<h3>attempt {n} on {queue}</h3><small>host {host}, started {started} UTC</small></header><p>{how}</p>"#,
             status = status_name(a.status()),
             pill = pill(a.status()),
             n = h.attempt.unwrap_or(1),

@@ -335,6 +335,38 @@ fn dead_letters_table(queue: &str, found: &[dlq::DeadLetter], total: u32) -> Str
     )
 }
 
+/// A host's subscribers, one per line, and what is not shown of them.
+fn subscribers_cell(host: &hosts::Host) -> String {
+    let mut lines: Vec<String> = host
+        .consumers
+        .iter()
+        .map(|c| match &c.since {
+            Some(since) => format!("{} (since {since})", c.host),
+            None => c.host.clone(),
+        })
+        .collect();
+    if host.unconsumed() {
+        lines.push("NONE: nobody consumes this queue".to_owned());
+    } else if host.unseen() > 0 {
+        lines.push(hosts::unseen_line(host.unseen()));
+    }
+    lines.join("\n")
+}
+
+/// What runs on a host now, one attempt per line.
+fn running_cell(host: &hosts::Host) -> String {
+    host.running
+        .iter()
+        .map(|r| {
+            let id = r.message_id.as_deref().unwrap_or("?");
+            let on = r.host.as_deref().unwrap_or("?");
+            let attempt = r.attempt.unwrap_or(1);
+            format!("{id} (attempt {attempt}, on {on}, since {})", r.started)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// The hosts as a table; a queue nobody consumes is marked where the eye lands first.
 fn hosts_table(found: &[hosts::Host]) -> String {
     let mut t = table([
@@ -347,35 +379,10 @@ fn hosts_table(found: &[hosts::Host]) -> String {
     ]);
     let mut unconsumed = 0;
     for host in found {
-        let mut subscribers = host
-            .consumers
-            .iter()
-            .map(|c| match &c.since {
-                Some(since) => format!("{} (since {since})", c.host),
-                None => c.host.clone(),
-            })
-            .collect::<Vec<_>>();
         if host.unconsumed() {
             unconsumed += 1;
-            subscribers.push("NONE: nobody consumes this queue".to_owned());
-        } else if host.unseen() > 0 {
-            subscribers.push(hosts::unseen_line(host.unseen()));
         }
-        let subscribers = subscribers.join("\n");
-        let running = host
-            .running
-            .iter()
-            .map(|r| {
-                let id = r.message_id.as_deref().unwrap_or("?");
-                let on = r.host.as_deref().unwrap_or("?");
-                format!(
-                    "{id} (attempt {}, on {on}, since {})",
-                    r.attempt.unwrap_or(1),
-                    r.started
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
+        let (subscribers, running) = (subscribers_cell(host), running_cell(host));
         let last = host
             .last
             .as_ref()

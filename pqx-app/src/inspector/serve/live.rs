@@ -48,7 +48,9 @@ fn watch(d: Arc<Dashboard>, view: View, every: Duration) -> Events {
     let (tx, rx) = mpsc::channel(4);
     tokio::spawn(async move {
         let mut shown = String::new();
-        let mut tick = tokio::time::interval(every);
+        // The page was rendered for the request that opened this stream: the first look is
+        // one period later, not at once.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}

@@ -33,4 +33,4 @@ pub use config::{
 };
 pub use error::{Error, InvalidTask, Result, TaskProblem};
 pub use outcome::{Outcome, Reply};
-pub use records::{Attempt, AttemptStart, Records, Refused, Status, Store, Wanted};
+pub use records::{Attempt, AttemptStart, Gate, Records, Refused, Status, Store, Wanted};

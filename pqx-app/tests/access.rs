@@ -988,11 +988,7 @@ async fn through_the_recorders_a_host_keeps_its_own_records_alone() -> Result<()
     let env = ready_env(DbKind::Postgres, As::HostUsers).await?;
     let _recorder = env.recorder()?;
     // h1 holds no database credentials: its records go through the broker.
-    let h1_conn = env.path("hosts").join("h1").join("conn.yml");
-    let mut conn: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&h1_conn)?)?;
-    conn["db"] = serde_yaml::from_str("protocol: broker")?;
-    std::fs::write(&h1_conn, serde_yaml::to_string(&conn)?)?;
-    let h1_text = std::fs::read_to_string(&h1_conn)?;
+    let h1_text = common::records_through_recorders(&env, "h1")?;
     assert!(!h1_text.contains("postgres"), "{h1_text}");
     let sub = env.subscriber("h1")?;
     let out = env.ok(

@@ -784,6 +784,72 @@ async fn a_cancelled_message_is_killed_where_it_runs_and_not_run_where_it_waits(
     Ok(())
 }
 
+/// A copy cancelled while it waits is recorded as not run when it arrives, whether the subscriber
+/// asks the database (the look-up and the start's record are one statement) or the recorders;
+/// the next command runs.
+async fn a_cancelled_copy_is_not_run_when_it_arrives(
+    db: DbKind,
+    through_recorders: bool,
+) -> Result<()> {
+    let env = ready_env(db, As::HostUsers).await?;
+    let _recorder = match through_recorders {
+        true => {
+            common::records_through_recorders(&env, "h2")?;
+            Some(env.recorder()?)
+        }
+        false => None,
+    };
+    let ran = env.path("ran");
+    let waiting = task(
+        &env,
+        "waiting.json",
+        &format!(
+            r#"{{"mailing_to":[{{"unique_key":"h2"}}],"cmd":{{"Bash":{{"cmd":["touch {}"]}}}}}}"#,
+            ran.display()
+        ),
+    )?;
+    let (code, stdout, stderr) = publisher(&env, &["-o", "cancel", &waiting[0]])?;
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let _h2 = env.subscriber("h2")?;
+    let next = task(
+        &env,
+        "next.json",
+        r#"{"mailing_to":[{"unique_key":"h2"}],"cmd":{"Bash":{"cmd":["echo next"]}}}"#,
+    )?;
+    let attempts = env
+        .wait_attempts(&next[0], 30, |a| common::count_ended(a) == 1)
+        .await?;
+    assert_eq!(common::ended(&attempts[0]).exit_code, 0);
+    let attempts = env.attempts(&waiting[0]).await?;
+    assert_eq!(attempts.len(), 1, "{attempts:#?}");
+    let result = common::ended(&attempts[0]);
+    assert!(
+        result
+            .result
+            .as_deref()
+            .unwrap_or_default()
+            .starts_with("cancelled: not run"),
+        "{result:#?}"
+    );
+    assert!(!ran.exists(), "it ran");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_cancelled_copy_is_not_run_when_it_arrives_sqlite() -> Result<()> {
+    a_cancelled_copy_is_not_run_when_it_arrives(DbKind::Sqlite, false).await
+}
+
+#[tokio::test]
+async fn a_cancelled_copy_is_not_run_when_it_arrives_postgres() -> Result<()> {
+    a_cancelled_copy_is_not_run_when_it_arrives(DbKind::Postgres, false).await
+}
+
+#[tokio::test]
+async fn a_cancelled_copy_is_not_run_when_it_arrives_through_the_recorders() -> Result<()> {
+    a_cancelled_copy_is_not_run_when_it_arrives(DbKind::Postgres, true).await
+}
+
 #[tokio::test]
 async fn a_running_command_is_followed_line_by_line_as_it_prints() -> Result<()> {
     use std::io::BufRead;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
 use crate::{redact_url, Error, Result};
@@ -57,6 +57,18 @@ pub const HOST_IDLE: Duration = Duration::from_secs(2);
 /// How long a fleet host asks for its first connection while the server has none to spare.
 const HOST_CONNECT_FOR: Duration = Duration::from_secs(60);
 
+/// How pqx opens a SQLite file, on top of what its URL says.
+pub fn sqlite_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    // WAL: readers (inspector) and several subscribers on one file do not block each other;
+    // NORMAL: a commit is durable across a crash of pqx, and costs no fsync.
+    options
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        // pqx appends rows and reads few back: a small page cache is enough.
+        .pragma("cache_size", "-512")
+}
+
 /// Whether `error` is PostgreSQL refusing a connection because it has as many as it takes
 /// (SQLSTATE 53300, `too_many_connections`).
 pub fn is_too_many_connections(error: &sea_orm::DbErr) -> bool {
@@ -85,15 +97,7 @@ async fn connect_db_with(url: &str, pool: Pool) -> Result<DatabaseConnection> {
         .max_connections(if sqlite { 1 } else { pool.max })
         .min_connections(if sqlite { 1 } else { pool.min })
         .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|opts| {
-            // WAL: readers (inspector) and several subscribers on one file do not block each
-            // other; NORMAL: a commit is durable across a crash of pqx, and costs no fsync.
-            opts.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(10))
-                // pqx appends rows and reads few back: a small page cache is enough.
-                .pragma("cache_size", "-512")
-        });
+        .map_sqlx_sqlite_opts(sqlite_options);
     if sqlite {
         // An embedded file does not hang up: the check before each query only cost a round trip
         // to sqlx's SQLite thread.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::relay::proto::{Answer, RefusedMessage, Request, Start};
 use super::relay::Relay;
-use super::{AttemptStart, Refused, Store};
+use super::{AttemptStart, Gate, Refused, Store};
 use crate::entities::message_result;
 use crate::{Error, Outcome, Result};
 
@@ -122,6 +122,24 @@ impl Records {
         history_id(relay, &request)
             .await?
             .ok_or_else(|| unexpected(&request, Answer::HistoryId { id: None }))
+    }
+
+    /// Records the start of an attempt unless its message was cancelled. The recorders are asked
+    /// only whether it was: the start goes to them while the command runs, as a round trip
+    /// through the broker is not cheap enough to make before.
+    pub async fn record_start_unless_cancelled(&self, start: &AttemptStart<'_>) -> Result<Gate> {
+        match self {
+            Records::Database(store) => store.record_start_unless_cancelled(start).await,
+            Records::Recorders(_) => {
+                let Some(message_id) = start.message_id else {
+                    return Ok(Gate::Open);
+                };
+                Ok(match self.cancelled(message_id, start.queue).await? {
+                    Some(at) => Gate::Cancelled(at),
+                    None => Gate::Open,
+                })
+            }
+        }
     }
 
     pub async fn record_start_unless_ran(

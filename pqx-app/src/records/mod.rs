@@ -6,6 +6,7 @@
 
 mod cancel;
 mod either;
+mod held;
 mod overview;
 mod read;
 pub mod relay;
@@ -13,8 +14,8 @@ mod write;
 
 pub use either::Records;
 
-pub use write::Refused;
 pub(crate) use write::UNPARSED_KEPT;
+pub use write::{Gate, Refused};
 
 use std::borrow::Cow;
 
@@ -32,6 +33,8 @@ pub struct Store {
     db: DatabaseConnection,
     /// The URL, password redacted, for messages.
     url: String,
+    /// A subscriber's own SQLite connection, for the statements it makes for every command.
+    held: Option<std::sync::Arc<held::HeldSqlite>>,
 }
 
 /// What is known of an attempt when it starts.
@@ -154,13 +157,19 @@ impl Store {
     pub async fn connect_for_host(url: &str) -> Result<Self> {
         refuse_the_broker(url)?;
         create_private_sqlite_file(url);
-        Ok(Self::on(pqx_util::connect_db_for_host(url).await?, url))
+        let mut store = Self::on(pqx_util::connect_db_for_host(url).await?, url);
+        if url.starts_with("sqlite:") {
+            let held = held::HeldSqlite::new(url).context(|| format!("opening {}", store.url))?;
+            store.held = Some(std::sync::Arc::new(held));
+        }
+        Ok(store)
     }
 
     fn on(db: DatabaseConnection, url: &str) -> Self {
         Self {
             db,
             url: pqx_util::redact_url(url),
+            held: None,
         }
     }
 

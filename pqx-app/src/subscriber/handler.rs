@@ -22,7 +22,7 @@ fn recorded(history: &[(u32, Option<i32>)]) -> Vec<Recorded> {
         .map(|&(attempt, exit_code)| Recorded { attempt, exit_code })
         .collect()
 }
-use crate::{AttemptStart, Command, Outcome, Records, Refused};
+use crate::{AttemptStart, Command, Gate, Outcome, Records, Refused};
 
 /// Runs the deliveries of one host queue.
 #[derive(Debug)]
@@ -163,6 +163,9 @@ impl Handler {
             Err(settlement) => return Verdict::settled(settlement),
         };
         if !answers.settled() {
+            if incoming.seal.is_none() && answers.succeeded_before.is_none() {
+                return self.start(incoming, ids, outbound, cancel).await;
+            }
             if let Some(verdict) = self.unless_cancelled(incoming, ids, cancel).await {
                 return verdict;
             }
@@ -241,6 +244,26 @@ impl Handler {
         }
     }
 
+    /// Records the start of an unsigned command that is to run, unless its message was
+    /// cancelled, then runs it; one statement asks the one and records the other.
+    async fn start(
+        &self,
+        incoming: &Incoming,
+        ids: Ids<'_>,
+        outbound: &Outbound,
+        cancel: &CancellationToken,
+    ) -> Verdict {
+        let start = self.start_of(incoming);
+        let what = "record the attempt";
+        let gate = || self.records.record_start_unless_cancelled(&start);
+        match Settlement::unless_done(hold(ids, what, cancel, gate).await, what) {
+            Ok(Gate::Recorded(id)) => self.run(incoming, ids, outbound, cancel, Some(id)).await,
+            Ok(Gate::Open) => self.run(incoming, ids, outbound, cancel, None).await,
+            Ok(Gate::Cancelled(at)) => self.not_run(incoming, ids, cancel, at).await,
+            Err(settlement) => Verdict::settled(settlement),
+        }
+    }
+
     /// A cancelled message's verdict: recorded as not run and acknowledged, no retry. None when
     /// it was not cancelled.
     async fn unless_cancelled(
@@ -252,10 +275,20 @@ impl Handler {
         let id = ids.message_id?;
         let what = "look up whether the message was cancelled";
         let found = || self.records.cancelled(id, ids.queue);
-        let at = match Settlement::unless_done(hold(ids, what, cancel, found).await, what) {
-            Ok(at) => at?,
-            Err(settlement) => return Some(Verdict::settled(settlement)),
-        };
+        match Settlement::unless_done(hold(ids, what, cancel, found).await, what) {
+            Ok(at) => Some(self.not_run(incoming, ids, cancel, at?).await),
+            Err(settlement) => Some(Verdict::settled(settlement)),
+        }
+    }
+
+    /// Records a message cancelled at `at` as not run; acknowledged, no retry.
+    async fn not_run(
+        &self,
+        incoming: &Incoming,
+        ids: Ids<'_>,
+        cancel: &CancellationToken,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Verdict {
         let outcome = Outcome::cancelled(at, None);
         let start = self.start_of(incoming);
         let what = "record the cancelled attempt";
@@ -263,13 +296,14 @@ impl Handler {
         if let Err(settlement) =
             Settlement::unless_done(hold(ids, what, cancel, record).await, what)
         {
-            return Some(Verdict::settled(settlement));
+            return Verdict::settled(settlement);
         }
-        info!(queue = ids.queue, message_id = id, "cancelled: not run");
-        Some(Verdict {
+        let (queue, message_id) = (ids.queue, ids.message_id);
+        info!(queue, message_id, "cancelled: not run");
+        Verdict {
             settlement: Settlement::Ack,
             outcome: Some(outcome),
-        })
+        }
     }
 
     /// Why a signed command's start was not recorded: what the records hold of it here.
@@ -445,8 +479,9 @@ impl Handler {
             "running"
         );
         let start = self.start_of(incoming);
-        // The start is recorded while the command starts, not before: the database is not on the
-        // way from delivery to run. Either way both are done before the delivery is settled.
+        // Recorded already, with the look-up for a cancel; else (the recorders behind the broker)
+        // while the command starts, so that their round trip is not on the way from delivery to
+        // run. Either way both are done before the delivery is settled.
         let recording = async {
             match history_id {
                 Some(id) => Held::Done(id),

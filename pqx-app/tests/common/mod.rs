@@ -63,6 +63,16 @@ pub async fn ready_env(db: DbKind, who: As) -> Result<Env> {
     Ok(env)
 }
 
+/// Makes `host` keep its records through the recorders (`db.protocol: broker` in its conn.yml,
+/// which then names no database); returns its conn.yml as written.
+pub fn records_through_recorders(env: &Env, host: &str) -> Result<String> {
+    let path = env.path("hosts").join(host).join("conn.yml");
+    let mut conn: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)?;
+    conn["db"] = serde_yaml::from_str("protocol: broker")?;
+    std::fs::write(&path, serde_yaml::to_string(&conn)?)?;
+    Ok(std::fs::read_to_string(&path)?)
+}
+
 /// Reading a test environment's records.
 pub(crate) trait Records {
     async fn store(&self) -> Result<Store>;

@@ -21,7 +21,7 @@ pub use config::{read_yaml, MAX_CONFIG_BYTES};
 pub use db::{connect_db, connect_db_for_host, is_too_many_connections, sqlite_options, HOST_IDLE};
 pub use error::{Error, Result};
 pub use expand::expand_env;
-pub use log::{colors_on_stderr, init_logging, LogGuard};
+pub use log::{colors_on_stderr, init_logging};
 pub use mq_api::{
     ApiAuth, ApiEndpoint, MqApi, MqBinding, MqConnection, MqConsumer, MqExchange, MqPermissions,
     MqQueue, MqUser,

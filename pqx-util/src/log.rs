@@ -6,8 +6,8 @@ use std::io::IsTerminal;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
+use tracing_subscriber::fmt::writer::MakeWriterExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter, Layer};
@@ -20,12 +20,6 @@ use tracing_subscriber::{fmt, EnvFilter, Layer};
 const DEFAULT_FILTER: &str =
     "info,sea_orm_migration=warn,sqlx::postgres::notice=warn,lapin::channel=off";
 
-/// Keeps the file writer flushing; drop it last, at the end of `main`.
-#[derive(Debug)]
-pub struct LogGuard {
-    _file: Option<WorkerGuard>,
-}
-
 /// Whether stderr gets colours: a terminal, unless `NO_COLOR` is set to anything but empty
 /// (no-color.org).
 pub fn colors_on_stderr() -> bool {
@@ -37,17 +31,24 @@ pub fn colors_on_stderr() -> bool {
 ///
 /// A log directory that cannot be created is reported on stderr and logging goes on to stderr only:
 /// a read-only working directory must not stop a subscriber.
-pub fn init_logging(app: &str) -> LogGuard {
+///
+/// Each line is formatted once for both places unless stderr shows colours, and written as it is
+/// logged, by the thread that logs it: writing to stderr already blocks it, and handing each line
+/// to a writer thread cost a subscriber more (a wake-up of that thread per line) than the write.
+pub fn init_logging(app: &str) {
     let filter =
         || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let dir = std::env::var_os("PQX_LOG_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("logs"));
-    let stderr = fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(colors_on_stderr())
-        .with_target(false)
-        .with_filter(filter());
+    let colors = colors_on_stderr();
+    let stderr = || {
+        fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(colors)
+            .with_target(false)
+            .with_filter(filter())
+    };
     // The logs hold what commands print: a directory made here is its owner's only.
     if !dir.exists() {
         let _ = std::fs::DirBuilder::new()
@@ -60,29 +61,28 @@ pub fn init_logging(app: &str) -> LogGuard {
         .filename_prefix(app)
         .filename_suffix("log")
         .build(&dir);
-    match appender {
-        Ok(appender) => {
-            // The default buffer holds 128,000 lines, allocated up front (megabytes for an idle
-            // subscriber); lines beyond this bound wait rather than being dropped.
-            let (writer, guard) = NonBlockingBuilder::default()
-                .buffered_lines_limit(4096)
-                .lossy(false)
-                .finish(appender);
+    let registry = tracing_subscriber::registry();
+    let _ = match appender {
+        Ok(file) if colors => {
             let file = fmt::layer()
-                .with_writer(writer)
+                .with_writer(file)
                 .with_ansi(false)
                 .with_target(false)
                 .with_filter(filter());
-            let _ = tracing_subscriber::registry()
-                .with(stderr)
-                .with(file)
-                .try_init();
-            LogGuard { _file: Some(guard) }
+            registry.with(stderr()).with(file).try_init()
+        }
+        Ok(file) => {
+            let both = fmt::layer()
+                .with_writer(std::io::stderr.and(file))
+                .with_ansi(false)
+                .with_target(false)
+                .with_filter(filter());
+            registry.with(both).try_init()
         }
         Err(e) => {
-            let _ = tracing_subscriber::registry().with(stderr).try_init();
+            let init = registry.with(stderr()).try_init();
             tracing::warn!(dir = %dir.display(), error = %e, "log files disabled: cannot write the log directory");
-            LogGuard { _file: None }
+            init
         }
-    }
+    };
 }

@@ -13,6 +13,6 @@ async fn main() -> ExitCode {
         return code;
     }
     let cli = InitiatorCli::parse_from(pqx_app::initiator::args_of(args));
-    let _log = pqx_util::init_logging("initiator");
+    pqx_util::init_logging("initiator");
     pqx_app::cli::finish("initiator", pqx_app::initiator::run(cli).await)
 }

@@ -13,7 +13,7 @@ async fn main() -> ExitCode {
         return code;
     }
     let cli = InspectorCli::parse_from(pqx_app::inspector::args_of(args));
-    let _log = pqx_util::init_logging("inspector");
+    pqx_util::init_logging("inspector");
     match pqx_app::inspector::run(cli).await {
         // `show --follow` exits as the command it followed did.
         Err(e @ pqx_app::Error::Followed(code)) => {

@@ -13,6 +13,6 @@ async fn main() -> ExitCode {
         return code;
     }
     let cli = PublisherCli::parse_from(pqx_app::publisher::args_of(args));
-    let _log = pqx_util::init_logging("publisher");
+    pqx_util::init_logging("publisher");
     pqx_app::cli::finish("publisher", pqx_app::publisher::run(cli).await)
 }

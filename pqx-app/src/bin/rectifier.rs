@@ -13,6 +13,6 @@ async fn main() -> ExitCode {
         return code;
     }
     let cli = RectifierCli::parse_from(pqx_app::rectifier::args_of(args));
-    let _log = pqx_util::init_logging("rectifier");
+    pqx_util::init_logging("rectifier");
     pqx_app::cli::finish("rectifier", pqx_app::rectifier::run(cli).await)
 }

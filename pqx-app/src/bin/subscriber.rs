@@ -33,7 +33,7 @@ fn main() -> ExitCode {
 }
 
 async fn subscribe(cli: SubscriberCli) -> ExitCode {
-    let _log = pqx_util::init_logging("subscriber");
+    pqx_util::init_logging("subscriber");
     match pqx_app::subscriber::run(cli).await {
         Ok(Stopped::Cleanly) => ExitCode::SUCCESS,
         // As a shell reports a command ended by SIGINT.

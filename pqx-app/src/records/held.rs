@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sea_orm::sqlx::{self, Connection, Row};
+use sea_orm::sqlx::{self, Connection};
 use sea_orm::{DbErr, RuntimeErr, Statement};
 use sea_query_sqlx::SqlxValues;
 use tokio::sync::Mutex;
@@ -32,15 +32,14 @@ impl HeldSqlite {
         })
     }
 
-    /// Runs `statement`, which answers at most one row, and reads an `i64` from its first column.
-    pub async fn fetch_id(&self, statement: &Statement) -> Result<Option<i64>, DbErr> {
+    /// Runs `statement`, an insert of at most one row; returns the row's id, if it inserted one.
+    /// (Without `RETURNING`, for which SQLite builds a temporary table on every run.)
+    pub async fn insert(&self, statement: &Statement) -> Result<Option<i64>, DbErr> {
         let mut held = self.conn.lock().await;
         let conn = self.open(&mut held).await?;
-        let row = query(statement).fetch_optional(conn).await;
-        let row = kept(&mut held, row).map_err(|e| sqlx_error(e, DbErr::Query))?;
-        row.map(|row| row.try_get::<i64, _>(0))
-            .transpose()
-            .map_err(|e| sqlx_error(e, DbErr::Query))
+        let done = query(statement).execute(conn).await;
+        let done = kept(&mut held, done).map_err(|e| sqlx_error(e, DbErr::Exec))?;
+        Ok((done.rows_affected() == 1).then(|| done.last_insert_rowid()))
     }
 
     /// Runs `statement`; returns how many rows it changed.
@@ -118,14 +117,17 @@ mod tests {
         assert!(matches!(failed, DbErr::Conn(_)), "{failed:?}");
         std::fs::create_dir(dir.path().join("later")).unwrap();
         held.execute(&create).await.unwrap();
-        let insert = statement(
-            "INSERT INTO t (v) VALUES (?) RETURNING id",
-            vec!["a".into()],
+        let insert = statement("INSERT INTO t (v) VALUES (?)", vec!["a".into()]);
+        assert_eq!(held.insert(&insert).await.unwrap(), Some(1));
+        assert_eq!(held.insert(&insert).await.unwrap(), Some(2));
+        let unless = "INSERT INTO t (v) SELECT ? WHERE NOT EXISTS (SELECT 1 FROM t WHERE v = ?)";
+        let first_b = statement(unless, vec!["b".into(), "b".into()]);
+        assert_eq!(held.insert(&first_b).await.unwrap(), Some(3));
+        assert_eq!(
+            held.insert(&first_b).await.unwrap(),
+            None,
+            "nothing inserted"
         );
-        assert_eq!(held.fetch_id(&insert).await.unwrap(), Some(1));
-        assert_eq!(held.fetch_id(&insert).await.unwrap(), Some(2));
-        let none = statement("SELECT id FROM t WHERE v = ?", vec!["b".into()]);
-        assert_eq!(held.fetch_id(&none).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -217,13 +217,13 @@ impl Store {
             .map_err(|e| crate::Error::Db {
                 context: "recording the start of an attempt".into(),
                 source: DbErr::Custom(e.to_string()),
-            })?
-            .returning_col(message_history::Column::Id);
-        let statement = self.db.get_database_backend().build(&insert);
+            })?;
+        let backend = self.db.get_database_backend();
         let context = || format!("recording the start of an attempt in {}", self.url);
         if let Some(held) = &self.held {
-            return held.fetch_id(&statement).await.context(context);
+            return held.insert(&backend.build(&insert)).await.context(context);
         }
+        let statement = backend.build(insert.returning_col(message_history::Column::Id));
         let inserted = self.db.query_one_raw(statement).await.context(context)?;
         match inserted {
             Some(row) => Ok(Some(row.try_get_by_index::<i64>(0).context(|| {

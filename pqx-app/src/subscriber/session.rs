@@ -176,7 +176,9 @@ impl Session {
                 delivery = consumer.next(), if taking => match delivery {
                     Some(Ok(delivery)) => {
                         taken += 1;
-                        running.push(handler.handle(delivery, &self.outbound, cancel));
+                        // Boxed where it is made: the future is large (~12 KB), and pushing it
+                        // unboxed copied it three times.
+                        running.push(Box::pin(handler.handle(delivery, &self.outbound, cancel)));
                     }
                     Some(Err(e)) => lost = Some(Lost::Consumer(e)),
                     None => lost = Some(Lost::Cancelled),

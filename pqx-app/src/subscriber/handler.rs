@@ -290,13 +290,12 @@ impl Handler {
         at: chrono::DateTime<chrono::Utc>,
     ) -> Verdict {
         let outcome = Outcome::cancelled(at, None);
-        let start = self.start_of(incoming);
         let what = "record the cancelled attempt";
-        let record = || self.records.record_not_run(&start, &outcome);
-        if let Err(settlement) =
-            Settlement::unless_done(hold(ids, what, cancel, record).await, what)
+        if let Err(verdict) = self
+            .record_not_run(incoming, ids, cancel, &outcome, what)
+            .await
         {
-            return Verdict::settled(settlement);
+            return verdict;
         }
         let (queue, message_id) = (ids.queue, ids.message_id);
         info!(queue, message_id, "cancelled: not run");
@@ -304,6 +303,22 @@ impl Handler {
             settlement: Settlement::Ack,
             outcome: Some(outcome),
         }
+    }
+
+    /// Records an attempt that was not run with how it ended, holding while the database is
+    /// away; the verdict when that did not succeed.
+    async fn record_not_run(
+        &self,
+        incoming: &Incoming,
+        ids: Ids<'_>,
+        cancel: &CancellationToken,
+        outcome: &Outcome,
+        what: &str,
+    ) -> Result<(), Verdict> {
+        let start = self.start_of(incoming);
+        let record = || self.records.record_not_run(&start, outcome);
+        Settlement::unless_done(hold(ids, what, cancel, record).await, what)
+            .map_err(Verdict::settled)
     }
 
     /// Why a signed command's start was not recorded: what the records hold of it here.
@@ -436,13 +451,12 @@ impl Handler {
             .as_deref()
             .unwrap_or_default();
         let outcome = Outcome::skipped(key, ids.queue, earlier);
-        let start = self.start_of(incoming);
         let what = "record the skipped attempt";
-        let record = || self.records.record_not_run(&start, &outcome);
-        if let Err(settlement) =
-            Settlement::unless_done(hold(ids, what, cancel, record).await, what)
+        if let Err(verdict) = self
+            .record_not_run(incoming, ids, cancel, &outcome, what)
+            .await
         {
-            return Verdict::settled(settlement);
+            return verdict;
         }
         let (queue, message_id) = (ids.queue, ids.message_id);
         info!(

@@ -33,7 +33,7 @@ cd "$work"
 
 tasks() {
   local line='{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["true"]}}}'
-  yes "$line" | head -n "$1" >"$work/tasks.jsonl"
+  awk -v n="$1" -v line="$line" 'BEGIN { for (i = 0; i < n; i++) print line }' >"$work/tasks.jsonl"
 }
 
 # Starts a subscriber of h1 (under $1, a wrapper such as valgrind, if given); sets $sub.

@@ -249,7 +249,9 @@ async fn five_thousand_commands_survive_the_loss_of_nodes_and_subscribers() -> R
                 settled.insert((id.clone(), queue.clone()));
             }
         }
-        if settled.len() >= expected_copies {
+        // Settled is not drained: a copy the publisher sent again after a node was lost, or one a
+        // lost channel handed back, may still wait in its queue, to be skipped as a duplicate.
+        if settled.len() >= expected_copies && host_queues_drained(&env).await? {
             break rows;
         }
         if deadline.passed() {
@@ -384,9 +386,6 @@ async fn five_thousand_commands_survive_the_loss_of_nodes_and_subscribers() -> R
         }
     }
     let duplicate_letters = dead_letters - dead.len();
-    for q in QUEUES {
-        assert_eq!(env.vhost.queue_len(q).await?, 0, "{q} is empty");
-    }
     println!("chaos schedule: {}", log.join("; "));
     println!(
         "chaos reconciliation: sent {COMMANDS} commands as {} copies ({} ok / {} flaky / {} doomed) from {PUBLISHERS} publishers \
@@ -417,6 +416,16 @@ async fn five_thousand_commands_survive_the_loss_of_nodes_and_subscribers() -> R
         "{without_result} attempts without a result, {subscriber_kills} subscriber kills"
     );
     Ok(())
+}
+
+/// Whether no host queue holds a ready message.
+async fn host_queues_drained(env: &Env) -> Result<bool> {
+    for q in QUEUES {
+        if env.vhost.queue_len(q).await? > 0 {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Where each thread of process `pid` is, as gdb sees it: for a subscriber that went silent.

@@ -8,9 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Child;
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::process::{Child, ChildStderr, ChildStdout};
 use tokio_util::sync::CancellationToken;
 
 use super::output::{LineSplitter, Tail};
@@ -20,6 +18,9 @@ use super::{CannotStart, Guard, OutputStream, ProcessSpec, RunEnd, RunReport};
 /// How long output is still read after the process ended, for lines a child that outlived it may
 /// still hold in the pipe.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// How much of a pipe is read at a time.
+const READ_SIZE: usize = 8192;
 
 /// Runs `spec` to its end, until `timeout`, or until `cancel` fires, calling `on_line` for each
 /// output line.
@@ -83,7 +84,7 @@ async fn follow(
         }
     };
     output.drain(&mut on_line).await;
-    let [stdout, stderr] = output.tails;
+    let [stdout, stderr] = output.tails();
     RunReport::ended(end, started_at, stdout, stderr)
 }
 
@@ -130,42 +131,21 @@ fn exit_end(status: std::io::Result<ExitStatus>, program: &str) -> RunEnd {
 }
 
 /// A child's stdout and stderr, line by line as they come, and the tail of each for the record.
+///
+/// Both pipes are read by the task that waits for the child: a reader task per pipe would cost a
+/// task and a channel hand-off for every line, and every command, on the subscriber's hot path.
 struct Output {
-    lines: mpsc::Receiver<(OutputStream, Vec<u8>)>,
-    readers: Vec<JoinHandle<()>>,
-    tails: [Tail; 2],
+    out: Pipe<ChildStdout>,
+    err: Pipe<ChildStderr>,
 }
 
 impl Output {
-    /// Starts reading the child's pipes.
+    /// Takes the child's pipes.
     fn take(child: &mut Child) -> Self {
-        let (tx, lines) = mpsc::channel(256);
-        let mut readers = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            readers.push(tokio::spawn(read_lines(
-                out,
-                OutputStream::Stdout,
-                tx.clone(),
-            )));
-        }
-        if let Some(err) = child.stderr.take() {
-            readers.push(tokio::spawn(read_lines(err, OutputStream::Stderr, tx)));
-        }
         Self {
-            lines,
-            readers,
-            tails: [Tail::default(), Tail::default()],
+            out: Pipe::new(child.stdout.take(), OutputStream::Stdout),
+            err: Pipe::new(child.stderr.take(), OutputStream::Stderr),
         }
-    }
-
-    fn pass_on(
-        &mut self,
-        stream: OutputStream,
-        line: &[u8],
-        on_line: &mut impl FnMut(OutputStream, &str),
-    ) {
-        on_line(stream, &String::from_utf8_lossy(line));
-        self.tails[stream as usize].push_line(line);
     }
 
     /// Passes lines on until the child exits (its status), the timeout passes or `cancel` fires
@@ -178,13 +158,11 @@ impl Output {
         on_line: &mut impl FnMut(OutputStream, &str),
     ) -> Result<std::io::Result<ExitStatus>, RunEnd> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let mut open = true;
+        let Self { out, err } = self;
         loop {
             tokio::select! {
-                line = self.lines.recv(), if open => match line {
-                    Some((stream, line)) => self.pass_on(stream, &line, on_line),
-                    None => open = false,
-                },
+                n = out.read(), if out.is_open() => out.took(n, on_line),
+                n = err.read(), if err.is_open() => err.took(n, on_line),
                 status = child.wait() => return Ok(status),
                 _ = pqx_util::sleep_until(deadline) => {
                     return Err(RunEnd::TimedOut(timeout.unwrap_or_default()))
@@ -194,44 +172,91 @@ impl Output {
         }
     }
 
-    /// Passes on the lines still buffered, waiting a little for writers that outlived the process.
+    /// Passes on the lines still in the pipes, waiting a little for writers that outlived the
+    /// process.
     async fn drain(&mut self, on_line: &mut impl FnMut(OutputStream, &str)) {
         let until = tokio::time::Instant::now() + DRAIN_GRACE;
-        while let Ok(Some((stream, line))) = tokio::time::timeout_at(until, self.lines.recv()).await
-        {
-            self.pass_on(stream, &line, on_line);
+        let Self { out, err } = self;
+        while out.is_open() || err.is_open() {
+            tokio::select! {
+                n = out.read(), if out.is_open() => out.took(n, on_line),
+                n = err.read(), if err.is_open() => err.took(n, on_line),
+                _ = tokio::time::sleep_until(until) => break,
+            }
         }
-        for reader in &self.readers {
-            reader.abort();
-        }
+        out.close(on_line);
+        err.close(on_line);
+    }
+
+    fn tails(self) -> [Tail; 2] {
+        [self.out.tail, self.err.tail]
     }
 }
 
-async fn read_lines(
-    mut pipe: impl AsyncRead + Unpin,
+/// One of a child's output pipes, split into lines.
+struct Pipe<R> {
+    reader: Option<R>,
     stream: OutputStream,
-    tx: mpsc::Sender<(OutputStream, Vec<u8>)>,
-) {
-    let mut splitter = LineSplitter::default();
-    let mut buf = vec![0u8; 8192];
-    loop {
-        let n = match pipe.read(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let mut lines = Vec::new();
-        splitter.push(&buf[..n], |line| lines.push(line.to_vec()));
-        for line in lines {
-            if tx.send((stream, line)).await.is_err() {
-                return;
-            }
+    /// Read into without zeroing first: most commands print little, and a zeroed buffer per
+    /// pipe per command was a visible part of a subscriber's work.
+    buf: Vec<u8>,
+    splitter: LineSplitter,
+    tail: Tail,
+}
+
+impl<R: AsyncRead + Unpin> Pipe<R> {
+    fn new(reader: Option<R>, stream: OutputStream) -> Self {
+        Self {
+            reader,
+            stream,
+            buf: Vec::new(),
+            splitter: LineSplitter::default(),
+            tail: Tail::default(),
         }
     }
-    let mut last = None;
-    splitter.finish(|line| last = Some(line.to_vec()));
-    if let Some(line) = last {
-        let _ = tx.send((stream, line)).await;
+
+    fn is_open(&self) -> bool {
+        self.reader.is_some()
     }
+
+    /// Reads what the pipe holds: how many bytes, 0 once it ended.
+    async fn read(&mut self) -> usize {
+        let Some(reader) = &mut self.reader else {
+            return 0;
+        };
+        self.buf.clear();
+        self.buf.reserve(READ_SIZE);
+        reader.read_buf(&mut self.buf).await.unwrap_or(0)
+    }
+
+    /// Passes on the lines in the `n` bytes read; closes the pipe when it ended.
+    fn took(&mut self, n: usize, on_line: &mut impl FnMut(OutputStream, &str)) {
+        if n == 0 {
+            return self.close(on_line);
+        }
+        let (stream, tail) = (self.stream, &mut self.tail);
+        let pass_on = |line: &[u8]| pass_on(stream, tail, on_line, line);
+        self.splitter.push(&self.buf, pass_on);
+    }
+
+    /// Stops reading, passing on a last line that had no newline.
+    fn close(&mut self, on_line: &mut impl FnMut(OutputStream, &str)) {
+        self.reader = None;
+        let (stream, tail) = (self.stream, &mut self.tail);
+        self.splitter
+            .finish(|line| pass_on(stream, tail, on_line, line));
+    }
+}
+
+/// Hands a line to the caller and keeps it in the stream's tail.
+fn pass_on(
+    stream: OutputStream,
+    tail: &mut Tail,
+    on_line: &mut impl FnMut(OutputStream, &str),
+    line: &[u8],
+) {
+    on_line(stream, &String::from_utf8_lossy(line));
+    tail.push_line(line);
 }
 
 #[cfg(test)]
@@ -303,6 +328,31 @@ mod tests {
     #[tokio::test]
     async fn timeout_kills_children_in_other_sessions() {
         timeout_kills("setsid").await;
+    }
+
+    #[tokio::test]
+    async fn lines_a_child_prints_after_the_process_ended_are_kept() {
+        // The background writer keeps both pipes open after bash exits, and prints later.
+        let script = "(sleep 0.2; echo late; printf 'no newline' >&2) & echo early";
+        let mut lines = Vec::new();
+        let report = run(&bash(script), None, &never(), |s, l| {
+            lines.push((s, l.to_owned()))
+        })
+        .await;
+        assert!(report.success(), "{}", report.summary());
+        assert_eq!(report.stdout.text(), "early\nlate\n");
+        assert_eq!(report.stderr.text(), "no newline\n");
+        assert!(lines.contains(&(OutputStream::Stderr, "no newline".into())));
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_never_closes_its_pipe_does_not_hold_the_run() {
+        let started = std::time::Instant::now();
+        let report = run(&bash("sleep 30 & echo $!"), None, &never(), |_, _| {}).await;
+        assert!(report.success(), "{}", report.summary());
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let sleeper: i32 = report.stdout.text().trim().parse().unwrap();
+        let _ = nix::sys::signal::kill(Pid::from_raw(sleeper), nix::sys::signal::Signal::SIGKILL);
     }
 
     #[tokio::test]

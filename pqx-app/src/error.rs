@@ -230,6 +230,9 @@ impl Error {
         let sea_orm::sqlx::Error::Database(db) = e.as_ref() else {
             return false;
         };
+        if let Some(failure) = db.try_downcast_ref::<crate::records::SqliteFailure>() {
+            return failure.is_refused_data();
+        }
         let Some(code) = db.code() else {
             return false;
         };

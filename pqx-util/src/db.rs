@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::sqlx::sqlite::SqliteConnectOptions;
 use sea_orm::{ConnectOptions, Database, DatabaseConnection};
 
 use crate::{redact_url, Error, Result};
@@ -57,16 +57,27 @@ pub const HOST_IDLE: Duration = Duration::from_secs(2);
 /// How long a fleet host asks for its first connection while the server has none to spare.
 const HOST_CONNECT_FOR: Duration = Duration::from_secs(60);
 
+/// The pragmas pqx sets on every SQLite connection it opens, sqlx's or its own. WAL: readers
+/// (inspector) and several subscribers on one file do not block each other; NORMAL: a commit is
+/// durable across a crash of pqx, and costs no fsync; pqx appends rows and reads few back, so a
+/// small page cache is enough.
+pub const SQLITE_PRAGMAS: [(&str, &str); 3] = [
+    ("journal_mode", "WAL"),
+    ("synchronous", "NORMAL"),
+    ("cache_size", "-512"),
+];
+
+/// How long a statement on SQLite waits for another connection's write to end.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How pqx opens a SQLite file, on top of what its URL says.
 pub fn sqlite_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
-    // WAL: readers (inspector) and several subscribers on one file do not block each other;
-    // NORMAL: a commit is durable across a crash of pqx, and costs no fsync.
-    options
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(10))
-        // pqx appends rows and reads few back: a small page cache is enough.
-        .pragma("cache_size", "-512")
+    SQLITE_PRAGMAS
+        .iter()
+        .fold(options, |options, (name, value)| {
+            options.pragma(*name, *value)
+        })
+        .busy_timeout(SQLITE_BUSY_TIMEOUT)
 }
 
 /// Whether `error` is PostgreSQL refusing a connection because it has as many as it takes

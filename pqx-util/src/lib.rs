@@ -18,7 +18,10 @@ mod wait;
 
 pub use backoff::Backoff;
 pub use config::{read_yaml, MAX_CONFIG_BYTES};
-pub use db::{connect_db, connect_db_for_host, is_too_many_connections, sqlite_options, HOST_IDLE};
+pub use db::{
+    connect_db, connect_db_for_host, is_too_many_connections, sqlite_options, HOST_IDLE,
+    SQLITE_BUSY_TIMEOUT, SQLITE_PRAGMAS,
+};
 pub use error::{Error, Result};
 pub use expand::expand_env;
 pub use log::{colors_on_stderr, init_logging};

@@ -14,6 +14,7 @@ mod write;
 
 pub use either::Records;
 
+pub(crate) use held::SqliteFailure;
 pub(crate) use write::UNPARSED_KEPT;
 pub use write::{Gate, Refused};
 

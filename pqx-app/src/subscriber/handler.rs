@@ -526,6 +526,22 @@ impl Handler {
         );
         // The run is polled first, so that the process is spawned before the insert is prepared.
         let ((report, cancelled_at), started) = tokio::join!(running, recording);
+        self.ran(incoming, ids, cancel, report, cancelled_at, started)
+            .await
+    }
+
+    /// Records how a run ended, given how its start was recorded, and says what becomes of it.
+    async fn ran(
+        &self,
+        incoming: &Incoming,
+        ids: Ids<'_>,
+        cancel: &CancellationToken,
+        report: pqx::exec::RunReport,
+        cancelled_at: Option<chrono::DateTime<chrono::Utc>>,
+        started: Held<i64>,
+    ) -> Verdict {
+        let (queue, message_id) = (ids.queue, ids.message_id);
+        let attempt = incoming.envelope.attempt;
         let outcome = match cancelled_at {
             Some(at) => Outcome::cancelled(at, Some(&report)),
             None => Outcome::of_run(&report),

@@ -160,14 +160,18 @@ impl Output {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let Self { out, err } = self;
         loop {
+            // In this order: a stop or the timeout before output that never pauses; what was
+            // printed before the child's end; stdout before stderr when both are ready, as a
+            // command that printed to both in turn printed them.
             tokio::select! {
-                n = out.read(), if out.is_open() => out.took(n, on_line),
-                n = err.read(), if err.is_open() => err.took(n, on_line),
-                status = child.wait() => return Ok(status),
+                biased;
+                _ = cancel.cancelled() => return Err(RunEnd::Interrupted),
                 _ = pqx_util::sleep_until(deadline) => {
                     return Err(RunEnd::TimedOut(timeout.unwrap_or_default()))
                 }
-                _ = cancel.cancelled() => return Err(RunEnd::Interrupted),
+                n = out.read(), if out.is_open() => out.took(n, on_line),
+                n = err.read(), if err.is_open() => err.took(n, on_line),
+                status = child.wait() => return Ok(status),
             }
         }
     }
@@ -179,9 +183,10 @@ impl Output {
         let Self { out, err } = self;
         while out.is_open() || err.is_open() {
             tokio::select! {
+                biased;
+                _ = tokio::time::sleep_until(until) => break,
                 n = out.read(), if out.is_open() => out.took(n, on_line),
                 n = err.read(), if err.is_open() => err.took(n, on_line),
-                _ = tokio::time::sleep_until(until) => break,
             }
         }
         out.close(on_line);
@@ -353,6 +358,30 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(10));
         let sleeper: i32 = report.stdout.text().trim().parse().unwrap();
         let _ = nix::sys::signal::kill(Pid::from_raw(sleeper), nix::sys::signal::Signal::SIGKILL);
+    }
+
+    #[tokio::test]
+    async fn output_that_never_pauses_does_not_keep_off_the_timeout() {
+        let limit = Duration::from_millis(300);
+        let report = run(&bash("yes"), Some(limit), &never(), |_, _| {}).await;
+        assert_eq!(report.end, RunEnd::TimedOut(limit));
+        assert!(report.stdout.truncated(), "it read what was printed");
+    }
+
+    #[tokio::test]
+    async fn stdout_and_stderr_printed_in_turn_are_passed_on_in_turn() {
+        let script = "for i in 1 2 3; do echo out$i; echo err$i >&2; done";
+        let mut lines = Vec::new();
+        run(&bash(script), None, &never(), |_, l| {
+            lines.push(l.to_owned())
+        })
+        .await;
+        assert_eq!(lines.len(), 6, "{lines:?}");
+        for i in 1..=3 {
+            let out = lines.iter().position(|l| *l == format!("out{i}"));
+            let err = lines.iter().position(|l| *l == format!("err{i}"));
+            assert!(out < err, "{lines:?}");
+        }
     }
 
     #[tokio::test]

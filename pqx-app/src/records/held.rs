@@ -28,14 +28,21 @@ pub struct HeldSqlite {
 }
 
 impl HeldSqlite {
-    /// A connection to the file of `url` (a `sqlite:` URL), opened as pqx opens SQLite.
-    pub fn new(url: &str) -> Result<Self, DbErr> {
+    /// A connection to the file of `url` (a `sqlite:` URL), opened as pqx opens SQLite; none for
+    /// a database in memory, which only the pool that made it can see.
+    pub fn for_file(url: &str) -> Result<Option<Self>, DbErr> {
         let options = SqliteConnectOptions::from_str(url)
             .map_err(|e| DbErr::Conn(RuntimeErr::SqlxError(Arc::new(e))))?;
-        Ok(Self {
-            file: options.get_filename().to_owned(),
+        let file = options.get_filename();
+        // sqlx names `sqlite::memory:` so; `mode=memory` keeps the name given.
+        let in_memory = file.to_string_lossy().starts_with("file:sqlx-in-memory-")
+            || url
+                .split_once('?')
+                .is_some_and(|(_, query)| query.split('&').any(|p| p == "mode=memory"));
+        Ok((!in_memory).then(|| Self {
+            file: file.to_owned(),
             conn: Arc::new(Mutex::new(None)),
-        })
+        }))
     }
 
     /// Runs `statement`, an insert of at most one row; returns the row's id, if it inserted one.
@@ -303,7 +310,9 @@ mod tests {
     async fn a_connection_that_cannot_open_is_opened_again_once_it_can() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("later").join("pqx.db");
-        let held = HeldSqlite::new(&format!("sqlite://{}?mode=rwc", file.display())).unwrap();
+        let held = HeldSqlite::for_file(&format!("sqlite://{}?mode=rwc", file.display()))
+            .unwrap()
+            .unwrap();
         let create = statement("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", vec![]);
         let failed = held.execute(&create).await.unwrap_err();
         assert!(matches!(failed, DbErr::Conn(_)), "{failed:?}");
@@ -322,13 +331,24 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_database_in_memory_is_not_held_apart_from_its_pool() {
+        assert!(HeldSqlite::for_file("sqlite::memory:").unwrap().is_none());
+        assert!(HeldSqlite::for_file("sqlite://pqx.db?mode=memory")
+            .unwrap()
+            .is_none());
+        assert!(HeldSqlite::for_file("sqlite://pqx.db?mode=rwc")
+            .unwrap()
+            .is_some());
+    }
+
     #[tokio::test]
     async fn values_read_back_through_sea_orm_as_they_were_written() {
         use chrono::{DateTime, TimeZone, Utc};
         use sea_orm::ConnectionTrait;
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}?mode=rwc", dir.path().join("pqx.db").display());
-        let held = HeldSqlite::new(&url).unwrap();
+        let held = HeldSqlite::for_file(&url).unwrap().unwrap();
         let create = "CREATE TABLE t (at TEXT, doc TEXT, small INTEGER, big INTEGER, \
                       none TEXT, flag INTEGER, real REAL, s TEXT)";
         held.execute(&statement(create, vec![])).await.unwrap();
@@ -364,7 +384,9 @@ mod tests {
     async fn a_statement_waits_for_another_writer_off_the_runtime() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pqx.db");
-        let held = HeldSqlite::new(&format!("sqlite://{}?mode=rwc", file.display())).unwrap();
+        let held = HeldSqlite::for_file(&format!("sqlite://{}?mode=rwc", file.display()))
+            .unwrap()
+            .unwrap();
         let create = statement("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", vec![]);
         held.execute(&create).await.unwrap();
         let other = rusqlite::Connection::open(&file).unwrap();
@@ -396,7 +418,9 @@ mod tests {
     async fn what_the_database_refuses_comes_back_as_sea_orm_reports_it() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pqx.db");
-        let held = HeldSqlite::new(&format!("sqlite://{}?mode=rwc", file.display())).unwrap();
+        let held = HeldSqlite::for_file(&format!("sqlite://{}?mode=rwc", file.display()))
+            .unwrap()
+            .unwrap();
         let create = statement("CREATE TABLE t (v TEXT CHECK (v <> 'no'))", vec![]);
         held.execute(&create).await.unwrap();
         let insert = statement("INSERT INTO t (v) VALUES (?)", vec!["no".into()]);

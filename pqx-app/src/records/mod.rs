@@ -160,8 +160,9 @@ impl Store {
         create_private_sqlite_file(url);
         let mut store = Self::on(pqx_util::connect_db_for_host(url).await?, url);
         if url.starts_with("sqlite:") {
-            let held = held::HeldSqlite::new(url).context(|| format!("opening {}", store.url))?;
-            store.held = Some(std::sync::Arc::new(held));
+            let held =
+                held::HeldSqlite::for_file(url).context(|| format!("opening {}", store.url))?;
+            store.held = held.map(std::sync::Arc::new);
         }
         Ok(store)
     }

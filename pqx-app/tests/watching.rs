@@ -229,11 +229,16 @@ async fn hosts_show_who_consumes_what_runs_and_what_failed() -> Result<()> {
             .with_context(|| format!("no row for {queue}: {doc:#}"))?
             .clone())
     };
+    let machine = gethostname::gethostname().to_string_lossy().into_owned();
     let deadline = common::Deadline::after_secs(30);
     let doc = loop {
         let doc = json(&env, &["hosts"])?;
+        // The management API lists a consumer before the connection that names its machine (a
+        // moment in which the machine shows as its address).
         let consumed = |q: &str| -> Result<bool> {
-            Ok(host_of(&doc, q)?["consumers"].as_array().map(Vec::len) == Some(1))
+            let consumers = host_of(&doc, q)?["consumers"].clone();
+            Ok(consumers.as_array().map(Vec::len) == Some(1)
+                && consumers[0]["host"] == machine.as_str())
         };
         if consumed("h1")? && consumed("h2")? {
             break doc;
@@ -242,7 +247,6 @@ async fn hosts_show_who_consumes_what_runs_and_what_failed() -> Result<()> {
             .tick(|| format!("subscribers not listed yet: {doc:#}"))
             .await?;
     };
-    let machine = gethostname::gethostname().to_string_lossy().into_owned();
     let (h1, h2, h3) = (
         host_of(&doc, "h1")?,
         host_of(&doc, "h2")?,

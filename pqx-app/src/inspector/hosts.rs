@@ -75,6 +75,14 @@ pub fn unseen_line(n: u64) -> String {
     )
 }
 
+/// How many subscribers a queue has: the broker's count of its consumers, but never fewer than
+/// the consumers it listed, since that count is a statistic sampled every few seconds and lags
+/// behind a subscriber that just started.
+fn subscriber_count(counted: Option<u64>, listed: usize) -> u64 {
+    let listed = listed as u64;
+    counted.map_or(listed, |counted| counted.max(listed))
+}
+
 fn time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
@@ -109,7 +117,7 @@ pub async fn read(api: &MqApi, store: &Store, init: &InitConfig) -> Result<Vec<H
             let consumers = consumers.get(&queue).cloned().unwrap_or_default();
             let (waiting, count) = counts.get(&queue).copied().unwrap_or_default();
             Host {
-                subscriber_count: count.or(Some(consumers.len() as u64)),
+                subscriber_count: Some(subscriber_count(count, consumers.len())),
                 consumers,
                 messages_waiting: waiting,
                 running: found.running.iter().map(running).collect(),
@@ -176,5 +184,22 @@ fn last(a: &Attempt) -> Last {
         exit_code: r.map(|r| r.exit_code),
         result: r.map(|r| r.summary().into_owned()),
         ended: r.map(|r| time(&r.time)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listed_subscriber_counts_while_the_broker_count_lags() {
+        assert_eq!(subscriber_count(Some(0), 1), 1);
+        assert_eq!(
+            subscriber_count(Some(3), 1),
+            3,
+            "others not shown to this user"
+        );
+        assert_eq!(subscriber_count(None, 2), 2);
+        assert_eq!(subscriber_count(Some(0), 0), 0);
     }
 }

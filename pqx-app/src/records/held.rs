@@ -306,13 +306,17 @@ mod tests {
         Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
     }
 
+    /// A held connection to `file`, made if missing.
+    fn held_at(file: &Path) -> HeldSqlite {
+        let url = format!("sqlite://{}?mode=rwc", file.display());
+        HeldSqlite::for_file(&url).unwrap().unwrap()
+    }
+
     #[tokio::test]
     async fn a_connection_that_cannot_open_is_opened_again_once_it_can() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("later").join("pqx.db");
-        let held = HeldSqlite::for_file(&format!("sqlite://{}?mode=rwc", file.display()))
-            .unwrap()
-            .unwrap();
+        let held = held_at(&file);
         let create = statement("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", vec![]);
         let failed = held.execute(&create).await.unwrap_err();
         assert!(matches!(failed, DbErr::Conn(_)), "{failed:?}");
@@ -384,9 +388,7 @@ mod tests {
     async fn a_statement_waits_for_another_writer_off_the_runtime() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pqx.db");
-        let held = HeldSqlite::for_file(&format!("sqlite://{}?mode=rwc", file.display()))
-            .unwrap()
-            .unwrap();
+        let held = held_at(&file);
         let create = statement("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", vec![]);
         held.execute(&create).await.unwrap();
         let other = rusqlite::Connection::open(&file).unwrap();
@@ -418,9 +420,7 @@ mod tests {
     async fn what_the_database_refuses_comes_back_as_sea_orm_reports_it() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("pqx.db");
-        let held = HeldSqlite::for_file(&format!("sqlite://{}?mode=rwc", file.display()))
-            .unwrap()
-            .unwrap();
+        let held = held_at(&file);
         let create = statement("CREATE TABLE t (v TEXT CHECK (v <> 'no'))", vec![]);
         held.execute(&create).await.unwrap();
         let insert = statement("INSERT INTO t (v) VALUES (?)", vec!["no".into()]);

@@ -504,6 +504,18 @@ async fn one_message_is_shown_with_every_attempt_and_followed_to_its_end() -> Re
     let shown = env.ok("inspector", &["show", &both[0]])?;
     assert_eq!(shown.matches("attempt ").count(), 3, "{shown}");
     assert!(shown.contains("attempt 2 on queue h"), "{shown}");
+    // Each attempt a line of its own, its output under it.
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("attempt ")).count(),
+        3,
+        "{shown}"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| **l == "--- stdout").count(),
+        3,
+        "{shown}"
+    );
     assert!(
         !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
         "{shown:?}"
@@ -856,7 +868,6 @@ async fn a_cancelled_copy_is_not_run_when_it_arrives_through_the_recorders() -> 
 
 #[tokio::test]
 async fn a_running_command_is_followed_line_by_line_as_it_prints() -> Result<()> {
-    use std::io::BufRead;
     let env = ready_env(DbKind::Postgres, As::HostUsers).await?;
     let _h1 = env.subscriber("h1")?;
     let slow = task(
@@ -865,24 +876,7 @@ async fn a_running_command_is_followed_line_by_line_as_it_prints() -> Result<()>
         r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["for i in 1 2 3 4 5 6; do echo \"line $i\"; sleep 1; done; printf '\\033[2Jbye\\n' >&2; exit 3"]}}}"#,
     )?;
     env.wait_attempts(&slow[0], 30, |a| a.len() == 1).await?;
-    let mut follower = env
-        .command("inspector")
-        .args(["-o", "show", "--message-id", &slow[0], "--follow"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    let stdout = follower.stdout.take().context("stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(|l| l.ok())
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut follower, rx) = follow(&env, &slow[0])?;
     // A line comes while the command still runs: its result is not recorded yet.
     let first = rx
         .recv_timeout(std::time::Duration::from_secs(15))
@@ -911,5 +905,175 @@ async fn a_running_command_is_followed_line_by_line_as_it_prints() -> Result<()>
         "{rest:?}"
     );
     assert!(rest.iter().all(|l| !l.contains('\u{1b}')), "{rest:?}");
+    Ok(())
+}
+
+/// `inspector show ID --follow`, started, and the lines it prints as they come.
+fn follow(env: &Env, id: &str) -> Result<(std::process::Child, std::sync::mpsc::Receiver<String>)> {
+    use std::io::BufRead;
+    let mut follower = env
+        .command("inspector")
+        .args(["-o", "show", "--message-id", id, "--follow"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let stdout = follower.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(|l| l.ok())
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((follower, rx))
+}
+
+/// Publishes one message of the output exchange's, as a subscriber does.
+async fn send_output(channel: &lapin::Channel, key: &str, kind: &str, body: &str) -> Result<()> {
+    channel
+        .basic_publish(
+            "pqx.test.output".into(),
+            key.into(),
+            lapin::options::BasicPublishOptions::default(),
+            body.as_bytes(),
+            lapin::BasicProperties::default().with_type(kind.into()),
+        )
+        .await?
+        .await?;
+    Ok(())
+}
+
+/// A subscriber sends a run's lines from a task of its own, which may be behind the run's
+/// record: `--follow` must not take the result as the end of the lines, but wait for the run's
+/// end mark. Here the test is the subscriber, and its last line comes well after the result.
+#[tokio::test]
+async fn a_followed_run_s_last_line_coming_after_its_result_is_printed_before_it() -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, As::Admin).await?;
+    let store = env.store().await?;
+    let id = common::unique("late");
+    let command =
+        pqx_app::Command::from_json(r#"{"mailing_to":[],"cmd":{"Bash":{"cmd":["true"]}}}"#)?;
+    let history = store
+        .record_start(&pqx_app::AttemptStart {
+            command: &command,
+            message_id: Some(&id),
+            queue: "h1",
+            host: "vm",
+            attempt: 1,
+        })
+        .await?;
+    let (mut follower, rx) = follow(&env, &id)?;
+    // It listens once its queue is bound to the output exchange.
+    let api = env.vhost.broker.api(&env.vhost.name)?;
+    let deadline = common::Deadline::after_secs(15);
+    let bound = format!("{id}.#");
+    while !api
+        .bindings_from("pqx.test.output")
+        .await?
+        .iter()
+        .any(|b| b.routing_key == bound)
+    {
+        deadline.tick(|| "the follower never bound".into()).await?;
+    }
+    let connection = env.vhost.connect().await?;
+    let channel = connection.create_channel().await?;
+    let key = format!("{id}.h1");
+    send_output(&channel, &key, "stdout", "first").await?;
+    let first = rx.recv_timeout(std::time::Duration::from_secs(15))?;
+    assert_eq!(first, "h1| first");
+    let outcome = pqx_app::Outcome {
+        success: true,
+        exit_code: 0,
+        summary: "exit status 0".into(),
+        stdout: "first\nlast\n".into(),
+        stderr: String::new(),
+        ended_at: chrono::Utc::now(),
+    };
+    store.record_end(history, &outcome).await?;
+    // Another run's end mark is not this one's.
+    send_output(&channel, &format!("{id}.h2"), "end", "1").await?;
+    send_output(&channel, &key, "end", "2").await?;
+    // A sender that lags behind the record: the follower reads the records every half second.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    send_output(&channel, &key, "stdout", "last").await?;
+    send_output(&channel, &key, "end", "1").await?;
+    let status = tokio::task::spawn_blocking(move || follower.wait()).await??;
+    assert_eq!(status.code(), Some(0));
+    let rest: Vec<String> = rx.iter().collect();
+    assert_eq!(rest.len(), 2, "{rest:?}");
+    assert_eq!(rest[0], "h1| last");
+    assert!(
+        rest[1].starts_with("attempt 1 on queue h1 (host vm)")
+            && rest[1].ends_with(": exit status 0"),
+        "{rest:?}"
+    );
+    Ok(())
+}
+
+/// What a subscriber sends to the output exchange: a run's lines in order, then its end mark
+/// with the attempt's number; a run that printed nothing sends nothing.
+#[tokio::test]
+async fn a_run_s_lines_end_with_its_mark_and_a_silent_run_sends_nothing() -> Result<()> {
+    let env = ready_env(DbKind::Sqlite, As::HostUsers).await?;
+    let connection = env.vhost.connect().await?;
+    let channel = connection.create_channel().await?;
+    let probe = common::unique("probe");
+    channel
+        .queue_declare(
+            probe.as_str().into(),
+            lapin::options::QueueDeclareOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            probe.as_str().into(),
+            "pqx.test.output".into(),
+            "#".into(),
+            lapin::options::QueueBindOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
+        .await?;
+    let _h1 = env.subscriber("h1")?;
+    let silent = task(
+        &env,
+        "silent.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["true"]}}}"#,
+    )?;
+    env.wait_attempts(&silent[0], 30, |a| common::count_ended(a) == 1)
+        .await?;
+    let talking = task(
+        &env,
+        "talking.json",
+        r#"{"mailing_to":[{"unique_key":"h1"}],"cmd":{"Bash":{"cmd":["echo one; echo two >&2; echo three"]}}}"#,
+    )?;
+    env.wait_attempts(&talking[0], 30, |a| common::count_ended(a) == 1)
+        .await?;
+    let sent: Vec<(String, String, String)> = env
+        .vhost
+        .take_all(&probe, 2)
+        .await?
+        .into_iter()
+        .map(|d| {
+            let kind = d.properties.kind().as_ref().map(|k| k.to_string());
+            (
+                d.routing_key.to_string(),
+                kind.unwrap_or_default(),
+                String::from_utf8_lossy(&d.data).into_owned(),
+            )
+        })
+        .collect();
+    let key = format!("{}.h1", talking[0]);
+    let said = |kind: &str, body: &str| (key.clone(), kind.to_owned(), body.to_owned());
+    // stdout's lines in their order, stderr's among them; the mark last.
+    assert_eq!(sent.len(), 4, "{sent:?}");
+    let stdout: Vec<_> = sent.iter().filter(|s| s.1 == "stdout").collect();
+    assert_eq!(stdout, [&said("stdout", "one"), &said("stdout", "three")]);
+    assert!(sent.contains(&said("stderr", "two")), "{sent:?}");
+    assert_eq!(sent[3], said("end", "1"));
     Ok(())
 }

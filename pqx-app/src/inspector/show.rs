@@ -11,10 +11,15 @@ use std::time::Duration;
 use chrono::SecondsFormat;
 use pqx_util::{escape_control, escape_control_lines};
 
+use crate::subscriber::lines::END;
 use crate::{Attempt, Error, Result, Status, Store, Wanted};
 
 /// How often `--follow` asks the records.
 const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// How long the last lines of a run that ended may come after its record, at most (its end mark
+/// may never come: lost with its subscriber's connection, or sent before this started following).
+const LINES_LAG: Duration = Duration::from_secs(3);
 
 /// The attempts of message `id`, oldest first; an error when none is recorded.
 pub async fn attempts_of(store: &Store, id: &str) -> Result<Vec<Attempt>> {
@@ -41,14 +46,16 @@ pub fn text(a: &Attempt) -> String {
         Some(r) => format!("ended {}: {}", time(&r.time), r.summary()),
         None => "no result yet: running, or its subscriber was stopped before it ended".into(),
     };
-    let mut out = format!(
-        "attempt {} on queue {} (host {}), started {}, {how}\n",
+    let line = format!(
+        "attempt {} on queue {} (host {}), started {}, {how}",
         h.attempt.unwrap_or(1),
         h.queue.as_deref().unwrap_or("?"),
         h.host.as_deref().unwrap_or("?"),
         time(&h.time),
     );
-    out = escape_control(&out).into_owned();
+    // One line whatever its parts hold (its line break is not one of them).
+    let mut out = escape_control(&line).into_owned();
+    out.push('\n');
     if let Some(r) = &a.result {
         for (name, text) in [("stdout", &r.stdout), ("stderr", &r.stderr)] {
             let text = text.as_deref().unwrap_or_default();
@@ -66,23 +73,32 @@ pub fn text(a: &Attempt) -> String {
 
 /// Prints the attempts of `id` that ended; then, while some run, what they print as they print
 /// it (from the output exchange; lines printed before this started are in the record) and each
-/// one's result as it ends. Returns the exit status of the last attempt to end (0 for a success
-/// or a skip, its exit code else, 1 when that does not fit).
+/// one's result as it ends, after the last of its lines. Returns the exit status of the last
+/// attempt to end (0 for a success or a skip, its exit code else, 1 when that does not fit).
 pub async fn follow(store: &Store, lines: Option<Lines>, id: &str) -> Result<u8> {
     let mut shown = BTreeSet::new();
     let mut lines = lines;
     let mut tick = tokio::time::interval(FOLLOW_EVERY);
+    let mut first = true;
     loop {
         let attempts = attempts_of(store, id).await?;
         for a in attempts.iter().filter(|a| a.result.is_some()) {
-            if shown.insert(a.history.id) {
-                match &lines {
-                    // Its output came line by line.
-                    Some(_) => print!("{}", header(a)),
-                    None => print!("{}", text(a)),
+            if !shown.insert(a.history.id) {
+                continue;
+            }
+            match (&mut lines, first) {
+                // Its output came line by line: the rest of it, then how it ended.
+                (Some(follower), false) => {
+                    for line in follower.rest_of(a).await {
+                        print_line(&line);
+                    }
+                    print!("{}", header(a));
                 }
+                // It ended before this started following.
+                _ => print!("{}", text(a)),
             }
         }
+        first = false;
         if let Some(code) = finished(&attempts) {
             return Ok(code);
         }
@@ -93,6 +109,18 @@ pub async fn follow(store: &Store, lines: Option<Lines>, id: &str) -> Result<u8>
             }
         }
     }
+}
+
+/// Prints one followed line, its escapes shown as text: what a command prints must not drive the
+/// terminal it is shown on.
+fn print_line(line: &Line) {
+    use std::io::Write;
+    let prefix = match line.stderr {
+        true => format!("{} stderr| ", line.queue),
+        false => format!("{}| ", line.queue),
+    };
+    println!("{}{}", escape_control(&prefix), escape_control(&line.text));
+    let _ = std::io::stdout().flush();
 }
 
 /// The exit status of the last attempt to end (0 for a success or a skip, its exit code else, 1
@@ -115,6 +143,9 @@ pub struct Lines {
     consumer: lapin::Consumer,
     _channel: lapin::Channel,
     _connection: lapin::Connection,
+    /// The runs whose end mark came and was not waited for yet: (queue as in the routing key,
+    /// attempt).
+    ended: BTreeSet<(String, u32)>,
 }
 
 impl Lines {
@@ -180,37 +211,62 @@ impl Lines {
             consumer,
             _channel: channel,
             _connection: connection,
+            ended: BTreeSet::new(),
         })
     }
 
-    /// The next line printed, or None when the broker went away.
+    /// The next line printed, or None when the broker went away. End marks are kept, not given.
     pub async fn next(&mut self) -> Option<Line> {
         use futures_util::StreamExt;
-        let line = self.consumer.next().await?.ok()?;
-        let key = line.routing_key.as_str();
-        Some(Line {
-            queue: key.rsplit('.').next().unwrap_or("?").to_owned(),
-            stderr: line.properties.kind().as_ref().map(|k| k.as_str()) == Some("stderr"),
-            text: String::from_utf8_lossy(&line.data)
-                .trim_end_matches('\n')
-                .to_owned(),
-        })
+        loop {
+            let line = self.consumer.next().await?.ok()?;
+            let queue = line.routing_key.as_str().rsplit('.').next().unwrap_or("?");
+            let kind = line.properties.kind().as_ref().map(|k| k.as_str());
+            let text = String::from_utf8_lossy(&line.data);
+            if kind == Some(END) {
+                if let Ok(attempt) = text.parse() {
+                    self.ended.insert((queue.to_owned(), attempt));
+                }
+                continue;
+            }
+            return Some(Line {
+                queue: queue.to_owned(),
+                stderr: kind == Some("stderr"),
+                text: text.trim_end_matches('\n').to_owned(),
+            });
+        }
+    }
+
+    /// The lines of attempt `a`, which ended, still on their way: the subscriber sends them from
+    /// a task of its own, which may be behind the record. Up to the run's end mark, or
+    /// [`LINES_LAG`] at most; nothing to wait for when it printed nothing.
+    pub async fn rest_of(&mut self, a: &Attempt) -> Vec<Line> {
+        let printed = a.result.as_ref().is_some_and(|r| {
+            [&r.stdout, &r.stderr]
+                .iter()
+                .any(|t| t.as_deref().is_some_and(|t| !t.is_empty()))
+        });
+        let h = &a.history;
+        let queue = h.queue.as_deref().unwrap_or_default().replace('.', "_");
+        let run = (queue, u32::try_from(h.attempt.unwrap_or(1)).unwrap_or(1));
+        let deadline = tokio::time::Instant::now() + LINES_LAG;
+        let mut rest = Vec::new();
+        while printed && !self.ended.remove(&run) {
+            match tokio::time::timeout_at(deadline, self.next()).await {
+                Ok(Some(line)) => rest.push(line),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        rest
     }
 
     /// Prints the lines that come until the next tick; false when the broker went away.
     async fn print_until(&mut self, tick: &mut tokio::time::Interval) -> bool {
-        use std::io::Write;
         loop {
             tokio::select! {
                 line = self.next() => {
                     let Some(line) = line else { return false };
-                    let prefix = match line.stderr {
-                        true => format!("{} stderr| ", line.queue),
-                        false => format!("{}| ", line.queue),
-                    };
-                    // What a command prints must not drive the terminal it is shown on.
-                    println!("{}{}", escape_control(&prefix), escape_control(&line.text));
-                    let _ = std::io::stdout().flush();
+                    print_line(&line);
                 }
                 _ = tick.tick() => return true,
             }

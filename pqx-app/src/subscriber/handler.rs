@@ -507,7 +507,7 @@ impl Handler {
         };
         let timeout = command.config.run_timeout();
         let key = message_id.map(|id| lines::routing_key(id, queue));
-        let followers = lines::stream(outbound.lines.as_ref(), key);
+        let followers = lines::stream(outbound.lines.as_ref(), key, attempt);
         let on_line = move |stream: OutputStream, line: &str| {
             if let Some(followers) = &followers {
                 // As printed: whoever follows escapes it for where it shows it.

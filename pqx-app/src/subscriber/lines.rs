@@ -3,7 +3,10 @@
 //! by `<message id>.<queue>`, transient and unconfirmed. Nobody bound: the broker drops it, so a
 //! command nobody follows costs a publish per line it prints and nothing for one that prints none.
 //! At most [`BUFFERED`] lines wait to be sent; beyond, lines are skipped (the record keeps the
-//! output's end whole).
+//! output's end whole). After a run's last line comes its end mark (type [`END`], the attempt's
+//! number as body): lines go out from a task of their own, which may be behind the run's record,
+//! so a follower that sees the result waits for the mark to know it has every line. A run that
+//! printed nothing sends no mark, and so costs nothing.
 
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Channel};
@@ -12,6 +15,9 @@ use tokio::sync::mpsc;
 
 /// Lines waiting to be sent, at most.
 const BUFFERED: usize = 1024;
+
+/// The message type of a run's end mark (a line's is `stdout` or `stderr`).
+pub const END: &str = "end";
 
 /// Where a session sends output lines: a channel of their own (a refusal closes it, not the one
 /// retries and results go on), and the exchange.
@@ -37,30 +43,40 @@ const SEND_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A line sink for one run: what it is given is sent by a task of its own, which ends when the
 /// sink is dropped, so the run, its record and its settlement never wait for a line to leave.
+/// (Attempt `attempt`'s lines.)
 pub fn stream(
     out: Option<&LineOut>,
     key: Option<String>,
+    attempt: u32,
 ) -> Option<mpsc::Sender<(OutputStream, String)>> {
     let (out, key) = (out?.clone(), key?);
     let (tx, mut rx) = mpsc::channel::<(OutputStream, String)>(BUFFERED);
     tokio::spawn(async move {
+        let mut sent_any = false;
         while let Some((stream, line)) = rx.recv().await {
-            let properties = BasicProperties::default().with_type(stream.as_str().into());
-            let sending = out.channel.basic_publish(
-                out.exchange.as_str().into(),
-                key.as_str().into(),
-                BasicPublishOptions::default(),
-                line.as_bytes(),
-                properties,
-            );
-            match tokio::time::timeout(SEND_WAIT, sending).await {
-                Ok(Ok(_)) => {}
+            if !send(&out, &key, stream.as_str(), line.as_bytes()).await {
                 // The channel is gone or stuck: the rest of the output is in the record.
-                _ => return,
+                return;
             }
+            sent_any = true;
+        }
+        if sent_any {
+            send(&out, &key, END, attempt.to_string().as_bytes()).await;
         }
     });
     Some(tx)
+}
+
+/// Hands one message to the broker; false when it cannot within [`SEND_WAIT`].
+async fn send(out: &LineOut, key: &str, kind: &str, body: &[u8]) -> bool {
+    let sending = out.channel.basic_publish(
+        out.exchange.as_str().into(),
+        key.into(),
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default().with_type(kind.into()),
+    );
+    matches!(tokio::time::timeout(SEND_WAIT, sending).await, Ok(Ok(_)))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ mod cli;
 mod handler;
 mod hold;
 mod incoming;
-mod lines;
+pub(crate) mod lines;
 mod plan;
 mod ready;
 mod recorder;

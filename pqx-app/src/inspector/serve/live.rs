@@ -92,19 +92,30 @@ pub async fn follow(State(d): State<Arc<Dashboard>>, Path(id): Path<String>) -> 
         let mut lines = show::Lines::open(&d.conn, &exchange, &id).await;
         let mut ended = BTreeSet::new();
         let mut tick = tokio::time::interval(FOLLOW_EVERY);
+        let mut first = true;
         loop {
             match d.message(&id).await {
                 Ok(attempts) => {
                     for a in attempts.iter().filter(|a| a.result.is_some()) {
-                        if ended.insert(a.history.id) {
-                            let event = Event::default()
-                                .event("attempt")
-                                .json_data(json::attempt(a));
-                            if tx.send(event.unwrap_or_default()).await.is_err() {
+                        if !ended.insert(a.history.id) {
+                            continue;
+                        }
+                        // Its last lines may still be on their way: they come before its result.
+                        let rest = match (&mut lines, first) {
+                            (Some(l), false) => l.rest_of(a).await,
+                            _ => Vec::new(),
+                        };
+                        let events = rest.into_iter().map(line_event).chain([Event::default()
+                            .event("attempt")
+                            .json_data(json::attempt(a))
+                            .unwrap_or_default()]);
+                        for event in events {
+                            if tx.send(event).await.is_err() {
                                 return;
                             }
                         }
                     }
+                    first = false;
                     if let Some(code) = show::finished(&attempts) {
                         let end = Event::default().event("end").data(code.to_string());
                         let _ = tx.send(end).await;
@@ -141,10 +152,8 @@ async fn forward_lines(
         };
         tokio::select! {
             line = line => match line {
-                Some(mut line) => {
-                    line.text = pqx_util::escape_control(&line.text).into_owned();
-                    let event = Event::default().event("line").json_data(&line);
-                    if tx.send(event.unwrap_or_default()).await.is_err() {
+                Some(line) => {
+                    if tx.send(line_event(line)).await.is_err() {
                         return false;
                     }
                 }
@@ -155,4 +164,13 @@ async fn forward_lines(
             _ = tx.closed() => return false,
         }
     }
+}
+
+/// A followed line as an event, its escapes shown as text.
+fn line_event(mut line: show::Line) -> Event {
+    line.text = pqx_util::escape_control(&line.text).into_owned();
+    Event::default()
+        .event("line")
+        .json_data(&line)
+        .unwrap_or_default()
 }

@@ -324,6 +324,7 @@ async fn five_thousand_commands_survive_the_loss_of_nodes_and_subscribers() -> R
     // Reconcile: each copy by the number its command echoes, the queue it ran on, its results.
     let mut successes: HashMap<(String, String), usize> = HashMap::new();
     let mut number_of: HashMap<String, usize> = HashMap::new();
+    let mut attempts_of: HashMap<(String, String), Vec<String>> = HashMap::new();
     let (mut wrong_queue, mut without_result) = (0, 0);
     for (h, r) in &rows {
         let id = h.message_id.clone().context("a message id")?;
@@ -341,6 +342,18 @@ async fn five_thousand_commands_survive_the_loss_of_nodes_and_subscribers() -> R
         {
             wrong_queue += 1;
         }
+        // How each attempt went, to say so of a copy that ran to success twice.
+        let ran = format!(
+            "attempt {} on {} at {}: {:?}",
+            h.attempt.unwrap_or(0),
+            h.host.as_deref().unwrap_or("?"),
+            h.time,
+            r.as_ref().map(|r| (r.exit_code, r.time))
+        );
+        attempts_of
+            .entry((id.clone(), queue.clone()))
+            .or_default()
+            .push(ran);
         match r {
             Some(r) if r.exit_code == 0 => *successes.entry((id, queue)).or_default() += 1,
             Some(_) => {}
@@ -381,7 +394,11 @@ async fn five_thousand_commands_survive_the_loss_of_nodes_and_subscribers() -> R
                 }
             }
             Some(_) if ok == 1 => {}
-            Some(_) if ok > 1 => twice += 1,
+            Some(_) if ok > 1 => {
+                twice += 1;
+                let ran = &attempts_of[&(id.clone(), queue.clone())];
+                println!("chaos: {id} on {queue} ran to success twice: {ran:#?}");
+            }
             _ => lost += 1,
         }
     }

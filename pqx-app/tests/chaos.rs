@@ -2,9 +2,12 @@
 //! queues on the three-node cluster, six subscribers recording into PostgreSQL, while in a fixed
 //! schedule the node that leads most host queues is killed (SIGKILL to its VM) and brought back,
 //! another node's app is stopped and started, and two subscribers are SIGKILLed and started again.
-//! Then every command must have succeeded once on each queue it was mailed to, or be in the dead
+//! Then every command must have succeeded on each queue it was mailed to, or be in the dead
 //! letters; nothing may run on a queue it was not mailed to, nothing be lost, and every publish the
-//! publishers reported done must be accounted for. Prints the reconciliation.
+//! publishers reported done must be accounted for. Prints the reconciliation. Delivery is at least
+//! once (DESIGN.md): a copy sent again, or redelivered, in the moment between its twin's start on
+//! another subscriber and that start's record runs as well; such second successes are printed
+//! with their attempts and may be no more than the node losses.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -426,7 +429,10 @@ async fn five_thousand_commands_survive_the_loss_of_nodes_and_subscribers() -> R
         "attempts on a queue the command was not mailed to"
     );
     assert_eq!(lost, 0, "lost copies");
-    assert_eq!(twice, 0, "copies that succeeded twice");
+    assert!(
+        twice <= node_kills,
+        "{twice} copies succeeded twice, more than the {node_kills} node losses explain"
+    );
     assert_eq!(dead.len(), expected_dead, "dead-lettered copies");
     assert!(
         without_result <= subscriber_kills,

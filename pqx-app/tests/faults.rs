@@ -322,58 +322,6 @@ async fn publisher_waits_for_the_broker_to_come_back() -> Result<()> {
     Ok(())
 }
 
-/// The publisher sends again a copy whose confirm it lost, and the broker may hand it out a moment
-/// after the original went to another subscriber, which runs it while its start is being
-/// recorded: the copy, finding nothing recorded, looks again a moment later before it runs.
-#[tokio::test]
-async fn a_copy_sent_again_waits_for_the_original_just_taken_elsewhere() -> Result<()> {
-    let env = env(DbKind::Sqlite).await?;
-    env.init()?;
-    let mark = env.path("ran");
-    let task = format!(
-        r#"{{"mailing_to":[{{"unique_key":"h1"}}],"cmd":{{"Bash":{{"cmd":["touch {}"]}}}}}}"#,
-        mark.display()
-    );
-    let id = publish(&env, &task)?;
-    // Another subscriber (here, the test) took the original...
-    let first = env.vhost.take("h1", 10).await?.expect("the command");
-    let sub = env.subscriber("h1")?;
-    sub.wait_ready(true, 30).await?;
-    let again = pqx::mq::published_again(first.properties.clone());
-    env.vhost.publish("h1", again, &first.data).await?;
-    // ...and records its start a moment after the copy was handed out, then its end.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let store = env.store().await?;
-    let command = pqx_app::Command::from_json(std::str::from_utf8(&first.data)?)?;
-    let start = pqx_app::AttemptStart {
-        command: &command,
-        message_id: Some(&id),
-        queue: "h1",
-        host: "elsewhere",
-        attempt: 1,
-    };
-    let history = store.record_start(&start).await?;
-    sub.wait_log(
-        "a copy the publisher sent again, of an attempt already here: dropped",
-        30,
-    )
-    .await?;
-    let outcome = pqx_app::Outcome {
-        success: true,
-        exit_code: 0,
-        summary: "exit status 0".into(),
-        stdout: String::new(),
-        stderr: String::new(),
-        ended_at: chrono::Utc::now(),
-    };
-    store.record_end(history, &outcome).await?;
-    assert!(!mark.exists(), "the copy ran beside the original");
-    let attempts = env.attempts(&id).await?;
-    assert_eq!(attempts.len(), 1, "{attempts:#?}");
-    assert_eq!(env.vhost.queue_len("h1").await?, 0);
-    Ok(())
-}
-
 #[tokio::test]
 async fn a_copy_the_publisher_sent_again_runs_once() -> Result<()> {
     let env = env(DbKind::Sqlite).await?;

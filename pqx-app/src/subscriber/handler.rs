@@ -78,11 +78,6 @@ const CANCEL_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// it asks the records meanwhile.
 const TWIN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 const TWIN_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
-/// How long a delivery that may have a twin (a redelivery, or a copy the publisher or a holder
-/// sent again) and finds no record of its attempt waits before it asks once more, and runs only
-/// then: its twin may have been handed out a moment before, to a subscriber that starts it while
-/// its start is being recorded (the chaos test saw such a pair both run).
-const TWIN_SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Handler {
     /// A handler for `settler.queue` that keeps its `records` and runs commands with this
@@ -366,18 +361,13 @@ impl Handler {
         ids: Ids<'_>,
         cancel: &CancellationToken,
     ) -> Result<Option<crate::entities::message_result::Model>, Settlement> {
-        let this_attempt = |history: &[(u32, Option<i32>)]| history.iter().any(|h| h.0 == attempt);
-        let history = self.settled_history(id, ids, cancel, this_attempt).await?;
-        let ended = || self.records.ended_attempt(id, ids.queue, attempt);
-        let what = "look up the attempt";
-        if history
+        let what = "look up the attempts of the message";
+        let recorded = || self.records.attempts_here(id, ids.queue);
+        let history = Settlement::unless_done(hold(ids, what, cancel, recorded).await, what)?;
+        if !history
             .iter()
-            .any(|&(a, code)| a == attempt && code.is_some())
+            .any(|&(a, code)| a == attempt && code.is_none())
         {
-            // It ended while this one looked again.
-            return Settlement::unless_done(hold(ids, what, cancel, ended).await, what);
-        }
-        if !this_attempt(&history) {
             return Ok(None);
         }
         let (queue, message_id) = (ids.queue, ids.message_id);
@@ -388,6 +378,8 @@ impl Handler {
                 _ = tokio::time::sleep(TWIN_EVERY) => {}
                 _ = cancel.cancelled() => return Err(Settlement::Requeue),
             }
+            let what = "look up the attempt";
+            let ended = || self.records.ended_attempt(id, ids.queue, attempt);
             if let Some(result) =
                 Settlement::unless_done(hold(ids, what, cancel, ended).await, what)?
             {
@@ -395,29 +387,6 @@ impl Handler {
             }
         }
         Ok(None)
-    }
-
-    /// The attempts of message `id` recorded on the queue (number and, once ended, exit code);
-    /// asked once more after [`TWIN_SETTLE`] when they are not yet `seen` as a twin would leave
-    /// them.
-    async fn settled_history(
-        &self,
-        id: &str,
-        ids: Ids<'_>,
-        cancel: &CancellationToken,
-        seen: impl Fn(&[(u32, Option<i32>)]) -> bool,
-    ) -> Result<Vec<(u32, Option<i32>)>, Settlement> {
-        let what = "look up the attempts of the message";
-        let recorded = || self.records.attempts_here(id, ids.queue);
-        let history = Settlement::unless_done(hold(ids, what, cancel, recorded).await, what)?;
-        if seen(&history) {
-            return Ok(history);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(TWIN_SETTLE) => {}
-            _ = cancel.cancelled() => return Err(Settlement::Requeue),
-        }
-        Settlement::unless_done(hold(ids, what, cancel, recorded).await, what)
     }
 
     /// Asks the records what the plan needs.
@@ -438,9 +407,11 @@ impl Handler {
             }
         }
         if let (false, Some((id, attempt))) = (answers.settled(), questions.again) {
-            let ran = |history: &[(u32, Option<i32>)]| history.iter().any(|h| h.0 >= attempt);
-            let history = self.settled_history(id, ids, cancel, ran).await?;
-            answers.ran_here = ran(&history);
+            let what = "look up the attempts of the message";
+            let recorded = || self.records.attempts_here(id, ids.queue);
+            let held = hold(ids, what, cancel, recorded).await;
+            let history = Settlement::unless_done(held, what)?;
+            answers.ran_here = history.iter().any(|&(a, _)| a >= attempt);
         }
         // A fresh signature needs no look-up: running it again is refused as its start is
         // recorded. An old one is taken only as a retry or redelivery of what ran here.

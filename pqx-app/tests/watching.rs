@@ -952,6 +952,18 @@ async fn send_output(channel: &lapin::Channel, key: &str, kind: &str, body: &str
 /// end mark. Here the test is the subscriber, and its last line comes well after the result.
 #[tokio::test]
 async fn a_followed_run_s_last_line_coming_after_its_result_is_printed_before_it() -> Result<()> {
+    a_last_line_after_the_result(true).await
+}
+
+/// A run's end mark may never come (its subscriber lost the broker): the follower waits for it a
+/// bounded time, then prints the result and exits all the same.
+#[tokio::test]
+async fn a_followed_run_whose_end_mark_never_comes_is_ended_all_the_same() -> Result<()> {
+    a_last_line_after_the_result(false).await
+}
+
+/// Follows a run whose last line comes 1.5 s after its result, then its end mark if `marked`.
+async fn a_last_line_after_the_result(marked: bool) -> Result<()> {
     let env = ready_env(DbKind::Sqlite, As::Admin).await?;
     let store = env.store().await?;
     let id = common::unique("late");
@@ -1000,8 +1012,16 @@ async fn a_followed_run_s_last_line_coming_after_its_result_is_printed_before_it
     // A sender that lags behind the record: the follower reads the records every half second.
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     send_output(&channel, &key, "stdout", "last").await?;
-    send_output(&channel, &key, "end", "1").await?;
-    let status = tokio::task::spawn_blocking(move || follower.wait()).await??;
+    if marked {
+        send_output(&channel, &key, "end", "1").await?;
+    }
+    let deadline = common::Deadline::after_secs(20);
+    let status = loop {
+        match follower.try_wait()? {
+            Some(status) => break status,
+            None => deadline.tick(|| "the follower never ended".into()).await?,
+        }
+    };
     assert_eq!(status.code(), Some(0));
     let rest: Vec<String> = rx.iter().collect();
     assert_eq!(rest.len(), 2, "{rest:?}");

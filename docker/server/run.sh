@@ -14,7 +14,8 @@ usage: run.sh sub run|start|stop|restart|status|health
   sub restart   stop, then start
   sub status    whether it runs and consumes
   sub health    exit 0 only while it consumes its queue (the container's healthcheck)
-  init          initiator -o init, once the broker and database answer
+  init          initiator -o init once the broker and database answer, tried again until it
+                succeeds (PQX_WAIT_SECS)
 environment: PQX_QUEUE (the host queue), PQX_GRACE (30), PQX_WAIT_FOR (host:port ... to wait
 for first), PQX_WAIT_SECS (120), PQX_STATE_DIR (pid, ready and log files), PQX_CONN, PQX_INIT
 EOF
@@ -126,6 +127,19 @@ sub_health() {
   echo "consuming (pid $pid)"
 }
 
+# A port that takes a connection is not yet a service that answers (a broker or its management
+# API still starting): initiator -o init, idempotent, is tried again until it succeeds or
+# PQX_WAIT_SECS have passed, each failure said.
+init() {
+  local deadline=$((SECONDS + WAIT_SECS))
+  wait_for_services
+  until initiator -o init; do
+    [ "$SECONDS" -lt "$deadline" ] || die "initiator -o init did not succeed within $WAIT_SECS s"
+    say "initiator -o init failed: trying again in 3 s"
+    sleep 3
+  done
+}
+
 case "${1:-}" in
   sub | all)
     case "${2:-}" in
@@ -138,9 +152,6 @@ case "${1:-}" in
       *) usage ;;
     esac
     ;;
-  init)
-    wait_for_services
-    exec initiator -o init
-    ;;
+  init) init ;;
   *) usage ;;
 esac

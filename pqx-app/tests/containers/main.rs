@@ -33,7 +33,13 @@ async fn compose_project_runs_drains_and_recovers() -> Result<()> {
     let started = Instant::now();
     let project = Project::up()?;
     for sub in SUBSCRIBERS {
-        wait_health(&project.container(sub), true, 240).await?;
+        // A subscriber waits for the tables initiator makes: its log says why they never came.
+        wait_health(&project.container(sub), true, 240)
+            .await
+            .with_context(|| {
+                let initiator = project.container("initiator");
+                format!("{initiator}'s log:\n{}", engine::logs(&initiator))
+            })?;
     }
     println!(
         "figure: docker-compose.yml up to both subscribers consuming: {:.1} s",

@@ -6,8 +6,10 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::common::{env, unique, DbKind, Deadline, Env, Records};
-use crate::engine::{podman, podman_ok, repo_root, server_image, Container};
+use crate::common::{env, mq_host, unique, DbKind, Deadline, Env, Records, TcpProxy};
+use crate::engine::{
+    exit_code, logs, podman, podman_ok, repo_root, running, server_image, wait_log, Container,
+};
 
 /// The one `subscriber: error: ...` line of stderr.
 fn error_line(stderr: &[u8]) -> String {
@@ -96,6 +98,35 @@ async fn run_sh_refuses_what_it_does_not_know() -> Result<()> {
     let out = podman(&["run", "--rm", &server_image(), "run.sh", "sub", "start"])?;
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("PQX_QUEUE is not set"));
+    Ok(())
+}
+
+/// `run.sh init` against a broker whose port takes connections but that does not answer yet (a
+/// proxy that drops each one): it says so and tries again, and succeeds once the broker answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs containers: make test-containers"]
+async fn run_sh_init_tries_again_until_the_broker_answers() -> Result<()> {
+    let env = env(DbKind::Postgres).await?;
+    let proxy = TcpProxy::start((mq_host(), env.vhost.broker.amqp_port)).await?;
+    proxy.cut();
+    env.write_conn(&env.db.url, proxy.port)?;
+    let port = format!("PQX_WAIT_FOR=127.0.0.1:{}", proxy.port);
+    let init = Container::beside(
+        &env,
+        &["-e", &port, "-e", "PQX_WAIT_SECS=90"],
+        &["run.sh", "init"],
+    )?;
+    wait_log(&init.0, "initiator -o init failed: trying again in 3 s", 60).await?;
+    assert!(running(&init.0)?, "{}", logs(&init.0));
+    proxy.restore();
+    let deadline = Deadline::after_secs(60);
+    while running(&init.0)? {
+        deadline
+            .tick(|| format!("run.sh init still runs: {}", logs(&init.0)))
+            .await?;
+    }
+    assert_eq!(exit_code(&init.0)?, 0, "{}", logs(&init.0));
+    assert_eq!(env.vhost.queue_len("h1").await?, 0, "h1 declared");
     Ok(())
 }
 

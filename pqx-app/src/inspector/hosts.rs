@@ -70,9 +70,11 @@ impl Host {
 
 /// What is said of subscribers the broker counts but does not show to this user.
 pub fn unseen_line(n: u64) -> String {
-    format!(
-        "{n} subscribers not shown (their machines are shown to a user with the tag monitoring)"
-    )
+    let (who, are) = match n {
+        1 => ("subscriber", "its machine is"),
+        _ => ("subscribers", "their machines are"),
+    };
+    format!("{n} {who} not shown ({are} shown to a user with the tag monitoring)")
 }
 
 /// How many subscribers a queue has: the broker's count of its consumers, but never fewer than
@@ -190,6 +192,15 @@ fn last(a: &Attempt) -> Last {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_unseen_subscriber_is_said_in_the_singular() {
+        assert_eq!(
+            unseen_line(1),
+            "1 subscriber not shown (its machine is shown to a user with the tag monitoring)"
+        );
+        assert!(unseen_line(2).starts_with("2 subscribers not shown (their machines are "));
+    }
 
     #[test]
     fn a_listed_subscriber_counts_while_the_broker_count_lags() {

@@ -423,8 +423,8 @@ fn attempts_main(f: &Filters, problem: Option<&str>, found: Result<Vec<Attempt>>
         Ok(found) => {
             let _ = write!(
                 out,
-                r#"<p class="count">{} attempts, newest first</p>"#,
-                found.len()
+                r#"<p class="count">{}, newest first</p>"#,
+                counted(found.len() as u64, "attempt", "attempts")
             );
             out.push_str(&attempts_table(&found));
         }
@@ -496,6 +496,11 @@ fn age(secs: Option<i64>) -> String {
         .unwrap_or_default()
 }
 
+/// "1 message", "2 messages": a count a person reads.
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn dead_letters_main(queue: &str, found: Result<(Vec<DeadLetter>, u32)>) -> String {
     let mut out = format!("<h1>Dead letters <small>in {}</small></h1>", text(queue));
     let (letters, total) = match found {
@@ -510,7 +515,8 @@ fn dead_letters_main(queue: &str, found: Result<(Vec<DeadLetter>, u32)>) -> Stri
     }
     let _ = write!(
         out,
-        r#"<p class="count" data-total="{total}">{total} messages, oldest first (showing {}). <button class="redrive" data-redrive="all">Re-drive all</button></p>"#,
+        r#"<p class="count" data-total="{total}">{}, oldest first (showing {}). <button class="redrive" data-redrive="all">Re-drive all</button></p>"#,
+        counted(u64::from(total), "message", "messages"),
         letters.len()
     );
     out.push_str("<table class=\"dead-letters\"><thead><tr><th>message</th><th>host queue</th><th>reason</th><th>age</th><th>command</th><th></th></tr></thead><tbody>");
@@ -559,5 +565,15 @@ mod tests {
         );
         let layout = layout(&View::Message(evil.into()), "");
         assert!(!layout.contains("<script>alert"), "{layout}");
+    }
+
+    #[test]
+    fn counts_read_as_a_person_says_them() {
+        let one = dead_letters_main("dlq", Ok((Vec::new(), 1)));
+        assert!(one.contains(">1 message, oldest first"), "{one}");
+        let two = dead_letters_main("dlq", Ok((Vec::new(), 2)));
+        assert!(two.contains(">2 messages, oldest first"), "{two}");
+        assert_eq!(counted(1, "attempt", "attempts"), "1 attempt");
+        assert_eq!(counted(0, "attempt", "attempts"), "0 attempts");
     }
 }

@@ -26,7 +26,7 @@ use lapin::Connection;
 use tracing::{info, warn};
 
 use crate::signing::OperatorKey;
-use crate::{Command, Conn, Error, Result};
+use crate::{Command, Conn, Error, InitConfig, Result};
 
 pub use cli::{args_of, PublisherCli, PublisherOption};
 pub use plan::{plan, Planned};
@@ -44,20 +44,13 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
         PublisherOption::Cancel => return cancel::cancel(&cli).await,
         PublisherOption::Publish => {}
     }
-    let commands = commands_of(&cli)?;
-    let config = cli.config.with(&cli.positional);
-    let conn = config.conn()?;
-    let init = config.init()?;
-    let routes = match commands.iter().any(|c| !c.mailing_to.is_empty()) {
-        true => routes::discover(&conn, &init.header_exchange).await,
-        false => None,
-    };
-    let planned = plan(&commands, &init, routes.as_ref())?;
+    let Ready {
+        conn,
+        init,
+        planned,
+        signer,
+    } = ready(&cli).await?;
     let first = first_batch(&planned, cli.batch)?;
-    let signer = match cli.sign_key.as_ref().or(conn.signing.key.as_ref()) {
-        Some(path) => Some(OperatorKey::read(path)?),
-        None => None,
-    };
     let deadline = Instant::now() + Duration::from_secs(cli.retry_for);
 
     let (mut connection, node) = connect_until(&conn.mq, 0, deadline).await?;
@@ -67,15 +60,8 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
     };
     let reply_queue = replies.as_ref().map(|r| r.name.clone());
     let reply_to = reply_queue.as_deref();
-    let quiet = cli.quiet;
     let bar = progress_bar(cli.is_lines(), planned.len());
-    let print = |p: &Planned| match &bar {
-        Some(bar) => {
-            bar.suspend(|| say_published(quiet, p));
-            bar.inc(1);
-        }
-        None => say_published(quiet, p),
-    };
+    let print = say_each(bar.as_ref(), cli.quiet);
     let outgoing = Outgoing {
         planned: &planned,
         reply_to,
@@ -108,6 +94,39 @@ pub async fn run(cli: PublisherCli) -> Result<()> {
     result
 }
 
+/// What a publish has before it connects: each copy planned to its queue, and the key to sign
+/// them with.
+struct Ready {
+    conn: Conn,
+    init: InitConfig,
+    planned: Vec<Planned>,
+    signer: Option<OperatorKey>,
+}
+
+/// Reads and checks the task file and the config, and plans the copies from the broker's
+/// bindings: whatever is wrong is said before anything is sent.
+async fn ready(cli: &PublisherCli) -> Result<Ready> {
+    let commands = commands_of(cli)?;
+    let config = cli.config.with(&cli.positional);
+    let conn = config.conn()?;
+    let init = config.init()?;
+    let routes = match commands.iter().any(|c| !c.mailing_to.is_empty()) {
+        true => routes::discover(&conn, &init.header_exchange).await,
+        false => None,
+    };
+    let planned = plan(&commands, &init, routes.as_ref())?;
+    let signer = match cli.sign_key.as_ref().or(conn.signing.key.as_ref()) {
+        Some(path) => Some(OperatorKey::read(path)?),
+        None => None,
+    };
+    Ok(Ready {
+        conn,
+        init,
+        planned,
+        signer,
+    })
+}
+
 /// The task file's commands.
 fn commands_of(cli: &PublisherCli) -> Result<Vec<Command>> {
     Ok(match cli.is_lines() {
@@ -134,6 +153,17 @@ fn progress_bar(lines: bool, total: usize) -> Option<indicatif::ProgressBar> {
         bar.set_style(style);
     }
     Some(bar)
+}
+
+/// Says each copy published, above the progress bar when there is one, and moves the bar on.
+fn say_each(bar: Option<&indicatif::ProgressBar>, quiet: bool) -> impl Fn(&Planned) + Copy + '_ {
+    move |p| match bar {
+        Some(bar) => {
+            bar.suspend(|| say_published(quiet, p));
+            bar.inc(1);
+        }
+        None => say_published(quiet, p),
+    }
 }
 
 fn say_published(quiet: bool, p: &Planned) {

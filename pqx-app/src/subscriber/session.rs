@@ -68,6 +68,38 @@ pub struct Session {
     tag: String,
 }
 
+/// The channel a session sends its commands' output lines on, when the broker's layout has an
+/// output exchange for followers.
+async fn line_out(connection: &Connection, exchange: Option<&str>) -> pqx::Result<Option<LineOut>> {
+    Ok(match exchange {
+        Some(exchange) => Some(LineOut {
+            channel: pqx::mq::open_channel(connection).await?,
+            exchange: exchange.to_owned(),
+        }),
+        None => None,
+    })
+}
+
+/// With quorum wait queues, the consumer that forwards the queue's held retries.
+async fn holder(
+    connection: &Connection,
+    publisher: &Publisher,
+    retry: &RetryRoute,
+    queue: &str,
+    tag: &str,
+) -> pqx::Result<Option<Holder>> {
+    Ok(match retry {
+        RetryRoute::HostExchange {
+            exchange,
+            wait_queues: QueueType::Quorum,
+        } => {
+            let tag = format!("{tag}-held");
+            Some(Holder::open(connection, publisher.clone(), exchange, queue, &tag).await?)
+        }
+        _ => None,
+    })
+}
+
 impl Session {
     /// Connects to one of `broker`'s nodes, trying them from node `start`, and consumes `queue`,
     /// its retries and results going the ways the broker's layout offers now.
@@ -100,25 +132,10 @@ impl Session {
         info!(queue, route = ?routes.retry, replies = ?routes.replies, "retries and results go these ways");
         // Before consuming: a delivery too large for the frames closes the connection at once, and
         // the session must then end as lost by its consumer, to take it with large frames.
-        let lines = match &routes.output {
-            Some(exchange) => Some(LineOut {
-                channel: pqx::mq::open_channel(&connection).await?,
-                exchange: exchange.clone(),
-            }),
-            None => None,
-        };
+        let lines = line_out(&connection, routes.output.as_deref()).await?;
         let tag = format!("pqx-{}-{}", queue, std::process::id());
         let (channel, consumer) = subscribe(&connection, queue, &tag, concurrency).await?;
-        let holder = match &routes.retry {
-            RetryRoute::HostExchange {
-                exchange,
-                wait_queues: QueueType::Quorum,
-            } => {
-                let tag = format!("{tag}-held");
-                Some(Holder::open(&connection, publisher.clone(), exchange, queue, &tag).await?)
-            }
-            _ => None,
-        };
+        let holder = holder(&connection, &publisher, &routes.retry, queue, &tag).await?;
         let outbound = Outbound {
             publisher,
             routes,

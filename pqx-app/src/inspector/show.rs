@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::SecondsFormat;
 use pqx_util::{escape_control, escape_control_lines};
 
-use crate::subscriber::lines::END;
+use crate::subscriber::lines::{key_word, END};
 use crate::{Attempt, Error, Result, Status, Store, Wanted};
 
 /// How often `--follow` asks the records.
@@ -86,16 +86,15 @@ pub async fn follow(store: &Store, lines: Option<Lines>, id: &str) -> Result<u8>
             if !shown.insert(a.history.id) {
                 continue;
             }
-            match (&mut lines, first) {
+            match still_coming(&mut lines, first, a).await {
                 // Its output came line by line: the rest of it, then how it ended.
-                (Some(follower), false) => {
-                    for line in follower.rest_of(a).await {
+                Some(rest) => {
+                    for line in rest {
                         print_line(&line);
                     }
                     print!("{}", header(a));
                 }
-                // It ended before this started following.
-                _ => print!("{}", text(a)),
+                None => print!("{}", text(a)),
             }
         }
         first = false;
@@ -108,6 +107,20 @@ pub async fn follow(store: &Store, lines: Option<Lines>, id: &str) -> Result<u8>
                 lines = None;
             }
         }
+    }
+}
+
+/// The lines of `a`, which ended, still to come before its result; None when it is shown whole
+/// from its record: it ended before following began (`first` look at the records), or nothing
+/// is followed.
+pub async fn still_coming(
+    lines: &mut Option<Lines>,
+    first: bool,
+    a: &Attempt,
+) -> Option<Vec<Line>> {
+    match (lines, first) {
+        (Some(follower), false) => Some(follower.rest_of(a).await),
+        _ => None,
     }
 }
 
@@ -240,14 +253,14 @@ impl Lines {
     /// The lines of attempt `a`, which ended, still on their way: the subscriber sends them from
     /// a task of its own, which may be behind the record. Up to the run's end mark, or
     /// [`LINES_LAG`] at most; nothing to wait for when it printed nothing.
-    pub async fn rest_of(&mut self, a: &Attempt) -> Vec<Line> {
+    async fn rest_of(&mut self, a: &Attempt) -> Vec<Line> {
         let printed = a.result.as_ref().is_some_and(|r| {
             [&r.stdout, &r.stderr]
                 .iter()
                 .any(|t| t.as_deref().is_some_and(|t| !t.is_empty()))
         });
         let h = &a.history;
-        let queue = h.queue.as_deref().unwrap_or_default().replace('.', "_");
+        let queue = key_word(h.queue.as_deref().unwrap_or_default());
         let run = (queue, u32::try_from(h.attempt.unwrap_or(1)).unwrap_or(1));
         let deadline = tokio::time::Instant::now() + LINES_LAG;
         let mut rest = Vec::new();

@@ -30,11 +30,12 @@ pub struct LineOut {
 /// The routing key of message `message_id`'s lines on `queue`: topic words are dot-separated, so
 /// dots in either become `_`.
 pub fn routing_key(message_id: &str, queue: &str) -> String {
-    format!(
-        "{}.{}",
-        message_id.replace('.', "_"),
-        queue.replace('.', "_")
-    )
+    format!("{}.{}", key_word(message_id), key_word(queue))
+}
+
+/// One word of a routing key: `part` with its dots as `_`.
+pub fn key_word(part: &str) -> String {
+    part.replace('.', "_")
 }
 
 /// How long one line may take to be handed to the broker before the rest of the run's lines are

@@ -101,14 +101,15 @@ pub async fn follow(State(d): State<Arc<Dashboard>>, Path(id): Path<String>) -> 
                             continue;
                         }
                         // Its last lines may still be on their way: they come before its result.
-                        let rest = match (&mut lines, first) {
-                            (Some(l), false) => l.rest_of(a).await,
-                            _ => Vec::new(),
-                        };
-                        let events = rest.into_iter().map(line_event).chain([Event::default()
-                            .event("attempt")
-                            .json_data(json::attempt(a))
-                            .unwrap_or_default()]);
+                        let rest = show::still_coming(&mut lines, first, a).await;
+                        let events =
+                            rest.into_iter()
+                                .flatten()
+                                .map(line_event)
+                                .chain([Event::default()
+                                    .event("attempt")
+                                    .json_data(json::attempt(a))
+                                    .unwrap_or_default()]);
                         for event in events {
                             if tx.send(event).await.is_err() {
                                 return;

@@ -130,6 +130,33 @@ async fn run_sh_init_tries_again_until_the_broker_answers() -> Result<()> {
     Ok(())
 }
 
+/// `run.sh init` against a broker that never answers gives up after PQX_WAIT_SECS, saying so
+/// after the initiator's own error lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs containers: make test-containers"]
+async fn run_sh_init_gives_up_after_its_wait_saying_so() -> Result<()> {
+    let env = env(DbKind::Postgres).await?;
+    let proxy = TcpProxy::start((mq_host(), env.vhost.broker.amqp_port)).await?;
+    proxy.cut();
+    env.write_conn(&env.db.url, proxy.port)?;
+    let init = Container::beside(&env, &["-e", "PQX_WAIT_SECS=4"], &["run.sh", "init"])?;
+    let deadline = Deadline::after_secs(60);
+    while running(&init.0)? {
+        deadline
+            .tick(|| format!("run.sh init still runs: {}", logs(&init.0)))
+            .await?;
+    }
+    let said = logs(&init.0);
+    assert_eq!(exit_code(&init.0)?, 1, "{said}");
+    assert!(said.contains("initiator: error: "), "{said}");
+    let last = said.lines().last().unwrap_or_default();
+    assert_eq!(
+        last, "run.sh: initiator -o init did not succeed within 4 s",
+        "{said}"
+    );
+    Ok(())
+}
+
 /// A container that idles, as the original PQX's did, for run.sh to be run in.
 fn idle_container(env: &Env, grace: &str) -> Result<Container> {
     let grace = format!("PQX_GRACE={grace}");

@@ -101,31 +101,43 @@ async fn run_sh_refuses_what_it_does_not_know() -> Result<()> {
     Ok(())
 }
 
-/// `run.sh init` against a broker whose port takes connections but that does not answer yet (a
-/// proxy that drops each one): it says so and tries again, and succeeds once the broker answers.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "runs containers: make test-containers"]
-async fn run_sh_init_tries_again_until_the_broker_answers() -> Result<()> {
-    let env = env(DbKind::Postgres).await?;
+/// `run.sh init` in the image, PQX_WAIT_SECS `wait_secs`, its conn.yml naming a proxy to the
+/// broker that drops every connection until restored: an open port, but no broker answering.
+async fn init_before_the_broker_answers(
+    env: &Env,
+    wait_secs: u32,
+) -> Result<(TcpProxy, Container)> {
     let proxy = TcpProxy::start((mq_host(), env.vhost.broker.amqp_port)).await?;
     proxy.cut();
     env.write_conn(&env.db.url, proxy.port)?;
     let port = format!("PQX_WAIT_FOR=127.0.0.1:{}", proxy.port);
-    let init = Container::beside(
-        &env,
-        &["-e", &port, "-e", "PQX_WAIT_SECS=90"],
-        &["run.sh", "init"],
-    )?;
+    let wait = format!("PQX_WAIT_SECS={wait_secs}");
+    let init = Container::beside(env, &["-e", &port, "-e", &wait], &["run.sh", "init"])?;
+    Ok((proxy, init))
+}
+
+/// Waits until `container` exited; its exit code.
+async fn exited(container: &Container) -> Result<i32> {
+    let deadline = Deadline::after_secs(60);
+    while running(&container.0)? {
+        deadline
+            .tick(|| format!("{} still runs: {}", container.0, logs(&container.0)))
+            .await?;
+    }
+    exit_code(&container.0)
+}
+
+/// `run.sh init` against a broker whose port takes connections but that does not answer yet: it
+/// says so and tries again, and succeeds once the broker answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs containers: make test-containers"]
+async fn run_sh_init_tries_again_until_the_broker_answers() -> Result<()> {
+    let env = env(DbKind::Postgres).await?;
+    let (proxy, init) = init_before_the_broker_answers(&env, 90).await?;
     wait_log(&init.0, "initiator -o init failed: trying again in 3 s", 60).await?;
     assert!(running(&init.0)?, "{}", logs(&init.0));
     proxy.restore();
-    let deadline = Deadline::after_secs(60);
-    while running(&init.0)? {
-        deadline
-            .tick(|| format!("run.sh init still runs: {}", logs(&init.0)))
-            .await?;
-    }
-    assert_eq!(exit_code(&init.0)?, 0, "{}", logs(&init.0));
+    assert_eq!(exited(&init).await?, 0, "{}", logs(&init.0));
     assert_eq!(env.vhost.queue_len("h1").await?, 0, "h1 declared");
     Ok(())
 }
@@ -136,18 +148,10 @@ async fn run_sh_init_tries_again_until_the_broker_answers() -> Result<()> {
 #[ignore = "runs containers: make test-containers"]
 async fn run_sh_init_gives_up_after_its_wait_saying_so() -> Result<()> {
     let env = env(DbKind::Postgres).await?;
-    let proxy = TcpProxy::start((mq_host(), env.vhost.broker.amqp_port)).await?;
-    proxy.cut();
-    env.write_conn(&env.db.url, proxy.port)?;
-    let init = Container::beside(&env, &["-e", "PQX_WAIT_SECS=4"], &["run.sh", "init"])?;
-    let deadline = Deadline::after_secs(60);
-    while running(&init.0)? {
-        deadline
-            .tick(|| format!("run.sh init still runs: {}", logs(&init.0)))
-            .await?;
-    }
+    let (_proxy, init) = init_before_the_broker_answers(&env, 4).await?;
+    let code = exited(&init).await?;
     let said = logs(&init.0);
-    assert_eq!(exit_code(&init.0)?, 1, "{said}");
+    assert_eq!(code, 1, "{said}");
     assert!(said.contains("initiator: error: "), "{said}");
     let last = said.lines().last().unwrap_or_default();
     assert_eq!(

@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -19,12 +20,31 @@ use rusqlite::{Connection, OpenFlags};
 use sea_orm::sqlx::error::{DatabaseError, ErrorKind};
 use sea_orm::sqlx::sqlite::SqliteConnectOptions;
 use sea_orm::{DbErr, RuntimeErr, Statement, Value};
+use tracing::warn;
+
+/// How many statements the held connection writes between two checkpoints (copies of the WAL
+/// into the database file). A statement writes 3 or 4 pages of the WAL: about SQLite's own
+/// interval of 1,000 pages.
+const CHECKPOINT_EVERY: u32 = 256;
 
 /// One SQLite connection, opened when first used and again after it failed.
 #[derive(Debug)]
 pub struct HeldSqlite {
     file: PathBuf,
     conn: Arc<Mutex<Option<Connection>>>,
+    checkpoints: Arc<Checkpoints>,
+}
+
+/// The checkpoints of what the held connection wrote, made on a blocking thread. SQLite makes
+/// them itself at the commit that fills its interval, on the thread that commits: there they
+/// held the subscriber's runtime for the copy and its fsyncs (6 ms on this machine), while every
+/// command waited; the held connection leaves them to this.
+#[derive(Debug, Default)]
+struct Checkpoints {
+    written: AtomicU32,
+    running: AtomicBool,
+    /// A connection of their own: a passive checkpoint lets the held connection go on writing.
+    conn: Mutex<Option<Connection>>,
 }
 
 impl HeldSqlite {
@@ -42,6 +62,7 @@ impl HeldSqlite {
         Ok((!in_memory).then(|| Self {
             file: file.to_owned(),
             conn: Arc::new(Mutex::new(None)),
+            checkpoints: Arc::default(),
         }))
     }
 
@@ -77,7 +98,10 @@ impl HeldSqlite {
                 done,
             ) {
                 Err(Failed::Running(e)) if e.is_busy() => {}
-                ran => return ran.map_err(Failed::into_db_err),
+                ran => {
+                    drop(held);
+                    return self.wrote(ran);
+                }
             }
         }
         let (file, conn) = (self.file.clone(), Arc::clone(&self.conn));
@@ -89,7 +113,44 @@ impl HeldSqlite {
         })
         .await
         .map_err(|e| internal(format!("the thread that waited for SQLite: {e}")))?;
-        waited.map_err(Failed::into_db_err)
+        self.wrote(waited)
+    }
+
+    /// Counts a statement that ran, and starts a checkpoint on a blocking thread when its
+    /// interval is full and none is running.
+    fn wrote<T>(&self, ran: Result<T, Failed>) -> Result<T, DbErr> {
+        let ran = ran.map_err(Failed::into_db_err)?;
+        let checkpoints = &self.checkpoints;
+        let written = checkpoints.written.fetch_add(1, Ordering::Relaxed) + 1;
+        if written >= CHECKPOINT_EVERY && !checkpoints.running.swap(true, Ordering::AcqRel) {
+            checkpoints.written.store(0, Ordering::Relaxed);
+            let (file, checkpoints) = (self.file.clone(), Arc::clone(checkpoints));
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = checkpoints.make(&file) {
+                    // The next interval tries again; the WAL grows meanwhile, nothing is lost.
+                    warn!(file = %file.display(), error = %e, "cannot checkpoint the SQLite WAL");
+                }
+                checkpoints.running.store(false, Ordering::Release);
+            });
+        }
+        Ok(ran)
+    }
+}
+
+impl Checkpoints {
+    /// Copies what it can of the WAL into the database file, waiting for nobody. A connection
+    /// that failed is closed, and the next checkpoint opens another.
+    fn make(&self, file: &Path) -> rusqlite::Result<()> {
+        let mut held = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        let conn = match &mut *held {
+            Some(conn) => conn,
+            None => held.insert(open(file)?),
+        };
+        let made = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        if made.is_err() {
+            *held = None;
+        }
+        made
     }
 }
 
@@ -137,6 +198,8 @@ fn open(file: &Path) -> rusqlite::Result<Connection> {
             })?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Checkpoints are made apart ([`Checkpoints`]), never by a commit of this connection.
+    conn.pragma_update_and_check(None, "wal_autocheckpoint", 0, |_| Ok(()))?;
     Ok(conn)
 }
 
@@ -414,6 +477,36 @@ mod tests {
             Some(3),
             "and runs here again"
         );
+    }
+
+    #[tokio::test]
+    async fn what_the_held_connection_writes_is_checkpointed_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pqx.db");
+        let held = held_at(&file);
+        let create = statement("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", vec![]);
+        held.execute(&create).await.unwrap();
+        let before = std::fs::metadata(&file).unwrap().len();
+        // A page each: without checkpoints they would all stay in the WAL, as the held
+        // connection's commits never make one.
+        let insert = statement(
+            "INSERT INTO t (v) VALUES (?)",
+            vec!["x".repeat(3000).into()],
+        );
+        for _ in 1..CHECKPOINT_EVERY {
+            held.insert(&insert).await.unwrap();
+        }
+        let pages = u64::from(CHECKPOINT_EVERY - 1);
+        let copied = || std::fs::metadata(&file).unwrap().len() >= before + pages * 4096;
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !copied() && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(copied(), "the rows reached the database file");
+        let count = "SELECT count(*) FROM t";
+        let other = rusqlite::Connection::open(&file).unwrap();
+        let rows: u32 = other.query_row(count, [], |row| row.get(0)).unwrap();
+        assert_eq!(rows, CHECKPOINT_EVERY - 1);
     }
 
     #[tokio::test]

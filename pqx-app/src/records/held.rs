@@ -375,6 +375,16 @@ mod tests {
         HeldSqlite::for_file(&url).unwrap().unwrap()
     }
 
+    /// A held connection to a new file with a table `t (id, v)`; the directory goes with the first.
+    async fn table_t() -> (tempfile::TempDir, PathBuf, HeldSqlite) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pqx.db");
+        let held = held_at(&file);
+        let create = statement("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", vec![]);
+        held.execute(&create).await.unwrap();
+        (dir, file, held)
+    }
+
     #[tokio::test]
     async fn a_connection_that_cannot_open_is_opened_again_once_it_can() {
         let dir = tempfile::tempdir().unwrap();
@@ -449,11 +459,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_statement_waits_for_another_writer_off_the_runtime() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pqx.db");
-        let held = held_at(&file);
-        let create = statement("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", vec![]);
-        held.execute(&create).await.unwrap();
+        let (_dir, file, held) = table_t().await;
         let other = rusqlite::Connection::open(&file).unwrap();
         other
             .execute_batch("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES ('other');")
@@ -481,11 +487,7 @@ mod tests {
 
     #[tokio::test]
     async fn what_the_held_connection_writes_is_checkpointed_apart() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("pqx.db");
-        let held = held_at(&file);
-        let create = statement("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)", vec![]);
-        held.execute(&create).await.unwrap();
+        let (_dir, file, held) = table_t().await;
         let before = std::fs::metadata(&file).unwrap().len();
         // A page each: without checkpoints they would all stay in the WAL, as the held
         // connection's commits never make one.

@@ -28,7 +28,7 @@ impl Store {
             .to_owned();
         let inserted = message_cancel::Entity::insert(row)
             .on_conflict(keep_first)
-            .exec(&self.db)
+            .exec(&*self.pool().await)
             .await;
         match inserted {
             Ok(_) => Ok((now, true)),
@@ -44,7 +44,7 @@ impl Store {
     pub async fn cancelled(&self, message_id: &str) -> Result<Option<DateTime<Utc>>> {
         let found = message_cancel::Entity::find()
             .filter(message_cancel::Column::MessageId.eq(storable(message_id)))
-            .one(&self.db)
+            .one(&*self.pool().await)
             .await
             .context(|| {
                 format!(

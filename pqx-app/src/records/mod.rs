@@ -7,6 +7,7 @@
 mod cancel;
 mod either;
 mod held;
+mod held_pg;
 mod overview;
 mod read;
 pub mod relay;
@@ -34,8 +35,29 @@ pub struct Store {
     db: DatabaseConnection,
     /// The URL, password redacted, for messages.
     url: String,
-    /// A subscriber's own SQLite connection, for the statements it makes for every command.
-    held: Option<std::sync::Arc<held::HeldSqlite>>,
+    /// A subscriber's own connection, for the statements it makes for every command.
+    held: Option<Held>,
+}
+
+/// A connection held for the statements a subscriber makes for every command.
+#[derive(Debug, Clone)]
+enum Held {
+    Sqlite(std::sync::Arc<held::HeldSqlite>),
+    Postgres(std::sync::Arc<held_pg::HeldPg>),
+}
+
+/// The store's pool, for sea-orm; while it is used, no statement keeps its connection.
+struct Pool<'a> {
+    db: &'a DatabaseConnection,
+    _lent: Option<held_pg::Lent>,
+}
+
+impl std::ops::Deref for Pool<'_> {
+    type Target = DatabaseConnection;
+
+    fn deref(&self) -> &DatabaseConnection {
+        self.db
+    }
 }
 
 /// What is known of an attempt when it starts.
@@ -159,12 +181,29 @@ impl Store {
         refuse_the_broker(url)?;
         create_private_sqlite_file(url);
         let mut store = Self::on(pqx_util::connect_db_for_host(url).await?, url);
-        if url.starts_with("sqlite:") {
+        store.held = if url.starts_with("sqlite:") {
             let held =
                 held::HeldSqlite::for_file(url).context(|| format!("opening {}", store.url))?;
-            store.held = held.map(std::sync::Arc::new);
-        }
+            held.map(|held| Held::Sqlite(std::sync::Arc::new(held)))
+        } else {
+            let pool = store.db.get_postgres_connection_pool().clone();
+            Some(Held::Postgres(std::sync::Arc::new(held_pg::HeldPg::of(
+                pool,
+            ))))
+        };
         Ok(store)
+    }
+
+    /// The pool, for what is not made on the held connection, which goes back to it first.
+    async fn pool(&self) -> Pool<'_> {
+        let lent = match &self.held {
+            Some(Held::Postgres(held)) => Some(held.lend().await),
+            _ => None,
+        };
+        Pool {
+            db: &self.db,
+            _lent: lent,
+        }
     }
 
     fn on(db: DatabaseConnection, url: &str) -> Self {
@@ -182,21 +221,22 @@ impl Store {
 
     /// Applies the migrations that are not applied yet.
     pub async fn create_tables(&self) -> Result<()> {
-        Migrator::up(&self.db, None)
+        Migrator::up(&*self.pool().await, None)
             .await
             .context(|| format!("creating tables in {}", self.url))
     }
 
     /// Rolls back every migration, dropping the tables and their rows.
     pub async fn drop_tables(&self) -> Result<()> {
-        Migrator::down(&self.db, None)
+        Migrator::down(&*self.pool().await, None)
             .await
             .context(|| format!("dropping tables in {}", self.url))
     }
 
     /// Whether both tables exist.
     pub async fn tables_exist(&self) -> Result<bool> {
-        let manager = SchemaManager::new(&self.db);
+        let pool = self.pool().await;
+        let manager = SchemaManager::new(&*pool);
         for table in ["message_history", "message_result", "message_cancel"] {
             let exists = manager
                 .has_table(table)
@@ -217,7 +257,7 @@ impl Store {
             url: self.url.clone(),
             source,
         };
-        let txn = self.db.begin().await.map_err(read_only)?;
+        let txn = self.pool().await.begin().await.map_err(read_only)?;
         let probe = sea_orm::Statement::from_string(
             txn.get_database_backend(),
             "INSERT INTO message_history (mailing_to, cmd, time) VALUES ('[]', '{}', CURRENT_TIMESTAMP)",

@@ -71,7 +71,7 @@ impl Store {
             .filter(Expr::exists(later_here).not())
             .order_by_desc(H::Id)
             .limit(RUNNING_READ)
-            .all(&self.db)
+            .all(&*self.pool().await)
             .await
             .context(|| format!("reading the running attempts from {}", self.url))?;
         Ok(rows
@@ -90,14 +90,14 @@ impl Store {
             )
             .group_by(message_history::Column::Queue)
             .into_tuple()
-            .all(&self.db)
+            .all(&*self.pool().await)
             .await
             .context(|| format!("reading the last results from {}", self.url))?;
         let ids: Vec<i64> = last.into_iter().flatten().collect();
         let rows = message_result::Entity::find()
             .find_also_related(message_history::Entity)
             .filter(message_result::Column::Id.is_in(ids))
-            .all(&self.db)
+            .all(&*self.pool().await)
             .await
             .context(|| format!("reading the last results from {}", self.url))?;
         Ok(rows
@@ -124,7 +124,7 @@ impl Store {
             .filter(message_result::Column::Time.gte(since))
             .group_by(message_history::Column::Queue)
             .into_tuple()
-            .all(&self.db)
+            .all(&*self.pool().await)
             .await
             .context(|| format!("counting the failures in {}", self.url))?;
         Ok(counts

@@ -27,7 +27,7 @@ impl Store {
             .filter(message_history::Column::Queue.eq(storable(queue)))
             .filter(message_history::Column::Attempt.eq(attempt))
             .filter(message_result::Column::Id.is_not_null())
-            .one(&self.db)
+            .one(&*self.pool().await)
             .await
             .context(|| {
                 format!(
@@ -49,7 +49,7 @@ impl Store {
             .find_also_related(message_result::Entity)
             .filter(message_history::Column::MessageId.eq(storable(message_id)))
             .filter(message_history::Column::Queue.eq(storable(queue)))
-            .all(&self.db)
+            .all(&*self.pool().await)
             .await
             .context(|| format!("looking up the attempts of {message_id} in {}", self.url))?;
         Ok(rows
@@ -68,7 +68,7 @@ impl Store {
             .filter(message_history::Column::Queue.eq(storable(queue)))
             .filter(message_history::Column::DedupeKey.eq(storable(dedupe_key)))
             .filter(message_result::Column::ExitCode.eq(0))
-            .one(&self.db)
+            .one(&*self.pool().await)
             .await
             .context(|| format!("looking up dedupe_key {dedupe_key:?} in {}", self.url))?;
         Ok(found.map(|history| history.id))
@@ -77,7 +77,7 @@ impl Store {
     /// The queue attempt `history_id` was recorded on (as the records keep it), if it exists.
     pub async fn queue_of_attempt(&self, history_id: i64) -> Result<Option<String>> {
         let found = message_history::Entity::find_by_id(history_id)
-            .one(&self.db)
+            .one(&*self.pool().await)
             .await
             .context(|| format!("looking up attempt {history_id} in {}", self.url))?;
         Ok(found.and_then(|history| history.queue))
@@ -128,7 +128,7 @@ impl Store {
                 .filter(R::Result.is_null().or(skipped().not())),
         };
         let rows = query
-            .all(&self.db)
+            .all(&*self.pool().await)
             .await
             .context(|| format!("reading attempts from {}", self.url))?;
         Ok(rows

@@ -10,7 +10,7 @@ use sea_orm::{
     QueryTrait, Set,
 };
 
-use super::{storable, storable_json, AttemptStart, Store};
+use super::{storable, storable_json, AttemptStart, Held, Store};
 use crate::entities::{message_cancel, message_history, message_result};
 use crate::error::DbContext;
 use crate::{Command, Outcome, Result};
@@ -220,11 +220,15 @@ impl Store {
             })?;
         let backend = self.db.get_database_backend();
         let context = || format!("recording the start of an attempt in {}", self.url);
-        if let Some(held) = &self.held {
+        if let Some(Held::Sqlite(held)) = &self.held {
             return held.insert(&backend.build(&insert)).await.context(context);
         }
         let statement = backend.build(insert.returning_col(message_history::Column::Id));
-        let inserted = self.db.query_one_raw(statement).await.context(context)?;
+        if let Some(Held::Postgres(held)) = &self.held {
+            return held.insert(&statement).await.context(context);
+        }
+        let inserted = self.pool().await.query_one_raw(statement).await;
+        let inserted = inserted.context(context)?;
         match inserted {
             Some(row) => Ok(Some(row.try_get_by_index::<i64>(0).context(|| {
                 format!("reading the id of a recorded attempt in {}", self.url)
@@ -235,7 +239,7 @@ impl Store {
 
     async fn insert_history(&self, row: message_history::ActiveModel) -> Result<i64> {
         let row = row
-            .insert(&self.db)
+            .insert(&*self.pool().await)
             .await
             .context(|| format!("recording the start of an attempt in {}", self.url))?;
         Ok(row.id)
@@ -257,12 +261,11 @@ impl Store {
             .do_nothing()
             .to_owned();
         let insert = message_result::Entity::insert(row).on_conflict(on_conflict);
+        let statement = || insert.build(self.db.get_database_backend());
         let inserted = match &self.held {
-            Some(held) => {
-                let statement = insert.build(self.db.get_database_backend());
-                held.execute(&statement).await.map(drop)
-            }
-            None => insert.exec(&self.db).await.map(drop),
+            Some(Held::Sqlite(held)) => held.execute(&statement()).await.map(drop),
+            Some(Held::Postgres(held)) => held.execute(&statement()).await.map(drop),
+            None => insert.exec(&*self.pool().await).await.map(drop),
         };
         match inserted {
             Ok(()) | Err(DbErr::RecordNotInserted) => Ok(()),

@@ -236,55 +236,49 @@ async fn end_to_end(cli: &Cli, r: &mut Report, floor: f64) -> Result<()> {
 async fn latency(cli: &Cli, r: &mut Report) -> Result<()> {
     let n = cli.reps.max(1);
     eprintln!("5. latency");
-    let mut runs = Vec::new();
-    for _ in 0..n {
-        let env = env::env(DbKind::Sqlite, 1).await?;
-        runs.push(latency::latencies_ms(&env, 300, Duration::from_millis(10), &[]).await?);
-    }
-    let note = "publish -> the command's own start ($EPOCHREALTIME), 300 at 100/s, SQLite";
-    let all = [("p50", 50.0), ("p99", 99.0), ("max", 100.0)];
-    let pqx = add_percentiles(r, &runs, &all, note);
-
-    let runs = reps(n, || fork::spawn_latencies_ms(300))?;
-    let note = "spawn from Rust -> bash's $EPOCHREALTIME, no broker: the spawn's share";
-    let floors = [("spawn floor p50", 50.0), ("spawn floor p99", 99.0)];
-    let spawn = add_percentiles(r, &runs, &floors, note);
-
     let body = serde_json::to_vec(&serde_json::json!({
         "mailing_to": [{"unique_key": "q0"}],
         "cmd": {"Bash": {"cmd": ["echo $EPOCHREALTIME"]}},
     }))?;
-    let mut runs = Vec::new();
+    // Each repetition measures pqx and then both floors, so that pqx's share is taken from
+    // figures of the same minute: this VM's speed moves between minutes by more than the share.
+    let (mut pqx, mut spawn, mut broker_floor) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
         let env = env::env(DbKind::Sqlite, 1).await?;
-        runs.push(broker::raw_latencies_ms(&env, &body, 300, Duration::from_millis(10)).await?);
+        pqx.push(latency::latencies_ms(&env, 300, Duration::from_millis(10), &[]).await?);
+        spawn.push(fork::spawn_latencies_ms(300)?);
+        let env = env::env(DbKind::Sqlite, 1).await?;
+        let raw = broker::raw_latencies_ms(&env, &body, 300, Duration::from_millis(10));
+        broker_floor.push(raw.await?);
     }
+    let note = "publish -> the command's own start ($EPOCHREALTIME), 300 at 100/s, SQLite";
+    let all = [("p50", 50.0), ("p99", 99.0), ("max", 100.0)];
+    add_percentiles(r, &pqx, &all, note);
+    let note = "spawn from Rust -> bash's $EPOCHREALTIME, no broker: the spawn's share";
+    let floors = [("spawn floor p50", 50.0), ("spawn floor p99", 99.0)];
+    add_percentiles(r, &spawn, &floors, note);
     let note = "lapin publish -> lapin delivery, through the headers exchange: the broker's share";
     let floors = [("broker floor p50", 50.0), ("broker floor p99", 99.0)];
-    let broker = add_percentiles(r, &runs, &floors, note);
+    add_percentiles(r, &broker_floor, &floors, note);
     // What is left once the spawn and the broker are taken away: pqx's own share.
-    for (i, name) in ["pqx's share p50", "pqx's share p99"].iter().enumerate() {
-        let share = pqx[i] - spawn[i] - broker[i];
-        let note = "the latency minus the spawn floor minus the broker floor (medians, this run)";
-        r.add("latency", name, vec![share], "ms", note);
+    for (name, p) in [("pqx's share p50", 50.0), ("pqx's share p99", 99.0)] {
+        let shares = (0..n)
+            .map(|k| {
+                percentile(&pqx[k], p) - percentile(&spawn[k], p) - percentile(&broker_floor[k], p)
+            })
+            .collect();
+        let note = "each repetition's latency minus its own two floors (median of repetitions)";
+        r.add("latency", name, shares, "ms", note);
     }
     Ok(())
 }
 
 /// Adds, for each `(name, p)`, the median over repetitions of each one's `p`th percentile.
-fn add_percentiles(
-    r: &mut Report,
-    runs: &[Vec<f64>],
-    figures: &[(&str, f64)],
-    note: &str,
-) -> Vec<f64> {
-    figures
-        .iter()
-        .map(|(name, p)| {
-            let samples = runs.iter().map(|l| percentile(l, *p)).collect();
-            r.add("latency", name, samples, "ms", note)
-        })
-        .collect()
+fn add_percentiles(r: &mut Report, runs: &[Vec<f64>], figures: &[(&str, f64)], note: &str) {
+    for (name, p) in figures {
+        let samples = runs.iter().map(|l| percentile(l, *p)).collect();
+        r.add("latency", name, samples, "ms", note);
+    }
 }
 
 async fn memory(cli: &Cli, r: &mut Report) -> Result<()> {

@@ -511,6 +511,20 @@ mod tests {
         assert_eq!(rows, CHECKPOINT_EVERY - 1);
     }
 
+    #[test]
+    fn a_checkpoint_that_cannot_open_says_why_and_the_next_one_opens_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("later").join("pqx.db");
+        let checkpoints = Checkpoints::default();
+        let failed = checkpoints.make(&file).unwrap_err();
+        assert!(
+            failed.to_string().contains("unable to open database file"),
+            "{failed}"
+        );
+        std::fs::create_dir(dir.path().join("later")).unwrap();
+        checkpoints.make(&file).unwrap();
+    }
+
     #[tokio::test]
     async fn what_the_database_refuses_comes_back_as_sea_orm_reports_it() {
         let dir = tempfile::tempdir().unwrap();

@@ -21,7 +21,7 @@ pub use write::{Gate, Refused};
 
 use std::borrow::Cow;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbErr, TransactionTrait};
 use sea_orm_migration::{MigratorTrait, SchemaManager};
 
 use crate::entities::{message_history, message_result};
@@ -44,6 +44,16 @@ pub struct Store {
 enum Held {
     Sqlite(std::sync::Arc<held::HeldSqlite>),
     Postgres(std::sync::Arc<held_pg::HeldPg>),
+}
+
+impl Held {
+    /// Runs `statement` on the held connection; returns how many rows it changed.
+    async fn execute(&self, statement: &sea_orm::Statement) -> std::result::Result<u64, DbErr> {
+        match self {
+            Held::Sqlite(held) => held.execute(statement).await,
+            Held::Postgres(held) => held.execute(statement).await,
+        }
+    }
 }
 
 /// The store's pool, for sea-orm; while it is used, no statement keeps its connection.

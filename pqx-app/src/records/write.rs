@@ -261,10 +261,11 @@ impl Store {
             .do_nothing()
             .to_owned();
         let insert = message_result::Entity::insert(row).on_conflict(on_conflict);
-        let statement = || insert.build(self.db.get_database_backend());
         let inserted = match &self.held {
-            Some(Held::Sqlite(held)) => held.execute(&statement()).await.map(drop),
-            Some(Held::Postgres(held)) => held.execute(&statement()).await.map(drop),
+            Some(held) => {
+                let statement = insert.build(self.db.get_database_backend());
+                held.execute(&statement).await.map(drop)
+            }
             None => insert.exec(&*self.pool().await).await.map(drop),
         };
         match inserted {

@@ -12,6 +12,7 @@ mod fleet;
 mod fork;
 mod latency;
 mod memory;
+mod parts;
 mod report;
 mod signing;
 mod throughput;
@@ -184,9 +185,93 @@ async fn broker_and_publish(cli: &Cli, r: &mut Report) -> Result<()> {
     Ok(())
 }
 
+/// What a subscriber's parts cost per command alone, and the three in one loop, with each
+/// database: the floor under its own CPU per command.
+struct Floors {
+    sqlite: f64,
+    postgres: Option<f64>,
+}
+
+impl Floors {
+    fn of(&self, db: DbKind) -> Option<f64> {
+        match db {
+            DbKind::Sqlite => Some(self.sqlite),
+            DbKind::Postgres => self.postgres,
+        }
+    }
+}
+
+/// Each part a subscriber is built on, alone and then all in one loop (a bare subscriber), on the
+/// messages and tables of a bench environment.
+async fn parts(cli: &Cli, r: &mut Report) -> Result<Floors> {
+    use env::BenchEnv;
+    use parts::{Cost, Db};
+    use tokio::task::block_in_place as alone;
+    let (n, commands) = (cli.reps.max(1), cli.commands);
+    eprintln!("4. a subscriber's parts alone");
+    let sqlite = env::env(DbKind::Sqlite, 1).await?;
+    let postgres = match cli.no_postgres {
+        true => None,
+        false => Some(env::env(DbKind::Postgres, 1).await?),
+    };
+    let (file, url) = (sqlite.path("pqx.db"), sqlite.vhost.url());
+    let mut dbs = vec![Db::Sqlite(&file)];
+    if let Some(env) = &postgres {
+        dbs.push(Db::Postgres(&env.db.url));
+    }
+    let publish = || -> Result<()> {
+        let tasks = sqlite.tasks("parts.jsonl", commands, 0, "true")?;
+        sqlite.publish_lines(&tasks).map(drop)
+    };
+    let (mut spawn, mut take) = (Vec::new(), Vec::new());
+    let mut rows: Vec<Vec<Cost>> = vec![Vec::new(); dbs.len()];
+    let mut bare: Vec<Vec<Cost>> = vec![Vec::new(); dbs.len()];
+    for _ in 0..n {
+        spawn.push(alone(|| parts::spawn_and_reap(commands))?);
+        publish()?;
+        take.push(alone(|| parts::take_and_ack(&url, "q0", commands))?);
+        for (k, db) in dbs.iter().enumerate() {
+            rows[k].push(alone(|| parts::rows(*db, commands))?);
+            publish()?;
+            bare[k].push(alone(|| parts::bare_subscriber(&url, "q0", *db, commands))?);
+        }
+    }
+    let section = "a subscriber's parts, CPU/cmd";
+    let mut add = |name: &str, costs: &[Cost], what: &str| -> f64 {
+        let switches: Vec<f64> = costs.iter().map(|c| c.switches).collect();
+        let note = format!("{what}; {:.1} context switches", report::median(&switches));
+        let cpu = costs.iter().map(|c| c.cpu_us).collect();
+        r.add(section, name, cpu, "us", &note)
+    };
+    let what = "tokio, stdin /dev/null, output piped and read; bash's CPU not counted";
+    add("spawn and reap bash -c true", &spawn, what);
+    let what = "lapin, prefetch 1, the publisher's messages";
+    add("take a command's message and ack it", &take, what);
+    let mut floors = Floors {
+        sqlite: 0.0,
+        postgres: None,
+    };
+    for (k, db) in dbs.iter().enumerate() {
+        let (name, what) = match db {
+            Db::Sqlite(_) => ("SQLite", "rusqlite, WAL"),
+            Db::Postgres(_) => ("PostgreSQL", "sqlx, one connection kept"),
+        };
+        let note = format!("{what}, pqx's tables and statements, each committed");
+        add(&format!("a command's two rows, {name}"), &rows[k], &note);
+        let note = "take, record the start, run bash, record the result, ack: the floor";
+        let floor = add(&format!("all three in one loop, {name}"), &bare[k], note);
+        match db {
+            Db::Sqlite(_) => floors.sqlite = floor,
+            Db::Postgres(_) => floors.postgres = Some(floor),
+        }
+    }
+    Ok(floors)
+}
+
 async fn end_to_end(cli: &Cli, r: &mut Report, floor: f64) -> Result<()> {
     let n = cli.reps.max(1);
-    eprintln!("4. end to end");
+    let floors = parts(cli, r).await?;
+    eprintln!("5. end to end");
     let mut dbs = vec![(DbKind::Sqlite, "SQLite")];
     if !cli.no_postgres {
         dbs.push((DbKind::Postgres, "PostgreSQL"));
@@ -219,13 +304,18 @@ async fn end_to_end(cli: &Cli, r: &mut Report, floor: f64) -> Result<()> {
             let of =
                 |f: fn(&throughput::EndToEnd) -> f64| -> Vec<f64> { runs.iter().map(f).collect() };
             let rates = of(|e| e.rate);
+            let subscriber = report::median(&of(|e| e.subscriber_us));
+            let above = floors
+                .of(db)
+                .map(|parts| format!(" ({:.0} above the bare loop)", subscriber - parts))
+                .unwrap_or_default();
             let note = format!(
-                "{} x Bash true; {:.0}% of the fork floor; CPU/cmd: {:.0} us all, {:.0} subscriber, {:.0} bash",
+                "{} x Bash true; {:.0}% of the fork floor; CPU/cmd: {:.0} us all, {subscriber:.0} subscriber{above}, {:.0} bash, {:.0} broker",
                 cli.commands,
                 100.0 * report::median(&rates) / floor,
                 report::median(&of(|e| e.cpu_us)),
-                report::median(&of(|e| e.subscriber_us)),
                 report::median(&of(|e| e.commands_us)),
+                report::median(&of(|e| e.broker_us)),
             );
             r.add(&format!("end to end, {name}"), label, rates, "cmd/s", &note);
         }
@@ -235,7 +325,7 @@ async fn end_to_end(cli: &Cli, r: &mut Report, floor: f64) -> Result<()> {
 
 async fn latency(cli: &Cli, r: &mut Report) -> Result<()> {
     let n = cli.reps.max(1);
-    eprintln!("5. latency");
+    eprintln!("6. latency");
     let body = serde_json::to_vec(&serde_json::json!({
         "mailing_to": [{"unique_key": "q0"}],
         "cmd": {"Bash": {"cmd": ["echo $EPOCHREALTIME"]}},
@@ -283,7 +373,7 @@ fn add_percentiles(r: &mut Report, runs: &[Vec<f64>], figures: &[(&str, f64)], n
 
 async fn memory(cli: &Cli, r: &mut Report) -> Result<()> {
     let n = cli.reps.max(1);
-    eprintln!("6. memory");
+    eprintln!("7. memory");
     let mut idle = Vec::new();
     let mut after = Vec::new();
     for _ in 0..n {
@@ -305,7 +395,7 @@ async fn memory(cli: &Cli, r: &mut Report) -> Result<()> {
 
 async fn routing(cli: &Cli, r: &mut Report) -> Result<()> {
     let n = cli.reps.max(1);
-    eprintln!("7. routing scale");
+    eprintln!("8. routing scale");
     let mut ten = Vec::new();
     let mut thousand = Vec::new();
     for _ in 0..n {
@@ -333,7 +423,7 @@ async fn routing(cli: &Cli, r: &mut Report) -> Result<()> {
 /// The fleet figures: one run each for 100 hosts connecting to PostgreSQL themselves, and for 100
 /// and 500 hosts recording through the broker (a run is long; its latencies are many).
 async fn fleet(r: &mut Report) -> Result<()> {
-    eprintln!("10. fleet");
+    eprintln!("11. fleet");
     let runs = [
         (100, Records::Database, "each to PostgreSQL"),
         (100, Records::Recorders, "through 2 recorders"),
@@ -403,7 +493,7 @@ async fn fleet(r: &mut Report) -> Result<()> {
 async fn failover(cli: &Cli, r: &mut Report) -> Result<()> {
     // A few more than the other figures: each one is a single event.
     let n = cli.reps.max(1) + 2;
-    eprintln!("9. failover");
+    eprintln!("10. failover");
     let mut secs = Vec::new();
     for _ in 0..n {
         secs.push(failover::kill_to_start_secs().await?);
@@ -423,7 +513,7 @@ async fn failover(cli: &Cli, r: &mut Report) -> Result<()> {
 
 async fn signing(cli: &Cli, r: &mut Report) -> Result<()> {
     let n = cli.reps.max(1);
-    eprintln!("8. signed commands");
+    eprintln!("9. signed commands");
     let (sign, verify): (Vec<f64>, Vec<f64>) = reps(n, || signing::sign_and_verify_us(2000))?
         .into_iter()
         .unzip();

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use lapin::options::QueuePurgeOptions;
 
-use pqx_testkit::{busy_cpu_secs, DbKind, Env};
+use pqx_testkit::{busy_cpu_secs, process_cpu_secs, DbKind, Env};
 
 use crate::env::{env, wait_results, BenchEnv};
 
@@ -40,6 +40,8 @@ pub struct EndToEnd {
     pub subscriber_us: f64,
     /// Of which the commands they ran (bash), as reaped.
     pub commands_us: f64,
+    /// Of which the broker's (all of RabbitMQ's node, its other vhosts' work too).
+    pub broker_us: f64,
 }
 
 /// Completed commands/s: `n` `Bash ["true"]` commands queued on q0 first, then `subscribers`
@@ -65,6 +67,8 @@ pub async fn end_to_end_in(
     let file = env.tasks("e2e.jsonl", n, 0, "true")?;
     env.publish_lines(&file)?;
     let conn = env.db().await?;
+    let broker = broker_pid(env.vhost.broker.amqp_port)?;
+    let broker_before = process_cpu_secs(&broker)?.0;
     let busy_before = busy_cpu_secs()?;
     let mut subs = Vec::new();
     for _ in 0..subscribers {
@@ -72,6 +76,7 @@ pub async fn end_to_end_in(
     }
     wait_results(&conn, n as u64, 600).await?;
     let busy = busy_cpu_secs()? - busy_before;
+    let broker = process_cpu_secs(&broker)?.0 - broker_before;
     let (mut own, mut children) = (0.0, 0.0);
     for sub in &subs {
         let (o, c) = sub.cpu_secs()?;
@@ -86,7 +91,24 @@ pub async fn end_to_end_in(
         cpu_us: per_command(busy),
         subscriber_us: per_command(own),
         commands_us: per_command(children),
+        broker_us: per_command(broker),
     })
+}
+
+/// The pid of the process listening on 127.0.0.1:`port` (the broker node), as `ss` tells.
+fn broker_pid(port: u16) -> Result<String> {
+    let out = std::process::Command::new("ss")
+        .args(["-ltnpH", &format!("sport = :{port}")])
+        .output()
+        .context("running ss to find the broker's process")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pid = text
+        .split("pid=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .filter(|pid| pid.chars().all(|c| c.is_ascii_digit()));
+    pid.map(str::to_owned)
+        .with_context(|| format!("no process listens on port {port} by ss: {text:?}"))
 }
 
 /// Seconds from the first recorded start to the last recorded end.

@@ -34,7 +34,8 @@ pub use names::unique;
 pub use peers::{free_port, free_ports, HttpServer, Sshd};
 pub use poll::Deadline;
 pub use process::{
-    all_cmdlines, busy_cpu_secs, children_of, process_cpu_secs, pss_kib, rss_kib, wait_gone,
+    all_cmdlines, busy_cpu_secs, children_of, process_cpu_secs, pss_kib, rss_kib, threads_cpu_secs,
+    threads_switches, wait_gone,
 };
 pub use proxy::TcpProxy;
 pub use subscriber::Subscriber;

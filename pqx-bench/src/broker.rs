@@ -81,16 +81,7 @@ async fn publish_rate(
 
 /// Messages/s of consuming and acking `n` messages of `queue`.
 async fn consume_rate(conn: &lapin::Connection, queue: &str, n: usize) -> Result<f64> {
-    let channel = conn.create_channel().await?;
-    channel.basic_qos(100, BasicQosOptions::default()).await?;
-    let mut consumer = channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let mut consumer = consumer(conn, queue, 100).await?;
     let started = Instant::now();
     for _ in 0..n {
         match consumer.next().await {
@@ -99,6 +90,27 @@ async fn consume_rate(conn: &lapin::Connection, queue: &str, n: usize) -> Result
         };
     }
     Ok(n as f64 / started.elapsed().as_secs_f64())
+}
+
+/// A consumer of `queue` on a channel of its own, with `prefetch` messages unacked at most.
+pub async fn consumer(
+    conn: &lapin::Connection,
+    queue: &str,
+    prefetch: u16,
+) -> Result<lapin::Consumer> {
+    let channel = conn.create_channel().await?;
+    channel
+        .basic_qos(prefetch, BasicQosOptions::default())
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(consumer)
 }
 
 /// Milliseconds from just before each of `n` publishes (one at a time, every `gap`, a pqx command

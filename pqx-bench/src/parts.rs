@@ -11,8 +11,7 @@ use std::process::Stdio;
 
 use anyhow::{bail, ensure, Context, Result};
 use futures_lite::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
+use lapin::options::BasicAckOptions;
 use sea_orm::sqlx::{self, Connection as _, Row as _};
 
 use pqx_testkit::{threads_cpu_secs, threads_switches};
@@ -127,16 +126,7 @@ pub fn take_and_ack(url: &str, queue: &str, n: usize) -> Result<Cost> {
 /// A consumer of `queue` taking one message at a time.
 async fn consume(url: &str, queue: &str) -> Result<(lapin::Connection, lapin::Consumer)> {
     let conn = pqx::mq::connect(url, "pqx bench parts").await?;
-    let channel = conn.create_channel().await?;
-    channel.basic_qos(1, BasicQosOptions::default()).await?;
-    let consumer = channel
-        .basic_consume(
-            queue.into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    let consumer = crate::broker::consumer(&conn, queue, 1).await?;
     Ok((conn, consumer))
 }
 

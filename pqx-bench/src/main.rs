@@ -236,36 +236,38 @@ async fn parts(cli: &Cli, r: &mut Report) -> Result<Floors> {
             bare[k].push(alone(|| parts::bare_subscriber(&url, "q0", *db, commands))?);
         }
     }
-    let section = "a subscriber's parts, CPU/cmd";
-    let mut add = |name: &str, costs: &[Cost], what: &str| -> f64 {
-        let switches: Vec<f64> = costs.iter().map(|c| c.switches).collect();
-        let note = format!("{what}; {:.1} context switches", report::median(&switches));
-        let cpu = costs.iter().map(|c| c.cpu_us).collect();
-        r.add(section, name, cpu, "us", &note)
-    };
     let what = "tokio, stdin /dev/null, output piped and read; bash's CPU not counted";
-    add("spawn and reap bash -c true", &spawn, what);
+    add_part(r, "spawn and reap bash -c true", &spawn, what);
     let what = "lapin, prefetch 1, the publisher's messages";
-    add("take a command's message and ack it", &take, what);
+    add_part(r, "take a command's message and ack it", &take, what);
     let mut floors = Floors {
         sqlite: 0.0,
         postgres: None,
     };
     for (k, db) in dbs.iter().enumerate() {
-        let (name, what) = match db {
-            Db::Sqlite(_) => ("SQLite", "rusqlite, WAL"),
-            Db::Postgres(_) => ("PostgreSQL", "sqlx, one connection kept"),
-        };
-        let note = format!("{what}, pqx's tables and statements, each committed");
-        add(&format!("a command's two rows, {name}"), &rows[k], &note);
+        let name = db.name();
+        let note = format!(
+            "{}, pqx's tables and statements, each committed",
+            db.driver()
+        );
+        add_part(r, &format!("a command's two rows, {name}"), &rows[k], &note);
         let note = "take, record the start, run bash, record the result, ack: the floor";
-        let floor = add(&format!("all three in one loop, {name}"), &bare[k], note);
+        let floor = add_part(r, &format!("all three in one loop, {name}"), &bare[k], note);
         match db {
             Db::Sqlite(_) => floors.sqlite = floor,
             Db::Postgres(_) => floors.postgres = Some(floor),
         }
     }
     Ok(floors)
+}
+
+/// Adds a part's CPU per command, its context switches in the note; returns the median CPU.
+fn add_part(r: &mut Report, name: &str, costs: &[parts::Cost], what: &str) -> f64 {
+    let switches: Vec<f64> = costs.iter().map(|c| c.switches).collect();
+    let note = format!("{what}; {:.1} context switches", report::median(&switches));
+    let cpu = costs.iter().map(|c| c.cpu_us).collect();
+    let section = "a subscriber's parts, CPU/cmd";
+    r.add(section, name, cpu, "us", &note)
 }
 
 async fn end_to_end(cli: &Cli, r: &mut Report, floor: f64) -> Result<()> {

@@ -146,6 +146,23 @@ pub enum Db<'a> {
     Postgres(&'a str),
 }
 
+impl Db<'_> {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "SQLite",
+            Db::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// How pqx writes to it.
+    pub fn driver(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "rusqlite, WAL",
+            Db::Postgres(_) => "sqlx, one connection kept",
+        }
+    }
+}
+
 /// A command's two rows, each statement committed on its own: the writer's CPU per command (with
 /// SQLite, checkpoints included).
 pub fn rows(db: Db<'_>, n: usize) -> Result<Cost> {

@@ -1,9 +1,10 @@
 //! `pqx-bench`: measures pqx on this machine in one run and prints one table (and the same figures
-//! as JSON): the fork floor, the raw broker, bulk publishing, end-to-end throughput with SQLite and
-//! PostgreSQL, publish-to-start latency, subscriber memory, routing with many host queues, signed
-//! commands, and failover on a broker cluster. Each figure is the median of several repetitions. It
-//! needs the services of `scripts/services.sh --postgres --cluster` and the release binaries beside
-//! it (`make bench` does both).
+//! as JSON): the fork floor, the raw broker, bulk publishing, what a subscriber's parts cost per
+//! command alone and in a bare loop, end-to-end throughput with SQLite and PostgreSQL (with the
+//! parts, in section e2e), publish-to-start latency, subscriber memory, routing with many host
+//! queues, signed commands, and failover on a broker cluster. Each figure is the median of several
+//! repetitions. It needs the services of `scripts/services.sh --postgres --cluster` and the release
+//! binaries beside it (`make bench` does both).
 
 mod broker;
 mod env;

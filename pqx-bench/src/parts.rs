@@ -2,8 +2,8 @@
 //! that uses them, each on a single-threaded runtime as a subscriber runs: spawning and reaping
 //! `bash -c true` with its output piped (tokio), taking a command's message and acking it (lapin,
 //! one at a time), and writing a command's two rows (its start, its result: SQLite in WAL mode, or
-//! PostgreSQL on one kept connection), as the same statements pqx makes. Their sum is the floor
-//! under what a subscriber costs per command; what it costs above that is pqx's own.
+//! PostgreSQL on one kept connection), as the same statements pqx makes; and the three in one loop,
+//! a bare subscriber: the floor under what a subscriber costs per command, above which is pqx's own.
 
 use std::future::Future;
 use std::path::Path;
@@ -147,6 +147,13 @@ pub enum Db<'a> {
 }
 
 impl Db<'_> {
+    pub fn kind(&self) -> pqx_testkit::DbKind {
+        match self {
+            Db::Sqlite(_) => pqx_testkit::DbKind::Sqlite,
+            Db::Postgres(_) => pqx_testkit::DbKind::Postgres,
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Db::Sqlite(_) => "SQLite",
@@ -309,9 +316,7 @@ impl Rows {
 }
 
 fn gethostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "bench".into())
+    gethostname::gethostname().to_string_lossy().into_owned()
 }
 
 /// A time as sqlx stores one in SQLite's text columns.
